@@ -1,0 +1,1 @@
+"""Offline tools: datasets, the bundled demo model, FID, reproduction and benchmarks."""
