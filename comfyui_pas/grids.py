@@ -1,0 +1,75 @@
+"""Sigma grids: the EDM polynomial schedule, refinement for the teacher, and checks."""
+from __future__ import annotations
+
+import torch
+
+
+def edm_sigmas(steps: int, sigma_min: float = 0.002, sigma_max: float = 80.0, rho: float = 7.0,
+               append_zero: bool = False, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """EDM eq. 5 grid with `steps` intervals: steps+1 points ending at sigma_min, or (append_zero,
+    as ComfyUI's karras scheduler) `steps` points ending at sigma_min followed by 0."""
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    if not 0 < sigma_min < sigma_max:
+        raise ValueError(f"need 0 < sigma_min < sigma_max, got {sigma_min}, {sigma_max}")
+    points = steps if append_zero else steps + 1
+    ramp = torch.linspace(0, 1, points, dtype=torch.float64) if points > 1 else torch.zeros(1, dtype=torch.float64)
+    lo, hi = sigma_min ** (1 / rho), sigma_max ** (1 / rho)
+    sigmas = (hi + ramp * (lo - hi)) ** rho
+    if append_zero:
+        sigmas = torch.cat([sigmas, sigmas.new_zeros(1)])
+    return sigmas.to(dtype)
+
+
+def check_sigmas(sigmas: torch.Tensor) -> None:
+    """Raise ValueError unless sigmas is a finite, strictly decreasing 1-D grid, >= 0, zero only last."""
+    if not isinstance(sigmas, torch.Tensor) or sigmas.ndim != 1 or sigmas.numel() < 2:
+        raise ValueError("sigmas must be a 1-D tensor with at least 2 values (one step)")
+    values = sigmas.detach().double().cpu()
+    if not torch.isfinite(values).all():
+        raise ValueError(f"sigmas contain NaN or inf: {format_sigmas(values)}")
+    if (values[:-1] <= 0).any() or values[-1] < 0:
+        raise ValueError(f"sigmas must be positive (only the last may be 0): {format_sigmas(values)}")
+    if not (values[1:] < values[:-1]).all():
+        raise ValueError(f"sigmas must be strictly decreasing: {format_sigmas(values)}")
+
+
+def refine_sigmas(sigmas: torch.Tensor, substeps: int, rho: float = 7.0) -> torch.Tensor:
+    """Insert `substeps` points in every interval, uniform in sigma^(1/rho) (pas-method.md 2); every
+    original point is kept exactly, at index k*(substeps+1). Works for a final interval ending at 0."""
+    check_sigmas(sigmas)
+    if substeps < 0:
+        raise ValueError(f"substeps must be >= 0, got {substeps}")
+    grid = sigmas.detach().double().cpu()
+    roots = grid ** (1 / rho)
+    frac = torch.arange(1, substeps + 1, dtype=torch.float64) / (substeps + 1)
+    pieces = []
+    for k in range(len(grid) - 1):
+        inner = (roots[k] + frac * (roots[k + 1] - roots[k])) ** rho
+        pieces.append(torch.cat([grid[k:k + 1], inner]))
+    pieces.append(grid[-1:])
+    return torch.cat(pieces).to(sigmas.dtype)
+
+
+def heun_nfe(intervals: int, ends_at_zero: bool) -> int:
+    """Model calls of EDM Heun: 2 per interval, 1 for a final Euler step onto sigma = 0."""
+    return 2 * intervals - (1 if ends_at_zero else 0)
+
+
+def teacher_substeps(sigmas: torch.Tensor, teacher_nfe: int) -> int:
+    """Smallest M >= 0 whose refined grid gives a Heun teacher at least `teacher_nfe` model calls."""
+    steps = len(sigmas) - 1
+    ends_at_zero = float(sigmas[-1]) == 0.0
+    substeps = 0
+    while heun_nfe(steps * (substeps + 1), ends_at_zero) < teacher_nfe:
+        substeps += 1
+    return substeps
+
+
+def format_sigmas(sigmas, limit: int = 12) -> str:
+    """Short human-readable list of sigma values for error messages."""
+    values = [float(s) for s in (sigmas.tolist() if isinstance(sigmas, torch.Tensor) else sigmas)]
+    shown = [f"{v:.4g}" for v in values]
+    if len(shown) > limit:
+        shown = shown[: limit // 2] + ["..."] + shown[-(limit // 2):]
+    return "[" + ", ".join(shown) + "]"
