@@ -36,7 +36,10 @@ def principal_directions(vectors: torch.Tensor, count: int) -> torch.Tensor:
             value = _dot(centred[:, a], centred[:, b]).double()
             gram[:, a, b] = value
             gram[:, b, a] = value
-    eigenvalues, eigenvectors = torch.linalg.eigh(gram)  # ascending
+    # One small eigh per sample: batched LAPACK calls do not give bit-identical results across batch sizes.
+    pairs = [torch.linalg.eigh(matrix) for matrix in gram]
+    eigenvalues = torch.stack([p[0] for p in pairs])  # ascending
+    eigenvectors = torch.stack([p[1] for p in pairs])
     top = eigenvectors[:, :, -count:].flip(-1)  # (B, m, count), largest first
     weights = top.to(centred.dtype)
     directions = []

@@ -1,0 +1,147 @@
+"""PAS coordinate files: round trip, atomic writes, strict validation with actionable messages."""
+import json
+import os
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from comfyui_pas import PASCoordinates, edm_sigmas
+from comfyui_pas.coords import PASFileError
+
+SIGMAS = edm_sigmas(10, sigma_min=0.0292, sigma_max=14.6146, append_zero=True)
+
+
+def example(**changes):
+    fields = dict(sigmas=SIGMAS, solver="euler", max_order=1, n_basis=4, steps=[3, 5, 7],
+                  coordinates=torch.arange(12, dtype=torch.float64).reshape(3, 4) / 7,
+                  parameterization="absolute", metadata={"cfg": 7.5, "model": "sd15.safetensors", "loss": "l1"})
+    fields.update(changes)
+    return PASCoordinates(**fields)
+
+
+def raw_file(path, tensors=None, **header):
+    base = {"sigmas": SIGMAS.clone(), "steps": torch.tensor([3]), "coordinates": torch.ones(1, 4, dtype=torch.float64)}
+    base.update(tensors or {})
+    meta = {"format": "comfyui-pas-coordinates", "format_version": "1", "solver": "euler", "max_order": "1",
+            "n_basis": "4", "parameterization": "absolute", "info": "{}"}
+    meta.update(header)
+    save_file(base, str(path), metadata=meta)
+    return path
+
+
+def test_round_trip_keeps_everything(tmp_path):
+    original = example(solver="ipndm", max_order=3, parameterization="relative")
+    path = original.save(tmp_path / "pas" / "sd15_00001.safetensors")
+    loaded = PASCoordinates.load(path)
+    assert torch.equal(loaded.sigmas, original.sigmas) and torch.equal(loaded.coordinates, original.coordinates)
+    assert (loaded.solver, loaded.max_order, loaded.n_basis, loaded.steps, loaded.parameterization) == \
+        ("ipndm", 3, 4, [3, 5, 7], "relative")
+    assert loaded.metadata == original.metadata
+    assert loaded.n_parameters == 12
+    assert os.listdir(tmp_path / "pas") == ["sd15_00001.safetensors"]
+
+
+def test_no_corrected_step_is_a_valid_file(tmp_path):
+    empty = example(steps=[], coordinates=torch.zeros(0, 4))
+    assert PASCoordinates.load(empty.save(tmp_path / "empty.safetensors")).steps == []
+
+
+def test_failed_save_leaves_the_old_file_and_no_temporary(tmp_path):
+    path = example().save(tmp_path / "c.safetensors")
+    before = path_bytes = open(path, "rb").read()
+    broken = example(metadata={"bad": object()})
+    with pytest.raises(TypeError):
+        broken.save(path)
+    assert open(path, "rb").read() == before == path_bytes
+    assert os.listdir(tmp_path) == ["c.safetensors"]
+
+
+def test_truncated_file(tmp_path):
+    path = example().save(tmp_path / "c.safetensors")
+    data = open(path, "rb").read()
+    open(path, "wb").write(data[: len(data) // 2])
+    with pytest.raises(PASFileError, match="corrupt or truncated"):
+        PASCoordinates.load(path)
+
+
+def test_not_a_safetensors_file(tmp_path):
+    path = tmp_path / "c.safetensors"
+    path.write_text("definitely not safetensors")
+    with pytest.raises(PASFileError, match="corrupt or truncated"):
+        PASCoordinates.load(path)
+
+
+def test_other_safetensors_file(tmp_path):
+    path = tmp_path / "lora.safetensors"
+    save_file({"w": torch.ones(2)}, str(path))
+    with pytest.raises(PASFileError, match="not a PAS coordinates file"):
+        PASCoordinates.load(path)
+
+
+def test_wrong_dtype(tmp_path):
+    path = raw_file(tmp_path / "c.safetensors", {"coordinates": torch.ones(1, 4, dtype=torch.float32)})
+    with pytest.raises(PASFileError, match="dtype"):
+        PASCoordinates.load(path)
+
+
+def test_nan_coordinates(tmp_path):
+    path = raw_file(tmp_path / "c.safetensors", {"coordinates": torch.full((1, 4), float("nan"), dtype=torch.float64)})
+    with pytest.raises(PASFileError, match="NaN"):
+        PASCoordinates.load(path)
+
+
+def test_unknown_version(tmp_path):
+    path = raw_file(tmp_path / "c.safetensors", format_version="99")
+    with pytest.raises(PASFileError, match="version '99'"):
+        PASCoordinates.load(path)
+
+
+@pytest.mark.parametrize("tensors, header, message", [
+    ({"steps": torch.tensor([3, 3])}, {}, "shape"),
+    ({"steps": torch.tensor([12]), "coordinates": torch.ones(1, 4, dtype=torch.float64)}, {}, "within"),
+    ({"steps": torch.tensor([0])}, {}, "cannot carry"),
+    ({}, {"solver": "dpmpp"}, "unknown solver"),
+    ({}, {"info": "{not json"}, "malformed"),
+    ({"sigmas": torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64)}, {}, "decreasing"),
+])
+def test_inconsistent_files(tmp_path, tensors, header, message):
+    path = raw_file(tmp_path / "c.safetensors", tensors, **header)
+    with pytest.raises(PASFileError, match=message):
+        PASCoordinates.load(path)
+
+
+def test_missing_file_is_named(tmp_path):
+    with pytest.raises(PASFileError, match="not found"):
+        PASCoordinates.load(tmp_path / "nope.safetensors")
+
+
+def test_validate_accepts_float32_copy_of_the_grid():
+    example().validate_for(SIGMAS.float(), "ddim", 1)
+
+
+@pytest.mark.parametrize("sigmas, solver, order, expected", [
+    (edm_sigmas(8, 0.0292, 14.6146, append_zero=True), "euler", 1, "the workflow gives 8 steps"),
+    (SIGMAS * 0.9, "euler", 1, "sigmas differ"),
+    (SIGMAS, "ipndm", 3, "the sampler uses ipndm"),
+])
+def test_validate_names_what_was_trained_and_what_is_given(sigmas, solver, order, expected):
+    with pytest.raises(ValueError) as info:
+        example().validate_for(sigmas, solver, order)
+    text = str(info.value)
+    assert "trained for 10 steps of euler" in text and "14.61" in text and expected in text
+    assert "PAS Trainer" in text and "denoise" in text
+
+
+def test_ipndm_order_mismatch():
+    with pytest.raises(ValueError, match="order 2"):
+        example(solver="ipndm", max_order=3).validate_for(SIGMAS, "ipndm", 2)
+
+
+def test_metadata_is_plain_json(tmp_path):
+    coords = example(metadata={"losses": torch.tensor([0.5, float("inf")]), "n": torch.tensor(3)})
+    path = coords.save(tmp_path / "m.safetensors")
+    from safetensors import safe_open
+    with safe_open(str(path), framework="pt") as handle:
+        info = json.loads(handle.metadata()["info"])
+    assert info == {"losses": [0.5, None], "n": 3}
