@@ -238,6 +238,8 @@ def train_pas(model, x, sigmas, *, solver="euler", max_order=4, n_basis=4, loss=
         report_steps.append(entry)
 
     search_seconds = time.perf_counter() - search_started
+    if progress:
+        progress(tick.total, tick.total)
     final_loss = criterion(points[train_rows], targets[-1, train_rows], loss)
     settings = {"loss": loss, "tolerance": tolerance, "tolerance_mode": tolerance_mode, "guard": guard,
                 "validation_fraction": validation_fraction if n_val else 0.0,

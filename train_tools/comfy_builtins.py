@@ -1,0 +1,31 @@
+"""ComfyUI's built-in samplers, called through their k-diffusion functions (when the host is installed)."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+DEFAULT_COMFYUI_DIR = Path(__file__).resolve().parents[1] / ".comfyui" / "ComfyUI"
+BUILTIN_NAMES = ("euler", "ipndm", "ipndm_v", "deis", "dpmpp_2m", "uni_pc", "res_multistep")
+
+
+def comfyui_dir() -> Path:
+    return Path(os.environ.get("COMFYUI_DIR", DEFAULT_COMFYUI_DIR))
+
+
+def load_builtin_samplers():
+    """{name: sampler function(model, x, sigmas, disable=...)} from the installed ComfyUI, or None."""
+    root = comfyui_dir()
+    if not (root / "comfy" / "k_diffusion" / "sampling.py").is_file():
+        return None
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    from comfy.cli_args import args
+
+    args.cpu = True  # must precede comfy.model_management's first import
+    from comfy.extra_samplers import uni_pc
+    from comfy.k_diffusion import sampling
+
+    return {"euler": sampling.sample_euler, "ipndm": sampling.sample_ipndm, "ipndm_v": sampling.sample_ipndm_v,
+            "deis": sampling.sample_deis, "dpmpp_2m": sampling.sample_dpmpp_2m, "uni_pc": uni_pc.sample_unipc,
+            "res_multistep": sampling.sample_res_multistep}

@@ -1,0 +1,232 @@
+"""Reproduce PAS offline on the bundled Fashion-MNIST model: FID (pytorch-fid) and RMSE vs the teacher.
+
+Per-seed noise, teacher trajectories, PAS search per solver and NFE, then sampling with and without PAS
+on held-out seeds (never overlapping the training seeds), ComfyUI's built-in samplers on the same model,
+sigmas and seeds when the host is installed. Writes results.json, results.md, sample grids and the
+per-step error figure; prints the table. Shards seeds across processes under torchrun (gloo).
+
+    python -m train_tools.reproduce --preset quick
+    torchrun --nproc-per-node 2 -m train_tools.reproduce --preset full
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from comfyui_pas import edm_sigmas, sample_pas, train_pas
+from comfyui_pas.plot import save_error_curve
+from comfyui_pas.teacher import teacher_states
+
+EVAL_SEED_START = 1_000_000  # training seeds start at 0 and stay far below
+PRESETS = {
+    "quick": dict(nfe=[5, 8], train=32, eval=200, teacher_nfe=100, fid_ref=1000,
+                  builtins=["dpmpp_2m", "uni_pc"], builtin_nfe=[5]),
+    "full": dict(nfe=[4, 5, 6, 8, 10], train=256, eval=1000, teacher_nfe=100, fid_ref=10000,
+                 builtins=["euler", "ipndm", "ipndm_v", "deis", "dpmpp_2m", "uni_pc", "res_multistep"],
+                 builtin_nfe=[5, 6, 10]),
+}
+SOLVERS = {"euler": ("euler", 1), "ipndm": ("ipndm", 3)}
+
+
+# ---- sharding -----------------------------------------------------------------------------------
+def init_distributed():
+    """(rank, world) under torchrun, (0, 1) otherwise."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("gloo")
+    return (dist.get_rank(), world) if world > 1 else (0, 1)
+
+
+def map_seeds(fn, seeds, batch, rank, world):
+    """fn(seed_list) -> tensor (len, ...), run on this rank's share of the seeds in batches; every rank
+    gets the full result in seed order."""
+    mine = seeds[rank::world]
+    parts = [fn(mine[i:i + batch]) for i in range(0, len(mine), batch)]
+    local = torch.cat(parts) if parts else None
+    if world == 1:
+        return local
+    gathered = [None] * world
+    dist.all_gather_object(gathered, local)
+    out = [None] * len(seeds)
+    for r, part in enumerate(gathered):
+        for j, index in enumerate(range(r, len(seeds), world)):
+            out[index] = part[j]
+    return torch.stack(out)
+
+
+def broadcast(value, rank, world):
+    if world == 1:
+        return value
+    holder = [value if rank == 0 else None]
+    dist.broadcast_object_list(holder, src=0)
+    return holder[0]
+
+
+# ---- the run ------------------------------------------------------------------------------------
+def noise(seeds):
+    from train_tools.demo_model import seeded_noise
+
+    return seeded_noise(list(seeds))
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", choices=PRESETS, default="quick")
+    parser.add_argument("--model", default=None, help="demo-model weights (default: the bundled file)")
+    parser.add_argument("--solvers", nargs="+", choices=SOLVERS, default=["euler", "ipndm"])
+    parser.add_argument("--nfe", type=int, nargs="+")
+    parser.add_argument("--train", type=int, help="training trajectories (seeds 0..N-1)")
+    parser.add_argument("--eval", type=int, help=f"evaluation samples (seeds from {EVAL_SEED_START})")
+    parser.add_argument("--train-seed-start", type=int, default=0)
+    parser.add_argument("--eval-seed-start", type=int, default=EVAL_SEED_START)
+    parser.add_argument("--teacher-nfe", type=int)
+    parser.add_argument("--fid-ref", type=int, help="Fashion-MNIST test images in the FID reference")
+    parser.add_argument("--no-fid", action="store_true", help="RMSE only")
+    parser.add_argument("--builtins", nargs="*", help="ComfyUI built-in samplers to add (needs the host)")
+    parser.add_argument("--builtin-nfe", type=int, nargs="*")
+    parser.add_argument("--batch", type=int, default=100)
+    parser.add_argument("--save-samples", action="store_true", help="also write samples.safetensors")
+    parser.add_argument("--out", default=None, help="output folder (default out/reproduce/<preset>)")
+    args = parser.parse_args(argv)
+    for key, value in PRESETS[args.preset].items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    if args.eval_seed_start < args.train_seed_start + args.train and args.train_seed_start < args.eval_seed_start + args.eval:
+        parser.error("training and evaluation seeds overlap")
+    out = Path(args.out or f"out/reproduce/{args.preset}")
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    rank, world = init_distributed()
+    log = print if rank == 0 else (lambda *a, **k: None)
+    started = time.perf_counter()
+
+    from train_tools.demo_model import load_demo_model
+    model = load_demo_model(args.model)
+    train_seeds = list(range(args.train_seed_start, args.train_seed_start + args.train))
+    eval_seeds = list(range(args.eval_seed_start, args.eval_seed_start + args.eval))
+    builtins = {}
+    if args.builtins:
+        from train_tools.comfy_builtins import load_builtin_samplers
+        available = load_builtin_samplers()
+        if available is None:
+            log("ComfyUI host not installed (make host): built-in sampler rows skipped")
+        else:
+            builtins = {name: available[name] for name in args.builtins}
+    log(f"reproduce[{args.preset}]: NFE {args.nfe}, {args.train} training trajectories, {args.eval} evaluation "
+        f"seeds, teacher {args.teacher_nfe} NFE, {world} process(es)")
+
+    samples, rows, reports = {}, [], {}
+    for nfe in args.nfe:
+        sigmas = edm_sigmas(nfe, model.sigma_min, model.sigma_max).float()
+        t0 = time.perf_counter()
+        targets = map_seeds(lambda s: teacher_states(model, noise(s) * sigmas[0], sigmas, args.teacher_nfe)[0]
+                            .transpose(0, 1), train_seeds, args.batch, rank, world).transpose(0, 1)
+        teacher_seconds = time.perf_counter() - t0
+        reference = map_seeds(lambda s: teacher_states(model, noise(s) * sigmas[0], sigmas, args.teacher_nfe)[0][-1],
+                              eval_seeds, args.batch, rank, world)
+        samples[("teacher", nfe)] = reference
+        rows.append({"method": f"teacher (Heun {args.teacher_nfe} NFE)", "nfe": nfe, "rmse": 0.0})
+        for name in args.solvers:
+            solver, order = SOLVERS[name]
+            coords, report = (None, None)
+            if rank == 0:
+                t1 = time.perf_counter()
+                coords, report = train_pas(model, noise(train_seeds) * sigmas[0], sigmas, solver=solver,
+                                           max_order=order, targets=targets, chunk_size=args.batch)
+                report["teacher_seconds"] = teacher_seconds
+                report["search_seconds"] = time.perf_counter() - t1
+                coords.save(out / "coords" / f"{name}_nfe{nfe}.safetensors")
+            coords = broadcast(coords, rank, world)
+            reports[(name, nfe)] = report
+            label = name if name == "euler" else f"ipndm{order}"
+            for use_pas in (False, True):
+                run = (lambda s, c=coords if use_pas else None: sample_pas(
+                    model, noise(s) * sigmas[0], sigmas, solver=solver, max_order=order, coords=c))
+                key = (label + ("+PAS" if use_pas else ""), nfe)
+                samples[key] = map_seeds(run, eval_seeds, args.batch, rank, world)
+                rows.append({"method": key[0], "nfe": nfe, "rmse": rmse(samples[key], reference),
+                             "steps": coords.steps if use_pas else [],
+                             "params": coords.n_parameters if use_pas else 0,
+                             "teacher_s": report["teacher_seconds"] if (use_pas and report) else None,
+                             "search_s": report["search_seconds"] if (use_pas and report) else None})
+        if nfe in (args.builtin_nfe or []):
+            for name, fn in builtins.items():
+                run = (lambda s, fn=fn: fn(model, noise(s) * sigmas[0], sigmas, extra_args={}, disable=True))
+                key = (f"comfy {name}", nfe)
+                with torch.no_grad():
+                    samples[key] = map_seeds(run, eval_seeds, args.batch, rank, world)
+                rows.append({"method": key[0], "nfe": nfe, "rmse": rmse(samples[key], reference)})
+        log(f"  NFE {nfe} sampled ({time.perf_counter() - started:.0f} s)")
+
+    if rank == 0:
+        finish(args, out, model, samples, rows, reports, started)
+    if world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+def rmse(a, b):
+    return float((a.double() - b.double()).square().mean().sqrt())
+
+
+def finish(args, out, model, samples, rows, reports, started):
+    from train_tools.demo_model import image_grid
+    from train_tools.fashion_mnist import to_uint8
+
+    out.mkdir(parents=True, exist_ok=True)
+    fid_seconds = 0.0
+    if not args.no_fid:
+        from train_tools import fid
+
+        t0 = time.perf_counter()
+        ref = fid.reference_stats(args.fid_ref)
+        keys = {("teacher", r["nfe"]) if r["method"].startswith("teacher") else (r["method"], r["nfe"]): r for r in rows}
+        for key, row in keys.items():
+            row["fid"] = fid.fid_of_images(to_uint8(samples[key]), ref)
+        fid_seconds = time.perf_counter() - t0
+    for (method, nfe), images in samples.items():
+        if nfe in (5, max(args.nfe)):
+            name = method.replace(" ", "_").replace("+", "_").replace("(", "").replace(")", "")
+            image_grid(to_uint8(images[:64]), 8, 8).save(out / f"grid_{name}_nfe{nfe}.png")
+    for (name, nfe), report in reports.items():
+        if report and nfe == max(args.nfe):
+            save_error_curve(report, out / f"error_curve_{name}_nfe{nfe}.png",
+                             title=f"{name}, NFE {nfe}: per-step L1 error vs teacher")
+    if args.save_samples:
+        from safetensors.torch import save_file
+
+        save_file({f"{method}@{nfe}": images.contiguous() for (method, nfe), images in samples.items()},
+                  str(out / "samples.safetensors"))
+    table = format_table(rows, args)
+    (out / "results.md").write_text(table + "\n")
+    with open(out / "results.json", "w") as handle:
+        json.dump({"args": vars(args), "rows": rows, "fid_seconds": fid_seconds,
+                   "total_seconds": time.perf_counter() - started,
+                   "model": getattr(model, "metadata", {})}, handle, indent=1)
+    print(table)
+    print(f"wrote {out}/results.md, results.json, grids and error curves ({time.perf_counter() - started:.0f} s, "
+          f"FID {fid_seconds:.0f} s)")
+
+
+def format_table(rows, args):
+    fid_note = "no FID" if args.no_fid else f"FID of {args.eval} samples vs {args.fid_ref} Fashion-MNIST test images"
+    lines = [f"Fashion-MNIST demo model; {fid_note}; RMSE vs the Heun {args.teacher_nfe}-NFE teacher on the same "
+             f"seeds; PAS trained on {args.train} trajectories (seeds {args.train_seed_start}+), evaluated on seeds "
+             f"{args.eval_seed_start}+.", "",
+             "| NFE | method | FID | RMSE | corrected steps | params | teacher s | search s |",
+             "|---|---|---|---|---|---|---|---|"]
+    for row in sorted(rows, key=lambda r: r["nfe"]):
+        fid_text = f"{row['fid']:.2f}" if "fid" in row else "-"
+        timing = [f"{row[k]:.1f}" if row.get(k) is not None else "" for k in ("teacher_s", "search_s")]
+        lines.append(f"| {row['nfe']} | {row['method']} | {fid_text} | {row['rmse']:.4f} | {row.get('steps', '')} | "
+                     f"{row.get('params', '')} | {timing[0]} | {timing[1]} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
