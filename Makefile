@@ -4,7 +4,7 @@ PY := .venv/bin/python
 export OMP_NUM_THREADS ?= 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: venv host dataset fid-weights test test-unit demo bench reproduce train-model comfy lint clean-host
+.PHONY: venv host dataset fid-weights test test-unit demo bench ab-study reproduce train-model comfy lint
 
 venv:
 	@bash scripts/setup_venv.sh
@@ -19,16 +19,19 @@ fid-weights: venv     ## pytorch-fid's Inception weights, converted offline from
 	@$(PY) scripts/setup_fid_weights.py
 
 test: venv host dataset fid-weights
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest tests
 
 test-unit: venv
 	$(PY) -m pytest -q tests/unit
 
-demo: venv
+demo: venv host dataset fid-weights
 	$(PY) -m train_tools.demo
 
 bench: venv
 	$(PY) -m train_tools.bench_gmm --out out/bench_gmm.json
+
+ab-study: venv dataset fid-weights   ## issue-6 A/B tables (docs/ab-study.md)
+	$(PY) -m train_tools.ab_study --study all
 
 reproduce: venv host dataset fid-weights
 	$(PY) -m train_tools.reproduce --preset full
