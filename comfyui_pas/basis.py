@@ -36,12 +36,13 @@ def principal_directions(vectors: torch.Tensor, count: int) -> torch.Tensor:
             value = _dot(centred[:, a], centred[:, b]).double()
             gram[:, a, b] = value
             gram[:, b, a] = value
-    # One small eigh per sample: batched LAPACK calls do not give bit-identical results across batch sizes.
-    pairs = [torch.linalg.eigh(matrix) for matrix in gram]
+    # One small eigh per sample, on the CPU in float64: batched LAPACK calls are not bit-identical across
+    # batch sizes, and the CPU gives the same basis whatever device samples run on (one copy per step).
+    pairs = [torch.linalg.eigh(matrix) for matrix in gram.cpu()]
     eigenvalues = torch.stack([p[0] for p in pairs])  # ascending
     eigenvectors = torch.stack([p[1] for p in pairs])
     top = eigenvectors[:, :, -count:].flip(-1)  # (B, m, count), largest first
-    weights = top.to(centred.dtype)
+    weights = top.to(device=centred.device, dtype=centred.dtype)
     directions = []
     for j in range(count):
         direction = torch.zeros_like(centred[:, 0])
@@ -49,7 +50,7 @@ def principal_directions(vectors: torch.Tensor, count: int) -> torch.Tensor:
             direction = direction + weights[:, a, j, None] * centred[:, a]
         directions.append(direction)
     largest = eigenvalues[:, -1:].clamp_min(0)
-    kept = eigenvalues.flip(-1)[:, :count] > RANK_TOLERANCE * largest
+    kept = (eigenvalues.flip(-1)[:, :count] > RANK_TOLERANCE * largest).to(centred.device)
     return torch.stack(directions, dim=1) * kept[..., None].to(centred.dtype)
 
 

@@ -13,7 +13,8 @@ import torch
 
 from .basis import basis_is_feasible
 from .coords import PARAMETERIZATIONS, PASCoordinates
-from .grids import check_sigmas
+from .grids import check_sigmas, heun_nfe, refine_sigmas
+from .grids import teacher_substeps as substeps_for
 from .sampler import SolverTrajectory, pas_step
 from .solvers import canonical_solver, check_order
 from .teacher import chunks, model_call, teacher_states
@@ -31,7 +32,7 @@ def criterion(a: torch.Tensor, b: torch.Tensor, loss: str) -> float:
     return float(diff.abs().mean() if loss == "l1" else diff.square().mean())
 
 
-def _pair_sums(basis, weights, left, right):
+def _pair_sums(weights, left, right):
     """sum over samples and elements of weights * left * right (weights may be None)."""
     product = left * right
     if weights is not None:
@@ -51,9 +52,9 @@ def fit_coordinates(basis, target, scale, loss="l1", iterations=IRLS_ITERATIONS,
         gram = torch.empty(k, k, dtype=torch.float64)
         rhs = torch.empty(k, dtype=torch.float64)
         for a in range(k):
-            rhs[a] = _pair_sums(basis, weights, scaled[:, a], target)
+            rhs[a] = _pair_sums(weights, scaled[:, a], target)
             for b in range(a, k):
-                gram[a, b] = gram[b, a] = _pair_sums(basis, weights, scaled[:, a], scaled[:, b])
+                gram[a, b] = gram[b, a] = _pair_sums(weights, scaled[:, a], scaled[:, b])
         ridge = 1e-12 * gram.diagonal().abs().max().clamp_min(1e-300)
         return torch.linalg.solve(gram + ridge * torch.eye(k, dtype=torch.float64), rhs)
 
@@ -145,7 +146,6 @@ def train_pas(model, x, sigmas, *, solver="euler", max_order=4, n_basis=4, loss=
     sigmas_x = sigmas.to(x.device)
 
     teacher_rows = 0 if targets is not None else count
-    from .grids import heun_nfe, refine_sigmas, teacher_substeps as substeps_for
     if targets is None:
         substeps = substeps_for(sigmas, teacher_nfe) if teacher_substeps is None else int(teacher_substeps)
         nfe = heun_nfe(len(refine_sigmas(sigmas.double(), substeps)) - 1, sigma_values[-1] == 0)

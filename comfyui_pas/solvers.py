@@ -44,7 +44,7 @@ def solver_direction(solver: str, e: torch.Tensor, history: list[torch.Tensor], 
         return e
     weights, divisor = IPNDM_WEIGHTS[order]
     total = weights[0] * e
-    for weight, past in zip(weights[1:], reversed(history)):
+    for weight, past in zip(weights[1:], reversed(history), strict=False):
         total = total + weight * past
     return total / divisor
 

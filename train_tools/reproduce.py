@@ -75,6 +75,27 @@ def noise(seeds):
     return seeded_noise(list(seeds))
 
 
+def teacher_run(model, sigmas, teacher_nfe, final_only):
+    """seeds -> teacher states (seeds, steps+1, ...) or only the final states."""
+    def run(seeds):
+        states = teacher_states(model, noise(seeds) * sigmas[0], sigmas, teacher_nfe)[0]
+        return states[-1] if final_only else states.transpose(0, 1)
+    return run
+
+
+def pas_run(model, sigmas, solver, order, coords):
+    def run(seeds):
+        return sample_pas(model, noise(seeds) * sigmas[0], sigmas, solver=solver, max_order=order, coords=coords)
+    return run
+
+
+def builtin_run(sampler, model, sigmas):
+    @torch.no_grad()
+    def run(seeds):
+        return sampler(model, noise(seeds) * sigmas[0], sigmas, extra_args={}, disable=True)
+    return run
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", choices=PRESETS, default="quick")
@@ -124,11 +145,10 @@ def main(argv=None):
     for nfe in args.nfe:
         sigmas = edm_sigmas(nfe, model.sigma_min, model.sigma_max).float()
         t0 = time.perf_counter()
-        targets = map_seeds(lambda s: teacher_states(model, noise(s) * sigmas[0], sigmas, args.teacher_nfe)[0]
-                            .transpose(0, 1), train_seeds, args.batch, rank, world).transpose(0, 1)
+        targets = map_seeds(teacher_run(model, sigmas, args.teacher_nfe, False), train_seeds, args.batch, rank,
+                            world).transpose(0, 1)
         teacher_seconds = time.perf_counter() - t0
-        reference = map_seeds(lambda s: teacher_states(model, noise(s) * sigmas[0], sigmas, args.teacher_nfe)[0][-1],
-                              eval_seeds, args.batch, rank, world)
+        reference = map_seeds(teacher_run(model, sigmas, args.teacher_nfe, True), eval_seeds, args.batch, rank, world)
         samples[("teacher", nfe)] = reference
         rows.append({"method": f"teacher (Heun {args.teacher_nfe} NFE)", "nfe": nfe, "rmse": 0.0})
         for name in args.solvers:
@@ -145,8 +165,7 @@ def main(argv=None):
             reports[(name, nfe)] = report
             label = name if name == "euler" else f"ipndm{order}"
             for use_pas in (False, True):
-                run = (lambda s, c=coords if use_pas else None: sample_pas(
-                    model, noise(s) * sigmas[0], sigmas, solver=solver, max_order=order, coords=c))
+                run = pas_run(model, sigmas, solver, order, coords if use_pas else None)
                 key = (label + ("+PAS" if use_pas else ""), nfe)
                 samples[key] = map_seeds(run, eval_seeds, args.batch, rank, world)
                 rows.append({"method": key[0], "nfe": nfe, "rmse": rmse(samples[key], reference),
@@ -156,10 +175,8 @@ def main(argv=None):
                              "search_s": report["search_seconds"] if (use_pas and report) else None})
         if nfe in (args.builtin_nfe or []):
             for name, fn in builtins.items():
-                run = (lambda s, fn=fn: fn(model, noise(s) * sigmas[0], sigmas, extra_args={}, disable=True))
                 key = (f"comfy {name}", nfe)
-                with torch.no_grad():
-                    samples[key] = map_seeds(run, eval_seeds, args.batch, rank, world)
+                samples[key] = map_seeds(builtin_run(fn, model, sigmas), eval_seeds, args.batch, rank, world)
                 rows.append({"method": key[0], "nfe": nfe, "rmse": rmse(samples[key], reference)})
         log(f"  NFE {nfe} sampled ({time.perf_counter() - started:.0f} s)")
 

@@ -27,7 +27,7 @@ def reference_ipndm(model, x, sigmas, max_order):
         if sigmas[i + 1] == 0:
             x = denoised
         else:
-            direction = sum(w * v for w, v in zip(weights[order], [d] + past[::-1]))
+            direction = sum(w * v for w, v in zip(weights[order], [d] + past[::-1], strict=False))
             x = x + (sigmas[i + 1] - sigmas[i]) * direction
         past = (past + [d])[-(max_order - 1):] if max_order > 1 else []
     return x
