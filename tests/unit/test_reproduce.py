@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file
 
 ROOT = Path(__file__).resolve().parents[2]
-TINY = ["--nfe", "4", "--train", "6", "--eval", "6", "--teacher-nfe", "8", "--no-fid", "--batch", "1",
+TINY = ["--nfe", "4", "--train", "6", "--eval", "6", "--teacher-nfe", "8", "--reference-nfe", "8", "--no-fid", "--batch", "1",
         "--save-samples", "--builtins"]
 
 
@@ -31,7 +31,7 @@ def test_two_process_run_equals_single_process(tmp_path):
     run(TINY, tmp_path / "two", processes=2)
     assert "| 4 | euler+PAS |" in printed
     one, two = load_file(str(tmp_path / "one" / "samples.safetensors")), load_file(str(tmp_path / "two" / "samples.safetensors"))
-    assert one.keys() == two.keys() and {"euler+PAS@4", "ipndm3+PAS@4", "teacher@4"} <= set(one)
+    assert one.keys() == two.keys() and {"euler+PAS@4", "ipndm3+PAS@4", "teacher@0"} <= set(one)
     for key in one:
         assert torch.equal(one[key], two[key]), key  # batch 1: every seed is evaluated alone in both runs
     rows = json.loads((tmp_path / "one" / "results.json").read_text())["rows"]
