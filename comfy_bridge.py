@@ -1,0 +1,219 @@
+"""ComfyUI glue for PAS: the models/pas folder, coordinate files, and training inside ComfyUI's sampler.
+
+Training runs the way comfy_extras/nodes_train.py drives LoRA training: a custom comfy.samplers.Sampler
+is handed to a CFGGuider, so ComfyUI loads and patches the model (GPU when there is one, LoRAs, model
+patches, CFG) and the Sampler receives the ready denoiser, which train_pas calls for teacher and search.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+from datetime import datetime, timezone
+
+import comfy.model_management
+import comfy.sample
+import comfy.samplers
+import comfy.utils
+import folder_paths
+import torch
+
+from .comfyui_pas.coords import PASCoordinates
+from .comfyui_pas.search import train_pas
+
+log = logging.getLogger("comfyui_pas")
+
+PAS_FOLDER = "pas"
+FILE_SUFFIX = ".safetensors"
+NO_FILE = "none"
+
+
+# ---- models/pas ------------------------------------------------------------------------------------
+def register_model_folder() -> None:
+    """models/pas (under --base-directory when given), shared by the sampler's dropdown and the trainer."""
+    folder_paths.add_model_folder_path(PAS_FOLDER, os.path.join(folder_paths.models_dir, PAS_FOLDER),
+                                       is_default=True)
+
+
+def pas_directory() -> str:
+    return folder_paths.get_folder_paths(PAS_FOLDER)[0]
+
+
+def coordinate_files() -> list[str]:
+    """The .safetensors files in every registered models/pas folder (sub-folders included)."""
+    return sorted(name for name in folder_paths.get_filename_list(PAS_FOLDER) if name.endswith(FILE_SUFFIX))
+
+
+def load_coordinates(name: str) -> PASCoordinates:
+    path = folder_paths.get_full_path(PAS_FOLDER, name)
+    if path is None:
+        raise FileNotFoundError(f"PAS coordinates file {name!r} not found in models/{PAS_FOLDER}/ "
+                                f"(searched: {', '.join(folder_paths.get_folder_paths(PAS_FOLDER))}).")
+    coords = PASCoordinates.load(path)
+    coords.metadata.setdefault("file", name)
+    return coords
+
+
+def file_fingerprint(name: str) -> str:
+    """Changes when the file behind a dropdown entry is replaced, so ComfyUI re-runs the node."""
+    path = folder_paths.get_full_path(PAS_FOLDER, name) if name != NO_FILE else None
+    if path is None:
+        return name
+    status = os.stat(path)
+    return f"{name}:{status.st_mtime_ns}:{status.st_size}"
+
+
+def output_stem(prefix: str) -> str:
+    """The absolute path models/pas/<prefix> (sub-folders allowed); refuses prefixes leaving models/pas."""
+    root = os.path.abspath(pas_directory())
+    cleaned = prefix.strip().replace("\\", "/").strip("/") or "PAS"
+    target = os.path.abspath(os.path.join(root, cleaned))
+    if os.path.commonpath([root, target]) != root or target == root:
+        raise ValueError(f"filename_prefix {prefix!r} points outside models/{PAS_FOLDER}/; use a plain name "
+                         "or a sub-folder such as 'sd15/portraits'.")
+    return target
+
+
+def next_output_path(prefix: str) -> str:
+    """models/pas/<prefix>_NNNNN.safetensors with the next free counter; the prefix may hold sub-folders."""
+    folder, stem = os.path.split(output_stem(prefix))
+    os.makedirs(folder, exist_ok=True)
+    pattern = re.compile(re.escape(stem) + r"_(\d{5})" + re.escape(FILE_SUFFIX) + "$")
+    taken = [int(m.group(1)) for m in map(pattern.match, os.listdir(folder)) if m]
+    return os.path.join(folder, f"{stem}_{max(taken, default=0) + 1:05d}{FILE_SUFFIX}")
+
+
+# ---- training inside ComfyUI's sampler ------------------------------------------------------------
+class MultiPromptGuider(comfy.samplers.CFGGuider):
+    """CFG over one negative and several positive prompts; `active_prompt` picks the positive in use.
+
+    All positives are prepared together by ComfyUI (keys positive, positive_1, ...), so the model is
+    loaded once; the trainer switches prompt per group of trajectories.
+    """
+
+    def set_prompts(self, positives: list, negative) -> None:
+        conds = {"negative": negative}
+        for index, positive in enumerate(positives):
+            conds[self.prompt_key(index)] = positive
+        self.inner_set_conds(conds)
+        self.prompt_count = len(positives)
+        self.active_prompt = 0
+
+    @staticmethod
+    def prompt_key(index: int) -> str:
+        return "positive" if index == 0 else f"positive_{index}"
+
+    def predict_noise(self, x, timestep, model_options={}, seed=None):  # noqa: B006 (ComfyUI's signature)
+        return comfy.samplers.sampling_function(
+            self.inner_model, x, timestep, self.conds.get("negative"), self.conds[self.prompt_key(self.active_prompt)],
+            self.cfg, model_options=model_options, seed=seed)
+
+
+class PromptDispatcher:
+    """The k-diffusion denoiser handed to the library: rows of a chunk go to the guider with their prompt."""
+
+    def __init__(self, model_k, guider):
+        self.model_k, self.guider = model_k, guider
+
+    def __call__(self, x, sigma, prompt_index=None, **extra_args):
+        if prompt_index is None or getattr(self.guider, "prompt_count", 1) == 1:
+            return self.model_k(x, sigma, **extra_args)
+        out = torch.empty_like(x)
+        prompt_index = prompt_index.to(x.device)
+        for prompt in torch.unique(prompt_index).tolist():
+            rows = torch.nonzero(prompt_index == prompt).flatten()
+            self.guider.active_prompt = int(prompt)
+            out[rows] = self.model_k(x[rows], sigma[rows], **extra_args)
+        self.guider.active_prompt = 0
+        return out
+
+
+class DenoiserSampler(comfy.samplers.Sampler):
+    """A Sampler that hands ComfyUI's prepared denoiser to `job` instead of sampling with it.
+
+    job(denoiser, x, sigmas, extra_args=..., per_sample_args=..., chunk_size=...) gets x already noised
+    as KSAMPLER does (model_sampling.noise_scaling); its return value is kept in `self.result`.
+    """
+
+    def __init__(self, job, prompt_index: torch.Tensor | None = None, chunk_size: int | None = None):
+        self.job, self.prompt_index, self.chunk_size = job, prompt_index, chunk_size
+        self.result = None
+
+    def sample(self, model_wrap, sigmas, extra_args, callback, noise, latent_image=None, denoise_mask=None,
+               disable_pbar=False):
+        extra_args["denoise_mask"] = None  # training ignores inpainting masks
+        model_k = comfy.samplers.KSamplerX0Inpaint(model_wrap, sigmas)
+        model_k.latent_image = latent_image
+        model_k.noise = noise
+        model_sampling = model_wrap.inner_model.model_sampling
+        x = model_sampling.noise_scaling(sigmas[0], noise, latent_image, self.max_denoise(model_wrap, sigmas))
+        chunk_size = self.chunk_size or chunk_size_for(model_wrap, x)
+        per_sample = None if self.prompt_index is None else {"prompt_index": self.prompt_index}
+        self.result = self.job(PromptDispatcher(model_k, model_wrap), x, sigmas, extra_args=extra_args,
+                               per_sample_args=per_sample, chunk_size=chunk_size)
+        return noise
+
+
+def chunk_size_for(guider, x) -> int:
+    """Trajectories per model call so that one call (cond and uncond together) fits in free memory."""
+    count = x.shape[0]
+    rows_per_trajectory = 1 if math.isclose(guider.cfg, 1.0) else 2
+    try:
+        need = guider.inner_model.memory_required([rows_per_trajectory] + list(x.shape[1:]))
+    except (AttributeError, NotImplementedError):  # a model without a memory estimate: no chunking
+        return count
+    free = comfy.model_management.get_free_memory(guider.model_patcher.load_device)
+    return int(max(1, min(count, (0.8 * free) // max(1.0, float(need)))))
+
+
+def training_start(model, latent: dict, trajectories: int, seed: int):
+    """(noise, latent) for the trajectories: ComfyUI's seeded noise; the latent's rows cycled."""
+    samples = comfy.sample.fix_empty_latent_channels(model, latent["samples"])
+    if samples.ndim != 4:
+        raise ValueError(f"the PAS Trainer needs an image latent (batch, channels, height, width); got shape "
+                         f"{tuple(samples.shape)}")
+    rows = torch.arange(trajectories) % samples.shape[0]
+    start = samples[rows]
+    return comfy.sample.prepare_noise(start, seed), start
+
+
+def run_with_model(model, positives: list, negative, cfg: float, latent: dict, sigmas: torch.Tensor,
+                   trajectories: int, seed: int, job, chunk_size: int | None = None):
+    """Run `job` (see DenoiserSampler) on ComfyUI's prepared model; trajectory j uses positives[j % P]."""
+    noise, start = training_start(model, latent, trajectories, seed)
+    prompt_index = torch.arange(trajectories) % len(positives)
+    sampler = DenoiserSampler(job, prompt_index, chunk_size)
+    guider = MultiPromptGuider(model)
+    guider.set_prompts(positives, negative)
+    guider.set_cfg(cfg)
+    guider.sample(noise, start, sampler, sigmas, denoise_mask=None, callback=None, disable_pbar=True, seed=seed)
+    return sampler.result
+
+
+def train(model, positives: list, negative, cfg: float, latent: dict, sigmas: torch.Tensor, *, trajectories: int,
+          seed: int, **train_options):
+    """PAS teacher and search inside ComfyUI, with a ProgressBar over both phases. Returns (coords, report)."""
+    progress_bar = comfy.utils.ProgressBar(1)
+
+    def progress(done, total):
+        progress_bar.update_absolute(done, total)
+
+    def job(denoiser, x, sigmas, **model_args):
+        return train_pas(denoiser, x, sigmas, progress=progress, **model_args, **train_options)
+
+    result = run_with_model(model, positives, negative, cfg, latent, sigmas, trajectories, seed, job)
+    progress_bar.update_absolute(progress_bar.total)  # the search may skip calls the estimate counted
+    return result
+
+
+def describe_model(model) -> dict:
+    """What the file records about the model it was trained with."""
+    inner = model.model
+    model_type = getattr(inner.model_type, "name", str(inner.model_type))
+    return {"model_class": type(inner.model_config).__name__, "model_type": model_type,
+            "latent_channels": int(getattr(inner.latent_format, "latent_channels", 0))}
+
+
+def timestamp() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")

@@ -1,0 +1,192 @@
+"""The PAS nodes (V3 schema): thin adapters from ComfyUI types to the comfyui_pas library."""
+from __future__ import annotations
+
+import logging
+import os
+
+import comfy.samplers
+import torch
+from comfy_api.latest import io, ui
+
+from . import comfy_bridge as bridge
+from .comfyui_pas.coords import PASCoordinates
+from .comfyui_pas.sampler import sample_pas
+from .comfyui_pas.solvers import canonical_solver
+
+log = logging.getLogger("comfyui_pas")
+
+CATEGORY = "sampling/custom_sampling/pas"
+PASCoords = io.Custom("PAS_COORDS")
+SOLVERS = ["euler", "ipndm"]
+SOLVER_TOOLTIP = "euler is DDIM in ComfyUI's sigma form; ipndm is a multistep solver (see max_order)."
+ORDER_TOOLTIP = "Highest iPNDM order (1-4); the first steps warm up with lower orders. Ignored by euler."
+
+
+def coordinate_choices() -> list[str]:
+    return [bridge.NO_FILE] + bridge.coordinate_files()
+
+
+class PASSampler(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="PAS_Sampler",
+            display_name="PAS Sampler",
+            category=CATEGORY,
+            description="DDIM/Euler or iPNDM with PAS corrections, for SamplerCustom / SamplerCustomAdvanced. "
+                        "Without coordinates it is exactly ComfyUI's euler / ipndm.",
+            inputs=[
+                io.Combo.Input("solver", options=SOLVERS, default="euler", tooltip=SOLVER_TOOLTIP),
+                io.Int.Input("max_order", default=3, min=1, max=4, tooltip=ORDER_TOOLTIP),
+                io.Combo.Input("coordinates", options=coordinate_choices(), default=bridge.NO_FILE,
+                               tooltip="A trained file from models/pas/; 'none' samples without correction. It "
+                                       "only fits the sigmas (scheduler, steps, denoise) it was trained on."),
+                PASCoords.Input("pas_coords", optional=True,
+                                tooltip="Coordinates from a PAS Trainer or PAS Load Coordinates node; overrides "
+                                        "the dropdown."),
+            ],
+            outputs=[io.Sampler.Output()],
+        )
+
+    @classmethod
+    def fingerprint_inputs(cls, coordinates=bridge.NO_FILE, **_):
+        return bridge.file_fingerprint(coordinates)
+
+    @classmethod
+    def execute(cls, solver, max_order, coordinates, pas_coords=None) -> io.NodeOutput:
+        coords, source = pas_coords, "the connected PAS coordinates"
+        if coords is None and coordinates != bridge.NO_FILE:
+            coords, source = bridge.load_coordinates(coordinates), coordinates
+        if coords is not None:
+            try:  # solver and order are known now; the sigmas are checked when sampling starts
+                coords.validate_for(coords.sigmas, solver, max_order)
+            except ValueError as error:
+                raise ValueError(f"{source}: {error}") from None
+        options = {"solver": canonical_solver(solver), "max_order": max_order, "coords": coords}
+        return io.NodeOutput(comfy.samplers.KSAMPLER(sample_pas, extra_options=options))
+
+
+class PASTrainer(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="PAS_Trainer",
+            display_name="PAS Trainer",
+            category=CATEGORY,
+            description="Learns PAS coordinates for this model, CFG and sigma grid from teacher trajectories, "
+                        "and saves them to models/pas/<prefix>_NNNNN.safetensors.",
+            is_output_node=True,
+            inputs=[
+                io.Model.Input("model", tooltip="The model to learn corrections for (LoRAs and patches apply)."),
+                io.Conditioning.Input("positive", tooltip="Positive prompt used for every trajectory, unless a "
+                                                          "CLIP and a prompt list are connected below."),
+                io.Conditioning.Input("negative", tooltip="Negative prompt (the CFG unconditional)."),
+                io.Float.Input("cfg", default=5.0, min=0.0, max=100.0, step=0.1, round=0.01,
+                               tooltip="CFG scale; use the one you will sample with."),
+                io.Latent.Input("latent", tooltip="Its size sets the trajectory shape; a non-empty latent is "
+                                                  "noised as in img2img (rows cycled over the trajectories)."),
+                io.Sigmas.Input("sigmas", tooltip="The student grid from any scheduler node: the exact sigmas "
+                                                  "you will sample with (steps, scheduler, denoise, splits)."),
+                io.Combo.Input("solver", options=SOLVERS, default="euler", tooltip=SOLVER_TOOLTIP),
+                io.Int.Input("max_order", default=3, min=1, max=4, tooltip=ORDER_TOOLTIP),
+                io.Int.Input("trajectories", default=32, min=4, max=4096,
+                             tooltip="Number of teacher trajectories (noise samples); a quarter is held out to "
+                                     "guard against over-fitting."),
+                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
+                             tooltip="Seed of the trajectories' noise."),
+                io.Int.Input("teacher_nfe", default=100, min=4, max=2000,
+                             tooltip="Model calls per trajectory for the Heun teacher (more is more accurate)."),
+                io.Int.Input("n_basis", default=4, min=1, max=8,
+                             tooltip="Basis vectors per corrected step (the paper uses 4)."),
+                io.Combo.Input("loss", options=["l1", "l2"], default="l1",
+                               tooltip="Distance to the teacher that the search minimises (the paper uses L1)."),
+                io.Float.Input("tolerance", default=0.01, min=0.0, max=1.0, step=0.001, round=0.0001,
+                               tooltip="A step is corrected only if it lowers the loss by more than this "
+                                       "fraction."),
+                io.String.Input("filename_prefix", default="PAS",
+                                tooltip="File name (and optional sub-folder) under models/pas/."),
+                io.Clip.Input("clip", optional=True,
+                              tooltip="Text encoder for the prompt list; with it, the prompts replace "
+                                      "'positive'."),
+                io.String.Input("prompts", optional=True, multiline=True, default="",
+                                tooltip="One prompt per line, cycled over the trajectories (needs a CLIP)."),
+            ],
+            outputs=[
+                PASCoords.Output(display_name="pas_coords"),
+                io.Image.Output(display_name="error_curve"),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, model, positive, negative, cfg, latent, sigmas, solver, max_order, trajectories, seed,
+                teacher_nfe, n_basis, loss, tolerance, filename_prefix, clip=None, prompts="") -> io.NodeOutput:
+        prompt_list = [line.strip() for line in (prompts or "").splitlines() if line.strip()]
+        if prompt_list and clip is None:
+            raise ValueError("The PAS Trainer got a prompt list but no CLIP: connect a CLIP (text encoder) "
+                             "or clear the prompts to use 'positive'.")
+        positives = [encode(clip, text) for text in prompt_list] if prompt_list else [positive]
+        bridge.output_stem(filename_prefix)  # a bad prefix fails before training, not after
+        metadata = {"cfg": cfg, "seed": seed, "prompts": prompt_list, "trained_at": bridge.timestamp(),
+                    **bridge.describe_model(model)}
+        coords, report = bridge.train(
+            model, positives, negative, cfg, latent, sigmas, trajectories=trajectories, seed=seed,
+            metadata=metadata, solver=solver, max_order=max_order, n_basis=n_basis, loss=loss,
+            tolerance=tolerance, teacher_nfe=teacher_nfe)
+        path = coords.save(bridge.next_output_path(filename_prefix))
+        name = os.path.relpath(path, bridge.pas_directory())
+        summary = f"Saved {name}: {coords.describe()}\n{training_summary(report)}"
+        log.info("PAS Trainer: %s", summary)
+        from .comfyui_pas.plot import error_curve_image  # matplotlib: imported only when a training ran
+
+        image = torch.from_numpy(error_curve_image(report)).float().div(255.0).unsqueeze(0)
+        return io.NodeOutput(coords, image, ui=ui.PreviewText(summary))
+
+
+def training_summary(report: dict) -> str:
+    settings = report["settings"]
+    parts = [f"{settings['n_trajectories']} trajectories ({settings['n_validation']} held out)",
+             f"teacher {settings['teacher']['nfe']} model calls each",
+             f"{report['teacher_seconds'] + report['search_seconds']:.1f} s"]
+    if report.get("val_final_plain") is not None:
+        parts.append(f"held-out final {settings['loss']} error {report['val_final_plain']:.4g} -> "
+                     f"{report['val_final_pas']:.4g}")
+    return "; ".join(parts)
+
+
+def encode(clip, text: str):
+    return clip.encode_from_tokens_scheduled(clip.tokenize(text))
+
+
+class PASLoadCoordinates(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="PAS_LoadCoordinates",
+            display_name="PAS Load Coordinates",
+            category=CATEGORY,
+            description="Loads a PAS coordinates file from models/pas/ and shows what it was trained for.",
+            is_output_node=True,
+            inputs=[io.Combo.Input("coordinates", options=bridge.coordinate_files(),
+                                   tooltip="A trained file from models/pas/.")],
+            outputs=[PASCoords.Output(display_name="pas_coords")],
+        )
+
+    @classmethod
+    def fingerprint_inputs(cls, coordinates, **_):
+        return bridge.file_fingerprint(coordinates)
+
+    @classmethod
+    def execute(cls, coordinates) -> io.NodeOutput:
+        coords = bridge.load_coordinates(coordinates)
+        return io.NodeOutput(coords, ui=ui.PreviewText(describe_file(coordinates, coords)))
+
+
+def describe_file(name: str, coords: PASCoordinates) -> str:
+    lines = [f"{name}: {coords.describe()}"]
+    for key, value in sorted(coords.metadata.items()):
+        if key == "prompts" or not isinstance(value, (dict, list)):
+            lines.append(f"{key}: {value}")
+    return "\n".join(lines)
+
+
+NODES = [PASSampler, PASTrainer, PASLoadCoordinates]

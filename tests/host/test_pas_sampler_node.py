@@ -1,0 +1,84 @@
+"""PAS Sampler without coordinates reproduces ComfyUI's own euler / ipndm through SamplerCustom.
+
+Real ModelPatchers (tiny SD1.x-topology UNets) for EPS, v-prediction and flow (CONST, shift 3); the
+reference is ComfyUI's built-in sampler on the same sigmas, noise and conditioning.
+"""
+from __future__ import annotations
+
+import comfy.samplers
+import pytest
+import torch
+from comfy_extras import nodes_custom_sampler as ncs
+
+CFG = 4.0
+STEPS = 5
+# (PAS solver, PAS max_order, ComfyUI's reference sampler)
+SOLVERS = {
+    "euler": ("euler", 3, lambda: comfy.samplers.sampler_object("euler")),
+    "ipndm4": ("ipndm", 4, lambda: comfy.samplers.sampler_object("ipndm")),
+    "ipndm2": ("ipndm", 2, lambda: comfy.samplers.ksampler("ipndm", {"max_order": 2})),
+}
+# (batch, latent height, latent width): batch 1 square and batch 3 non-square
+SHAPES = {"b1_square": (1, 8, 8), "b3_wide": (3, 8, 12)}
+
+
+def sample_custom(model, sampler, sigmas, latent, conditioning, seed=7):
+    positive, negative = conditioning
+    out = ncs.SamplerCustom.execute(model, True, seed, CFG, positive, negative, sampler, sigmas, latent)
+    return out.result[0]["samples"]
+
+
+def assert_same_samples(actual, expected):
+    scale = expected.abs().max().item()
+    assert actual.shape == expected.shape
+    assert torch.isfinite(actual).all()
+    torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-5 * scale)
+
+
+@pytest.mark.parametrize("shape", list(SHAPES))
+@pytest.mark.parametrize("scheduler", ["karras", "normal", "simple"])
+@pytest.mark.parametrize("solver_case", list(SOLVERS))
+def test_uncorrected_matches_comfyui(nodes, tiny_models, model_kind, conditioning, solver_case, scheduler, shape):
+    model = tiny_models(model_kind)
+    batch, height, width = SHAPES[shape]
+    latent = {"samples": torch.zeros(batch, 4, height, width)}
+    sigmas = ncs.BasicScheduler.execute(model, scheduler, STEPS, 1.0).result[0]
+    solver, order, reference = SOLVERS[solver_case]
+
+    pas_sampler = nodes.PASSampler.execute(solver, order, "none").result[0]
+    actual = sample_custom(model, pas_sampler, sigmas, latent, conditioning)
+    expected = sample_custom(model, reference(), sigmas, latent, conditioning)
+
+    assert_same_samples(actual, expected)
+    # The solvers differ from each other on this model, so the comparison above can tell them apart.
+    other = sample_custom(model, comfy.samplers.sampler_object("ipndm" if solver == "euler" else "euler"),
+                          sigmas, latent, conditioning)
+    assert (other - expected).abs().max() > 1e-3 * expected.abs().max()
+
+
+def test_uncorrected_matches_comfyui_advanced(nodes, tiny_models, conditioning):
+    """The same through SamplerCustomAdvanced (NOISE + GUIDER inputs), flow model, non-square latent."""
+    model = tiny_models("flow")
+    latent = {"samples": torch.zeros(2, 4, 12, 8)}
+    sigmas = ncs.BasicScheduler.execute(model, "simple", 6, 1.0).result[0]
+    noise = ncs.RandomNoise.execute(11).result[0]
+    guider = ncs.CFGGuider.execute(model, conditioning[0], conditioning[1], CFG).result[0]
+
+    def run(sampler):
+        return ncs.SamplerCustomAdvanced.execute(noise, guider, sampler, sigmas, latent).result[0]["samples"]
+
+    actual = run(nodes.PASSampler.execute("ipndm", 4, "none").result[0])
+    assert_same_samples(actual, run(comfy.samplers.sampler_object("ipndm")))
+
+
+def test_node_schema(nodes):
+    """Stable ids, the category, and a tooltip on every input."""
+    ids = {}
+    for node in nodes.NODES:
+        schema = node.define_schema()
+        ids[schema.node_id] = schema.display_name
+        assert schema.category.startswith("sampling/custom_sampling/")
+        for item in schema.inputs:
+            assert item.tooltip, f"{schema.node_id}.{item.id} has no tooltip"
+    assert ids == {"PAS_Sampler": "PAS Sampler", "PAS_Trainer": "PAS Trainer",
+                   "PAS_LoadCoordinates": "PAS Load Coordinates"}
