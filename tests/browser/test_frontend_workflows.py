@@ -1,0 +1,181 @@
+"""The example workflows in the real ComfyUI frontend, in Debian's headless Chromium (playwright-core).
+
+One browser session (drive_frontend.mjs) loads every workflows/*.json through the frontend's own loader,
+records missing node types and link problems as the page sees them, converts each graph with the
+frontend's graphToPrompt, then presses Run on the demo workflow, waits for its images and saves a
+screenshot (docs/images/ui_demo_workflow.png, shown in the README). The tests below judge that record
+and check the results over HTTP.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+PACK_NAME = "ComfyUI-PAS"  # the folder name the server fixture links the pack under
+
+WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
+DEMO = "pas_demo_train_and_sample"
+SCREENSHOT = REPO / "docs" / "images" / "ui_demo_workflow.png"
+DRIVER_TIMEOUT = 420
+PREVIEWS = {"Euler, 5 steps (no PAS)", "Euler + PAS, 5 steps", "Reference: Heun, 30 steps", "PAS error per step"}
+
+
+def workflow_ids():
+    return [path.stem for path in WORKFLOWS]
+
+
+@pytest.fixture(scope="session")
+def object_info(comfy_ui_server):
+    return comfy_ui_server.get("/object_info")
+
+
+@pytest.fixture(scope="session")
+def page_report(node_driver, comfy_ui_server, tmp_path_factory):
+    """Run the browser once for the whole module; the report holds what the page saw."""
+    out = tmp_path_factory.mktemp("browser")
+    config = {"url": comfy_ui_server.url, "chromium": CHROMIUM, "workflows": [str(p) for p in WORKFLOWS],
+              "run": str(REPO / "workflows" / f"{DEMO}.json"), "screenshot": str(out / "ui_demo_workflow.png"),
+              "report": str(out / "report.json"), "runTimeoutMs": 300_000, "packName": PACK_NAME}
+    (out / "config.json").write_text(json.dumps(config))
+    started = time.monotonic()
+    result = subprocess.run([node_driver, str(HERE / "drive_frontend.mjs"), str(out / "config.json")],
+                            cwd=HERE, capture_output=True, text=True, timeout=DRIVER_TIMEOUT)
+    report_path = Path(config["report"])
+    if result.returncode != 0 or not report_path.is_file():
+        pytest.fail(f"the browser driver failed (exit {result.returncode}):\n{result.stderr[-4000:]}\n"
+                    f"server log:\n{comfy_ui_server.log_tail(30)}", pytrace=False)
+    report = json.loads(report_path.read_text())
+    report["wall_s"] = time.monotonic() - started
+    report["screenshot_path"] = config["screenshot"]
+    if Path(config["screenshot"]).is_file():
+        SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(config["screenshot"], SCREENSHOT)
+    return report
+
+
+def test_the_example_workflows_exist_with_thumbnails():
+    from PIL import Image
+
+    assert {DEMO, "pas_sd_train", "pas_sd_sample"} <= set(workflow_ids())
+    for path in WORKFLOWS:
+        workflow = json.loads(path.read_text())
+        assert workflow.get("nodes") and "links" in workflow, f"{path.name} is not a UI-format workflow"
+        thumbnail = path.with_suffix(".jpg")
+        assert thumbnail.is_file(), f"{path.name} has no {thumbnail.name} thumbnail"
+        with Image.open(thumbnail) as image:
+            assert image.format == "JPEG" and min(image.size) >= 200
+
+
+def test_server_lists_the_workflows_as_templates(comfy_ui_server):
+    templates = comfy_ui_server.get("/workflow_templates")
+    assert sorted(templates.get(PACK_NAME, [])) == workflow_ids()
+    for name in workflow_ids():
+        served = json.loads(comfy_ui_server.get_raw(f"/api/workflow_templates/{PACK_NAME}/{name}.json"))
+        assert served == json.loads((REPO / "workflows" / f"{name}.json").read_text())
+
+
+def test_page_raised_no_uncaught_errors(page_report):
+    """Console noise of the frontend itself (404s of optional files, blocked registry look-ups) is
+    allowed; an uncaught exception in the page (ours or the frontend's while handling our graphs) is not."""
+    uncaught = [p for p in page_report["pageProblems"] if p.startswith("pageerror")]
+    assert uncaught == []
+
+
+def test_template_browser_shows_the_workflows_with_thumbnails(page_report):
+    from PIL import Image
+
+    cards = page_report["templates"]
+    assert set(workflow_ids()) <= set(cards["titles"]), cards["titles"]
+    sizes = []
+    for name in workflow_ids():
+        with Image.open(REPO / "workflows" / f"{name}.jpg") as image:
+            sizes.append(list(image.size))
+    assert sorted(cards["images"]) == sorted(sizes), "the cards do not show the workflows' .jpg thumbnails"
+
+
+@pytest.mark.parametrize("name", workflow_ids())
+def test_workflow_loads_with_every_node_known_and_every_link_valid(page_report, name):
+    seen = page_report["workflows"][name]
+    assert seen["missing"] == [], f"the frontend reports missing node types: {seen['missing']}"
+    assert seen["unregistered"] == []
+    assert seen["problems"] == []
+    assert seen["dialogs"] == 0, "a dialog (missing nodes / load error) opened over the canvas"
+    workflow = json.loads((REPO / "workflows" / f"{name}.json").read_text())
+    assert len(seen["nodes"]) == len(workflow["nodes"])
+    assert seen["linkCount"] == len(workflow["links"]) > 0
+
+
+@pytest.mark.parametrize("name", workflow_ids())
+def test_frontend_converts_workflow_to_a_valid_api_prompt(page_report, object_info, name):
+    """graphToPrompt's output names only server node types and gives every required input."""
+    seen = page_report["workflows"][name]
+    output = seen["output"]
+    real_nodes = [n for n in seen["nodes"] if not n["virtual"] and n["mode"] == 0]
+    assert sorted(output) == sorted(str(n["id"]) for n in real_nodes)
+    workflow = json.loads((REPO / "workflows" / f"{name}.json").read_text())
+    for link_id, origin, origin_slot, target, _target_slot, _type in workflow["links"]:
+        references = [v for v in output[str(target)]["inputs"].values() if isinstance(v, list)]
+        assert [str(origin), origin_slot] in references, f"link {link_id} is missing from the API prompt"
+    for node_id, node in output.items():
+        info = object_info.get(node["class_type"])
+        assert info is not None, f"node {node_id}: {node['class_type']} is unknown to the server"
+        missing = [key for key in info["input"].get("required", {}) if key not in node["inputs"]]
+        assert missing == [], f"node {node_id} ({node['class_type']}) lacks required inputs {missing}"
+
+
+def test_demo_workflow_runs_from_the_page_and_shows_its_images(page_report, comfy_ui_server):
+    run = page_report["run"]
+    assert run is not None and run["status"] == "success", f"the page run ended with {run}"
+    titles = {preview["title"]: preview["images"] for preview in run["previews"]}
+    assert set(titles) == PREVIEWS
+    for title in PREVIEWS - {"PAS error per step"}:
+        assert titles[title] == [[112, 112]] * 8, title  # 8 decoded 28x28 images, zoom 4
+    assert len(titles["PAS error per step"]) == 1
+    history = comfy_ui_server.wait_history(run["promptId"], timeout=30)
+    assert history["status"]["status_str"] == "success"
+    images = [image for output in history["outputs"].values() for image in output.get("images", [])]
+    assert len(images) == 3 * 8 + 1
+    first = images[0]
+    png = comfy_ui_server.get_raw(f"/view?filename={first['filename']}&type={first['type']}"
+                                  f"&subfolder={first['subfolder']}")
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    trained = list((comfy_ui_server.base / "models" / "pas" / "pas_demo").glob("fashion_mnist_euler_5steps_*.safetensors"))
+    assert trained, "the PAS Trainer saved no coordinates file"
+
+
+def test_screenshot_of_the_finished_demo(page_report):
+    from PIL import Image
+
+    path = Path(page_report["screenshot_path"])
+    assert path.is_file(), "no screenshot was taken"
+    with Image.open(path) as image:
+        assert image.format == "PNG" and image.size == (1600, 900)
+        colours = image.convert("L").getextrema()
+        assert colours[1] - colours[0] > 100  # not a blank page
+    assert SCREENSHOT.read_bytes() == path.read_bytes()
+
+
+def test_frontend_api_prompt_runs_over_http(page_report, comfy_ui_server):
+    """The prompt the frontend produced, posted by hand: it runs (caches cleared first) and succeeds."""
+    prompt = page_report["workflows"][DEMO]["output"]
+    comfy_ui_server.post("/free", {"unload_models": True, "free_memory": True})
+    time.sleep(2.0)  # the worker applies the flags before it takes the next prompt
+    queued = comfy_ui_server.post("/prompt", {"prompt": prompt, "client_id": "pas-browser-tests"})
+    assert queued["node_errors"] == {}
+    entry = comfy_ui_server.wait_history(queued["prompt_id"], timeout=300)
+    messages = dict(entry["status"]["messages"])
+    assert entry["status"]["status_str"] == "success", messages
+    cached = set(messages.get("execution_cached", {}).get("nodes", []))
+    trainer = [node_id for node_id, node in prompt.items() if node["class_type"] == "PAS_Trainer"]
+    assert trainer and not cached & set(trainer), "the trainer did not run again (served from cache)"
+    outputs = entry["outputs"]
+    assert sum(len(o.get("images", [])) for o in outputs.values()) == 3 * 8 + 1
