@@ -4,7 +4,7 @@ PY := .venv/bin/python
 export OMP_NUM_THREADS ?= 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: venv host dataset fid-weights browser test test-unit demo bench ab-study reproduce train-model comfy lint
+.PHONY: venv host dataset fid-weights browser test test-unit demo bench ab-study reproduce train-model comfy lint screenshot
 
 venv:
 	@bash scripts/setup_venv.sh
@@ -47,3 +47,6 @@ comfy: venv host
 
 lint: venv
 	$(PY) -m ruff check .
+
+screenshot: venv host browser   ## refresh docs/images/ui_demo_workflow.png from a real browser run
+	PAS_UPDATE_SCREENSHOT=1 $(PY) -m pytest tests/browser/test_frontend_workflows.py

@@ -20,8 +20,8 @@ import comfy.model_patcher
 import comfy.supported_models_base
 import torch
 from comfy_api.latest import io
-from safetensors import safe_open
 
+from .train_tools import demo_model
 from .train_tools.edm_unet import UNet, UNetConfig
 
 log = logging.getLogger("comfyui_pas")
@@ -87,9 +87,7 @@ def weights_path(name: str) -> str:
 
 def read_weights(path: str) -> tuple[dict[str, torch.Tensor], dict]:
     """The tensors and the UNet config stored in a demo-model file (train_tools/train_model.py writes them)."""
-    with safe_open(path, framework="pt") as f:
-        metadata = dict(f.metadata() or {})
-        tensors = {key: f.get_tensor(key) for key in f.keys()}
+    tensors, metadata = demo_model.read_weights(path)
     if "model_config" not in metadata:
         raise ValueError(f"{path} has no 'model_config' metadata: not a PAS demo model file.")
     config = json.loads(metadata["model_config"])

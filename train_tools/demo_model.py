@@ -9,7 +9,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import safe_open
 
-from train_tools.edm_unet import EDMDenoiser, UNetConfig
+from .edm_unet import EDMDenoiser, UNetConfig
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "models" / "fashion_mnist_edm.safetensors"
 TRAIN_COMMAND = "make train-model (python -m train_tools.train_model)"

@@ -24,7 +24,9 @@ PACK_NAME = "ComfyUI-PAS"  # the folder name the server fixture links the pack u
 
 WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
 DEMO = "pas_demo_train_and_sample"
+# The README's screenshot is refreshed only on request (make screenshot), so a test run leaves git clean.
 SCREENSHOT = REPO / "docs" / "images" / "ui_demo_workflow.png"
+UPDATE_SCREENSHOT = os.environ.get("PAS_UPDATE_SCREENSHOT") == "1"
 DRIVER_TIMEOUT = 420
 PREVIEWS = {"Euler, 5 steps (no PAS)", "Euler + PAS, 5 steps", "Reference: Heun, 30 steps", "PAS error per step"}
 
@@ -56,7 +58,7 @@ def page_report(node_driver, comfy_ui_server, tmp_path_factory):
     report = json.loads(report_path.read_text())
     report["wall_s"] = time.monotonic() - started
     report["screenshot_path"] = config["screenshot"]
-    if Path(config["screenshot"]).is_file():
+    if UPDATE_SCREENSHOT and Path(config["screenshot"]).is_file():
         SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(config["screenshot"], SCREENSHOT)
     return report
@@ -161,7 +163,8 @@ def test_screenshot_of_the_finished_demo(page_report):
         assert image.format == "PNG" and image.size == (1600, 900)
         colours = image.convert("L").getextrema()
         assert colours[1] - colours[0] > 100  # not a blank page
-    assert SCREENSHOT.read_bytes() == path.read_bytes()
+    if UPDATE_SCREENSHOT:
+        assert SCREENSHOT.read_bytes() == path.read_bytes()
 
 
 def test_frontend_api_prompt_runs_over_http(page_report, comfy_ui_server):

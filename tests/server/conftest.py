@@ -1,111 +1,23 @@
-"""A real ComfyUI server for HTTP tests: loopback only, CPU, one thread, a base directory of its own.
-
-The PAS pack (the repository root) and the test-only tiny-model pack are linked into custom_nodes/;
-the server is stopped by its PID when the session ends.
-"""
+"""A real ComfyUI server for HTTP tests (tests/comfy_harness.py), with the PAS pack (the repository root)
+and the test-only tiny-model pack linked into custom_nodes/."""
 from __future__ import annotations
 
-import json
-import os
 import shutil
-import socket
-import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-COMFYUI_DIR = Path(os.environ.get("COMFYUI_DIR", REPO / ".comfyui" / "ComfyUI"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from comfy_harness import PACK_NAME, REPO, require_host, running_server  # noqa: E402
+
 TEST_PACK = REPO / "tests" / "host" / "pas_test_pack"
-PACK_NAME = "ComfyUI-PAS"
-START_TIMEOUT = 180
-
-if not (COMFYUI_DIR / "main.py").is_file():
-    raise pytest.UsageError(
-        f"No ComfyUI host at {COMFYUI_DIR}: run `make host` (or set COMFYUI_DIR to a ComfyUI checkout).")
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class ComfyServer:
-    def __init__(self, base: Path, port: int, process: subprocess.Popen, log_path: Path):
-        self.base, self.port, self.process, self.log_path = base, port, process, log_path
-        self.url = f"http://127.0.0.1:{port}"
-
-    def log_tail(self, lines: int = 60) -> str:
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-
-    def get(self, path: str):
-        with urllib.request.urlopen(self.url + path, timeout=30) as response:
-            return json.loads(response.read())
-
-    def post(self, path: str, payload: dict):
-        request = urllib.request.Request(self.url + path, data=json.dumps(payload).encode(),
-                                         headers={"Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(request, timeout=30) as response:
-                return json.loads(response.read())
-        except urllib.error.HTTPError as error:
-            raise AssertionError(f"POST {path} -> {error.code}: {error.read().decode(errors='replace')}") from None
-
-    def run(self, graph: dict, timeout: float = 300) -> dict:
-        """Queue an API-format graph and return its /history entry once it has finished."""
-        prompt_id = self.post("/prompt", {"prompt": graph, "client_id": "pas-tests"})["prompt_id"]
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            entry = self.get(f"/history/{prompt_id}").get(prompt_id)
-            if entry and entry.get("status", {}).get("completed") is not None and \
-                    entry["status"].get("status_str") in ("success", "error"):
-                return entry
-            if self.process.poll() is not None:
-                raise AssertionError(f"ComfyUI exited during the prompt:\n{self.log_tail()}")
-            time.sleep(0.2)
-        raise AssertionError(f"prompt {prompt_id} did not finish in {timeout} s:\n{self.log_tail()}")
+require_host()
 
 
 @pytest.fixture(scope="session")
 def comfy_server(tmp_path_factory):
     base = tmp_path_factory.mktemp("comfy_server_base")
-    custom_nodes = base / "custom_nodes"
-    custom_nodes.mkdir()
-    (custom_nodes / PACK_NAME).symlink_to(REPO, target_is_directory=True)
-    (custom_nodes / TEST_PACK.name).symlink_to(TEST_PACK, target_is_directory=True)
-    port = free_port()
-    log_path = base / "server.log"
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    command = [sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port),
-               "--base-directory", str(base), "--disable-api-nodes", "--database-url", "sqlite:///:memory:",
-               "--preview-method", "none", "--disable-auto-launch"]
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(command, cwd=COMFYUI_DIR, env=env, stdout=log, stderr=subprocess.STDOUT)
-    server = ComfyServer(base, port, process, log_path)
-    try:
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            if process.poll() is not None:
-                raise AssertionError(f"ComfyUI exited with {process.returncode}:\n{server.log_tail()}")
-            try:
-                server.get("/system_stats")
-                break
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                if time.monotonic() > deadline:
-                    raise AssertionError(f"ComfyUI did not answer in {START_TIMEOUT} s:\n{server.log_tail()}") from None
-                time.sleep(0.25)
+    with running_server(base, {PACK_NAME: REPO, TEST_PACK.name: TEST_PACK}) as server:
         yield server
-    finally:
-        if process.poll() is None:
-            os.kill(process.pid, 15)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.kill(process.pid, 9)
-                process.wait(timeout=30)
-        shutil.rmtree(base / "temp", ignore_errors=True)
+    shutil.rmtree(base / "temp", ignore_errors=True)
