@@ -89,15 +89,20 @@ class PASTrainer(io.ComfyNode):
                                                   "you will sample with (steps, scheduler, denoise, splits)."),
                 io.Combo.Input("solver", options=SOLVERS, default="euler", tooltip=SOLVER_TOOLTIP),
                 io.Int.Input("max_order", default=3, min=1, max=4, tooltip=ORDER_TOOLTIP),
-                io.Int.Input("trajectories", default=32, min=4, max=4096,
+                io.Int.Input("trajectories", default=16, min=4, max=4096,
                              tooltip="Number of teacher trajectories (noise samples); a quarter is held out to "
-                                     "guard against over-fitting."),
+                                     "guard against over-fitting. A run costs about trajectories x (teacher_nfe + "
+                                     "steps) model calls plus short held-out roll-outs: ~1,900 with the defaults "
+                                     "(16 x (100 + 10) + roll-outs), 260x fewer than the paper's 5,000 "
+                                     "trajectories. 16 matched 128-256 in docs/ab-study.md."),
                 io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
                              tooltip="Seed of the trajectories' noise."),
                 io.Int.Input("teacher_nfe", default=100, min=4, max=2000,
-                             tooltip="Model calls per trajectory for the Heun teacher (more is more accurate)."),
-                io.Int.Input("n_basis", default=4, min=1, max=8,
-                             tooltip="Basis vectors per corrected step (the paper uses 4)."),
+                             tooltip="Model calls per trajectory for the Heun teacher (more is more accurate; "
+                                     "24-48 suffice for euler, keep ~100 for ipndm: docs/ab-study.md)."),
+                io.Int.Input("n_basis", default=3, min=1, max=8,
+                             tooltip="Basis vectors per corrected step (the paper uses 4; 3 did as well or better "
+                                     "in docs/ab-study.md)."),
                 io.Combo.Input("loss", options=["l1", "l2"], default="l1",
                                tooltip="Distance to the teacher that the search minimises (the paper uses L1)."),
                 io.Float.Input("tolerance", default=0.01, min=0.0, max=1.0, step=0.001, round=0.0001,

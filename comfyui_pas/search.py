@@ -19,7 +19,8 @@ from .sampler import SolverTrajectory, pas_step
 from .solvers import canonical_solver, check_order
 from .teacher import chunks, model_call, teacher_states
 
-DEFAULT_PARAMETERIZATION = "relative"  # chosen by the A/B in docs/ab-study.md
+# Defaults chosen by the A/B study in docs/ab-study.md (relative coordinates, 3 basis vectors).
+DEFAULT_PARAMETERIZATION = "relative"
 DEFAULT_TOLERANCE = {"relative": 0.01, "absolute": 1e-4}
 LOSSES = ("l1", "l2")
 GUARDS = ("validation", "none")
@@ -109,7 +110,7 @@ class _Progress:
 
 
 @torch.no_grad()
-def train_pas(model, x, sigmas, *, solver="euler", max_order=4, n_basis=4, loss="l1", tolerance=None,
+def train_pas(model, x, sigmas, *, solver="euler", max_order=4, n_basis=3, loss="l1", tolerance=None,
               tolerance_mode="relative", parameterization=DEFAULT_PARAMETERIZATION, teacher_substeps=None,
               teacher_nfe=100, extra_args=None, chunk_size=None, progress=None, per_sample_args=None,
               validation_fraction=0.25, guard="validation", targets=None, metadata=None):
