@@ -1,0 +1,73 @@
+"""train_tools.ab_study: its model, metrics, decision rule and a tiny end-to-end run on the mixture."""
+import json
+
+import pytest
+import torch
+
+from train_tools import ab_study
+from train_tools.gmm import GaussianMixtureDenoiser, seeded_noise
+
+
+def test_block_mixture_is_the_mixture_applied_to_every_block():
+    block = GaussianMixtureDenoiser.random(dim=8, components=4, spread=1.0, std=0.5, seed=2)
+    model = ab_study.BlockMixtureDenoiser(block)
+    x = seeded_noise(range(3), (24,)) * 3.0
+    sigma = torch.tensor([0.5, 2.0, 7.0], dtype=torch.float64)
+    out = model(x, sigma)
+    for b in range(3):
+        expected = block(x[:, 8 * b: 8 * b + 8], sigma)
+        torch.testing.assert_close(out[:, 8 * b: 8 * b + 8], expected, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="multiple of the block size"):
+        model(torch.zeros(2, 10, dtype=torch.float64), sigma[:2])
+
+
+def test_metrics_from_hand_values():
+    plain = torch.tensor([1.0, 2.0, 2.0, 4.0], dtype=torch.float64)
+    corrected = torch.tensor([0.5, 1.0, 3.0, 2.0], dtype=torch.float64)
+    m = ab_study.metrics(plain, corrected)
+    assert m["rmse_plain"] == pytest.approx((25 / 4) ** 0.5)
+    assert m["rmse_pas"] == pytest.approx((14.25 / 4) ** 0.5)
+    assert m["gain"] == pytest.approx(1 - (14.25 / 25) ** 0.5)
+    assert m["median_change"] == pytest.approx(1.0 / 2.0 - 1)  # torch.median is the lower middle value
+    assert m["worse"] == pytest.approx(0.25)
+
+
+def test_cheapest_within_90_percent_of_the_best():
+    summary = [{"setting": "big", "mean_gain": 0.50, "mean_calls": 1000},
+               {"setting": "small", "mean_gain": 0.46, "mean_calls": 100},
+               {"setting": "tiny", "mean_gain": 0.40, "mean_calls": 10}]
+    assert ab_study.cheapest_within(summary)["setting"] == "small"
+    assert ab_study.cheapest_within([dict(s, mean_gain=-s["mean_gain"]) for s in summary]) is None
+
+
+def test_training_and_held_out_seeds_are_disjoint_and_per_seed():
+    bench = ab_study.Bench(ab_study.make_spec("gmm"), 4, 0, evaluate=False)
+    x = bench.train_x(1, 3)
+    torch.testing.assert_close(x[2], seeded_noise([ab_study.TRAIN_SEED_STRIDE + 2], (128,))[0] * 80.0)
+    assert min(bench.eval_seeds) >= ab_study.TRAIN_SEED_STRIDE * 9
+
+
+def test_tiny_study_end_to_end(tmp_path):
+    argv = ["--model", "gmm", "--study", "parameterization", "transfer", "subsets", "--nfe", "4", "--eval", "24",
+            "--reps", "1", "--reference-nfe", "40", "--baseline-train", "16", "--baseline-teacher", "16",
+            "--transfer-train", "32", "64", "--transfer-eval", "64", "--check-reference", "4", "--subset-nfe", "5",
+            "--quiet",
+            "--out", str(tmp_path)]
+    results = ab_study.main(argv)
+    assert set(results) == {"parameterization", "transfer", "subsets"}
+    data = json.loads((tmp_path / "parameterization.json").read_text())
+    assert len(data["rows"]) == 5 * 2  # five settings x (euler, ipndm)
+    for row in data["rows"]:
+        assert row["n_train"] == 16 and row["teacher_calls"] == 16 * row["teacher_nfe"]
+        assert row["search_calls"] >= 16 * 4  # at least one pass over the student grid
+        assert row["calls"] == row["teacher_calls"] + row["search_calls"]
+        assert -10 < row["gain"] < 1
+    text = (tmp_path / "parameterization.md").read_text()
+    assert "relative, guard" in text and "python -m train_tools.ab_study" in text
+    transfer = json.loads((tmp_path / "transfer.json").read_text())
+    assert {(r["train_size"], r["eval_size"]) for r in transfer["rows"]} == {(32, 64), (64, 64)}
+    subsets = json.loads((tmp_path / "subsets.json").read_text())["rows"]
+    for row in subsets:  # every non-empty subset of the accepted steps, nothing else
+        assert row["kept"] and set(row["kept"]) <= set(row["accepted"]) and row["nfe"] == 5
+    full = [r for r in subsets if r["kept"] == r["accepted"]]
+    assert len(full) == len({(r["solver"], r["parameterization"]) for r in subsets})
