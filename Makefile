@@ -34,7 +34,7 @@ bench: venv
 	$(PY) -m train_tools.bench_gmm --out out/bench_gmm.json
 
 ab-study: venv dataset fid-weights   ## issue-6 A/B tables (docs/ab-study.md)
-	$(PY) -m train_tools.ab_study --study all
+	$(PY) -m train_tools.ab_study --model gmm --study all --out out/ab/gmm
 
 reproduce: venv host dataset fid-weights
 	$(PY) -m train_tools.reproduce --preset full

@@ -1,11 +1,15 @@
 """sample_pas: DDIM/Euler and iPNDM with PAS corrections, in the k-diffusion sampler contract."""
 from __future__ import annotations
 
+import logging
+
 import torch
 
 from .basis import combine, trajectory_basis
 from .grids import check_sigmas
 from .solvers import canonical_solver, check_order, push_history, solver_direction
+
+log = logging.getLogger("comfyui_pas")
 
 
 def basis_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -93,6 +97,11 @@ def sample_pas(model, x, sigmas, extra_args=None, callback=None, disable=None, *
     if coords is not None:
         coords.validate_for(sigmas, solver, max_order)
         corrections = coords.step_coordinates(x.device, basis_dtype(x.dtype))
+        trained_shape = coords.metadata.get("latent_shape")
+        if coords.parameterization == "absolute" and trained_shape and list(x.shape[1:]) != list(trained_shape):
+            log.warning("PAS: absolute coordinates trained on latents of shape %s are used on %s; they do not "
+                        "transfer across sizes (relative coordinates do; see docs/ab-study.md).",
+                        trained_shape, list(x.shape[1:]))
         n_basis, parameterization = coords.n_basis, coords.parameterization
     trajectory = SolverTrajectory(x, solver, max_order, n_basis, parameterization, keep_buffer=bool(corrections))
     sigma_values = sigmas.tolist()
