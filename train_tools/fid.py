@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-CACHE_DIR = ROOT / ".cache" / "fid"
+CACHE_DIR = Path(os.environ.get("PAS_FID_CACHE") or ROOT / ".cache" / "fid")  # reference statistics
 WEIGHTS_NAME = "pt_inception-2015-12-05-6726825d.pth"
 TEST_SIZE = 10_000
 _MODELS: dict[str, torch.nn.Module] = {}
@@ -162,8 +162,11 @@ def _save_npz_atomic(path: Path, **arrays) -> None:
 
 
 def reference_stats(count: int | None = None, batch_size: int = 50, device: str | torch.device = "cpu",
-                    progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """(mu, sigma) of the first `count` Fashion-MNIST test images, cached in .cache/fid/."""
+                    progress: bool = False, extract=None, save: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """(mu, sigma) of the first `count` Fashion-MNIST test images, cached in .cache/fid/.
+
+    `extract(images) -> features` replaces the single-process feature pass (reproduce shards it across
+    ranks); `save=False` leaves writing the cache to another process."""
     from train_tools.fashion_mnist import load_images
 
     n = TEST_SIZE if count is None else int(count)
@@ -172,8 +175,11 @@ def reference_stats(count: int | None = None, batch_size: int = 50, device: str 
     path = reference_path(n)
     if path.is_file():
         return load_stats(path)
-    mu, sigma = statistics(features(load_images("test")[:n], batch_size, device, progress))
-    _save_npz_atomic(path, mu=mu, sigma=sigma, count=np.int64(n))
+    images = load_images("test")[:n]
+    feats = extract(images) if extract else features(images, batch_size, device, progress)
+    mu, sigma = statistics(feats)
+    if save:
+        _save_npz_atomic(path, mu=mu, sigma=sigma, count=np.int64(n))
     return mu, sigma
 
 

@@ -14,6 +14,7 @@ import argparse
 import json
 import os
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import torch
@@ -43,8 +44,22 @@ def init_distributed():
     """(rank, world) under torchrun, (0, 1) otherwise."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group("gloo")
+        # Ranks wait for each other around rank 0's PAS search and the uneven FID shares: allow hours.
+        dist.init_process_group("gloo", timeout=timedelta(hours=6))
     return (dist.get_rank(), world) if world > 1 else (0, 1)
+
+
+def gather_interleaved(local, count, rank, world):
+    """Rank r holds items r, r + world, ...; every rank gets the list of all `count` items in order."""
+    if world == 1:
+        return list(local)
+    gathered = [None] * world
+    dist.all_gather_object(gathered, list(local))
+    out = [None] * count
+    for r, part in enumerate(gathered):
+        for j, index in enumerate(range(r, count, world)):
+            out[index] = part[j]
+    return out
 
 
 def map_seeds(fn, seeds, batch, rank, world):
@@ -52,16 +67,30 @@ def map_seeds(fn, seeds, batch, rank, world):
     gets the full result in seed order."""
     mine = seeds[rank::world]
     parts = [fn(mine[i:i + batch]) for i in range(0, len(mine), batch)]
-    local = torch.cat(parts) if parts else None
-    if world == 1:
-        return local
-    gathered = [None] * world
-    dist.all_gather_object(gathered, local)
-    out = [None] * len(seeds)
-    for r, part in enumerate(gathered):
-        for j, index in enumerate(range(r, len(seeds), world)):
-            out[index] = part[j]
-    return torch.stack(out)
+    local = torch.cat(parts) if parts else torch.empty(0)
+    return local if world == 1 else torch.stack(gather_interleaved(local, len(seeds), rank, world))
+
+
+def score_fid(samples, fid_ref, rank, world):
+    """{sample key: FID}, each rank scoring its share of the keys; the Fashion-MNIST reference statistics
+    are computed once (Inception pass split across ranks) and cached."""
+    import numpy as np
+
+    from train_tools import fid
+    from train_tools.fashion_mnist import to_uint8
+
+    keys = list(samples)
+    # Features first: while they run, a reference being cached by another process can finish.
+    mine = {key: fid.statistics(fid.features(to_uint8(samples[key]))) for key in keys[rank::world]}
+
+    def extract(images):
+        local = fid.features(images[rank::world]) if rank < len(images) else np.empty((0, 2048))
+        return np.stack(gather_interleaved(local, len(images), rank, world))
+
+    cached = broadcast(fid.reference_path(fid_ref).is_file(), rank, world)
+    ref = fid.reference_stats(fid_ref) if cached else fid.reference_stats(fid_ref, extract=extract, save=rank == 0)
+    scores = [fid.fid_from_stats(stats, ref) for stats in mine.values()]
+    return dict(zip(keys, gather_interleaved(scores, len(keys), rank, world)))
 
 
 def broadcast(value, rank, world):
@@ -187,8 +216,13 @@ def main(argv=None):
                 rows.append({"method": key[0], "nfe": nfe, "rmse": rmse(samples[key], reference)})
         log(f"  NFE {nfe} sampled ({time.perf_counter() - started:.0f} s)")
 
+    fid_scores, fid_seconds = {}, 0.0
+    if not args.no_fid:
+        t0 = time.perf_counter()
+        fid_scores = score_fid(samples, args.fid_ref, rank, world)
+        fid_seconds = time.perf_counter() - t0
     if rank == 0:
-        finish(args, out, model, samples, rows, reports, started)
+        finish(args, out, model, samples, rows, reports, started, fid_scores, fid_seconds)
     if world > 1:
         dist.barrier()
         dist.destroy_process_group()
@@ -198,21 +232,15 @@ def rmse(a, b):
     return float((a.double() - b.double()).square().mean().sqrt())
 
 
-def finish(args, out, model, samples, rows, reports, started):
+def finish(args, out, model, samples, rows, reports, started, fid_scores, fid_seconds):
     from train_tools.demo_model import image_grid
     from train_tools.fashion_mnist import to_uint8
 
     out.mkdir(parents=True, exist_ok=True)
-    fid_seconds = 0.0
-    if not args.no_fid:
-        from train_tools import fid
-
-        t0 = time.perf_counter()
-        ref = fid.reference_stats(args.fid_ref)
-        keys = {("teacher", 0) if r["method"].startswith("teacher") else (r["method"], r["nfe"]): r for r in rows}
-        for key, row in keys.items():
-            row["fid"] = fid.fid_of_images(to_uint8(samples[key]), ref)
-        fid_seconds = time.perf_counter() - t0
+    for row in rows:
+        key = ("teacher", 0) if row["method"].startswith("teacher") else (row["method"], row["nfe"])
+        if key in fid_scores:
+            row["fid"] = fid_scores[key]
     for (method, nfe), images in samples.items():
         if nfe in (0, 5, max(args.nfe)):
             name = method.replace(" ", "_").replace("+", "_").replace("(", "").replace(")", "")

@@ -13,8 +13,8 @@ TINY = ["--nfe", "4", "--train", "6", "--eval", "6", "--teacher-nfe", "8", "--re
         "--save-samples", "--builtins"]
 
 
-def run(args, out, processes=1):
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+def run(args, out, processes=1, **env_extra):
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT), **env_extra)
     if processes == 1:
         command = [sys.executable, "-m", "train_tools.reproduce"]
     else:
@@ -38,6 +38,33 @@ def test_two_process_run_equals_single_process(tmp_path):
     assert {r["method"] for r in rows} >= {"euler", "euler+PAS", "ipndm3", "ipndm3+PAS"}
     assert (tmp_path / "one" / "coords" / "euler_nfe4.safetensors").is_file()
     assert (tmp_path / "one" / "error_curve_euler_nfe4.png").is_file()
+
+
+def test_two_process_fid_equals_single_process(tmp_path):
+    """FID rows are scored on different ranks and the uncached reference statistics are computed with the
+    Inception pass split across ranks; both must agree with one process (each run gets its own cache)."""
+    import numpy as np
+
+    from train_tools import fid
+    from train_tools.fashion_mnist import load_images
+
+    args = ["--nfe", "4", "--train", "4", "--eval", "4", "--teacher-nfe", "6", "--reference-nfe", "6",
+            "--fid-ref", "10", "--batch", "2", "--solvers", "euler"]
+    run(args, tmp_path / "one", PAS_FID_CACHE=str(tmp_path / "cache_one"))
+    run(args, tmp_path / "two", processes=2, PAS_FID_CACHE=str(tmp_path / "cache_two"))
+    rows = {}
+    for name in ("one", "two"):
+        for row in json.loads((tmp_path / name / "results.json").read_text())["rows"]:
+            rows.setdefault(row["method"], []).append(row["fid"])
+    assert set(rows) == {"teacher (Heun 6 NFE)", "euler", "euler+PAS"}
+    for method, (single, sharded) in rows.items():
+        assert np.isfinite(single) and single > 0, method
+        assert abs(single - sharded) <= 1e-3 * single, (method, single, sharded)
+    [cached] = (tmp_path / "cache_two").glob("fmnist-test-n10-*.npz")
+    mu, sigma = fid.load_stats(cached)
+    expected = fid.statistics(fid.features(load_images("test")[:10]))
+    # Equal up to float rounding: Inception sees batches of 5 per rank instead of one batch of 10.
+    assert np.allclose(mu, expected[0], atol=1e-5) and np.allclose(sigma, expected[1], atol=1e-5)
 
 
 def test_overlapping_seeds_are_refused(tmp_path):
