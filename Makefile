@@ -36,8 +36,10 @@ bench: venv
 ab-study: venv dataset fid-weights   ## issue-6 A/B tables (docs/ab-study.md)
 	$(PY) -m train_tools.ab_study --model gmm --study all --out out/ab/gmm
 
+# torchrun processes for make reproduce (one per core): seeds, teacher and FID rows are split across them
+REPRODUCE_PROCS ?= 2
 reproduce: venv host dataset fid-weights
-	$(PY) -m train_tools.reproduce --preset full
+	$(PY) -m torch.distributed.run --standalone --nproc-per-node $(REPRODUCE_PROCS) -m train_tools.reproduce --preset full
 
 train-model: venv dataset
 	$(PY) -m train_tools.train_model
