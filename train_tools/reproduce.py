@@ -148,7 +148,11 @@ def main(argv=None):
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--save-samples", action="store_true", help="also write samples.safetensors")
     parser.add_argument("--out", default=None, help="output folder (default out/reproduce/<preset>)")
+    parser.add_argument("--report", metavar="RESULTS_JSON",
+                        help="only rebuild results.md (table and target checks) from a finished run's results.json")
     args = parser.parse_args(argv)
+    if args.report:
+        return rewrite_report(args.report)
     for key, value in PRESETS[args.preset].items():
         if getattr(args, key) is None:
             setattr(args, key, value)
@@ -254,7 +258,7 @@ def finish(args, out, model, samples, rows, reports, started, fid_scores, fid_se
 
         save_file({f"{method}@{nfe}": images.contiguous() for (method, nfe), images in samples.items()},
                   str(out / "samples.safetensors"))
-    table = format_table(rows, args)
+    table = full_report(rows, args)
     (out / "results.md").write_text(table + "\n")
     with open(out / "results.json", "w") as handle:
         json.dump({"args": vars(args), "rows": rows, "fid_seconds": fid_seconds,
@@ -263,6 +267,20 @@ def finish(args, out, model, samples, rows, reports, started, fid_scores, fid_se
     print(table)
     print(f"wrote {out}/results.md, results.json, grids and error curves ({time.perf_counter() - started:.0f} s, "
           f"FID {fid_seconds:.0f} s)")
+
+
+def full_report(rows, args):
+    return "\n\n".join([format_table(rows, args), format_targets(target_checks(rows, "fid"), "FID"),
+                        format_targets(target_checks(rows, "rmse"), "RMSE vs the reference")])
+
+
+def rewrite_report(results_json):
+    """Re-judge a finished run: rebuild results.md (table and targets) beside its results.json and print it."""
+    path = Path(results_json)
+    saved = json.loads(path.read_text())
+    report = full_report(saved["rows"], argparse.Namespace(**saved["args"]))
+    (path.parent / "results.md").write_text(report + "\n")
+    print(report)
 
 
 def format_table(rows, args):
@@ -277,6 +295,51 @@ def format_table(rows, args):
         timing = [f"{row[k]:.1f}" if row.get(k) is not None else "" for k in ("teacher_s", "search_s")]
         lines.append(f"| {row['nfe']} | {row['method']} | {fid_text} | {row['rmse']:.4f} | {row.get('steps', '')} | "
                      f"{row.get('params', '')} | {timing[0]} | {timing[1]} |")
+    return "\n".join(lines)
+
+
+
+def _change(new, old):
+    return (new - old) / old
+
+
+def target_checks(rows, metric="fid"):
+    """The issue's targets, judged from the rows: [(target, met, evidence)]. Rows without the metric (no
+    FID run, or a solver/NFE not in the run) are left out."""
+    value = {(r["method"], r["nfe"]): r[metric] for r in rows if metric in r}
+    nfes = sorted({nfe for _, nfe in value if nfe > 0})
+    checks = []
+    euler = [(n, value[("euler", n)], value[("euler+PAS", n)]) for n in nfes
+             if ("euler", n) in value and ("euler+PAS", n) in value]
+    if euler:
+        checks.append(("euler+PAS improves on euler at every NFE", all(p < e for _, e, p in euler),
+                       ", ".join(f"NFE {n}: {e:.2f} -> {p:.2f} ({_change(p, e):+.0%})" for n, e, p in euler)))
+        late = [(n, e, p) for n, e, p in euler if n in (8, 10)]
+        if late:
+            checks.append(("euler+PAS at least halves euler at NFE 8-10", all(p <= e / 2 for _, e, p in late),
+                           ", ".join(f"NFE {n}: {_change(p, e):+.0%}" for n, e, p in late)))
+    ipndm = [(n, value[(m, n)], value[(m + "+PAS", n)]) for n in nfes for m in sorted({k for k, _ in value})
+             if m.startswith("ipndm") and not m.endswith("+PAS") and (m + "+PAS", n) in value and (m, n) in value]
+    if ipndm:
+        checks.append(("ipndm+PAS is never worse than ipndm", all(p <= i for _, i, p in ipndm),
+                       ", ".join(f"NFE {n}: {i:.2f} -> {p:.2f}" for n, i, p in ipndm)))
+    for n in (5, 6):
+        pas = {m: v for (m, k), v in value.items() if k == n and m.endswith("+PAS")}
+        comfy = {m: v for (m, k), v in value.items() if k == n and m.startswith("comfy ")}
+        if pas and comfy:
+            best_pas = min(pas, key=pas.get)
+            best_comfy = min(comfy, key=comfy.get)
+            checks.append((f"at NFE {n} the best PAS row beats every ComfyUI built-in",
+                           pas[best_pas] < comfy[best_comfy],
+                           f"{best_pas} {pas[best_pas]:.2f} vs {best_comfy} {comfy[best_comfy]:.2f}"))
+    return checks
+
+
+def format_targets(checks, metric="FID"):
+    if not checks:
+        return f"Targets: no {metric} rows to judge."
+    lines = [f"Targets, judged on {metric}:", ""]
+    lines += [f"* {'met' if met else 'MISSED'}: {target} ({evidence})" for target, met, evidence in checks]
     return "\n".join(lines)
 
 

@@ -38,6 +38,11 @@ def test_two_process_run_equals_single_process(tmp_path):
     assert {r["method"] for r in rows} >= {"euler", "euler+PAS", "ipndm3", "ipndm3+PAS"}
     assert (tmp_path / "one" / "coords" / "euler_nfe4.safetensors").is_file()
     assert (tmp_path / "one" / "error_curve_euler_nfe4.png").is_file()
+    written = (tmp_path / "one" / "results.md").read_text()
+    assert "Targets: no FID rows to judge." in written and "Targets, judged on RMSE vs the reference:" in written
+    (tmp_path / "one" / "results.md").unlink()
+    reprinted = run(["--report", str(tmp_path / "one" / "results.json")], tmp_path / "unused")
+    assert (tmp_path / "one" / "results.md").read_text() == written and written.strip() in reprinted
 
 
 def test_two_process_fid_equals_single_process(tmp_path):
@@ -72,3 +77,27 @@ def test_overlapping_seeds_are_refused(tmp_path):
     result = subprocess.run([sys.executable, "-m", "train_tools.reproduce", *TINY, "--eval-seed-start", "3",
                              "--out", str(tmp_path)], cwd=ROOT, env=env, capture_output=True, text=True)
     assert result.returncode != 0 and "overlap" in result.stderr
+
+
+def test_target_checks_judge_hand_made_rows():
+    from train_tools.reproduce import format_targets, target_checks
+
+    def row(method, nfe, fid):
+        return {"method": method, "nfe": nfe, "fid": fid, "rmse": fid / 100}
+
+    rows = [row("teacher (Heun 200 NFE)", 0, 10.0),
+            row("euler", 5, 40.0), row("euler+PAS", 5, 30.0), row("ipndm3", 5, 20.0), row("ipndm3+PAS", 5, 20.0),
+            row("comfy deis", 5, 25.0), row("comfy dpmpp_2m", 5, 21.0),
+            row("euler", 8, 30.0), row("euler+PAS", 8, 15.0), row("ipndm3", 8, 12.0), row("ipndm3+PAS", 8, 12.5),
+            row("euler", 10, 20.0), row("euler+PAS", 10, 10.5)]
+    checks = {target: (met, evidence) for target, met, evidence in target_checks(rows)}
+    assert checks["euler+PAS improves on euler at every NFE"][0] is True
+    # -50% at NFE 8 is enough, -47.5% at NFE 10 is not
+    assert checks["euler+PAS at least halves euler at NFE 8-10"] == (False, "NFE 8: -50%, NFE 10: -48%")
+    assert checks["ipndm+PAS is never worse than ipndm"][0] is False  # 12.0 -> 12.5 at NFE 8
+    assert checks["at NFE 5 the best PAS row beats every ComfyUI built-in"] == (
+        True, "ipndm3+PAS 20.00 vs comfy dpmpp_2m 21.00")
+    assert not any("NFE 6" in target for target in checks)  # no built-in rows at NFE 6
+    text = format_targets(target_checks(rows))
+    assert text.count("MISSED") == 2 and text.count("* met") == 2
+    assert format_targets(target_checks([{"method": "euler", "nfe": 5, "rmse": 0.1}])) == "Targets: no FID rows to judge."
