@@ -26,6 +26,12 @@ class PASFileError(ValueError):
     """A coordinates file that cannot be used: corrupt, of another format, or inconsistent."""
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @dataclass
 class PASCoordinates:
     """Shared coordinates c_i (one vector of n_basis numbers per corrected step, pas-method.md 4)."""
@@ -128,6 +134,7 @@ class PASCoordinates:
         os.close(handle)
         try:
             save_file(tensors, temporary, metadata=header)
+            os.chmod(temporary, 0o666 & ~_current_umask())  # mkstemp makes 0600; give a normal file's mode
             os.replace(temporary, path)
         except BaseException:
             if os.path.exists(temporary):

@@ -47,6 +47,16 @@ def test_no_corrected_step_is_a_valid_file(tmp_path):
     assert PASCoordinates.load(empty.save(tmp_path / "empty.safetensors")).steps == []
 
 
+def test_saved_file_has_the_mode_of_a_normally_created_file(tmp_path):
+    mask = os.umask(0o022)
+    try:
+        path = example().save(tmp_path / "c.safetensors")
+        (tmp_path / "plain").write_bytes(b"")
+    finally:
+        os.umask(mask)
+    assert os.stat(path).st_mode & 0o777 == os.stat(tmp_path / "plain").st_mode & 0o777 == 0o644
+
+
 def test_failed_save_leaves_the_old_file_and_no_temporary(tmp_path):
     path = example().save(tmp_path / "c.safetensors")
     before = path_bytes = open(path, "rb").read()
