@@ -307,13 +307,14 @@ def target_checks(rows, metric="fid"):
     """The issue's targets, judged from the rows: [(target, met, evidence)]. Rows without the metric (no
     FID run, or a solver/NFE not in the run) are left out."""
     value = {(r["method"], r["nfe"]): r[metric] for r in rows if metric in r}
+    digits = 2 if metric == "fid" else 4
     nfes = sorted({nfe for _, nfe in value if nfe > 0})
     checks = []
     euler = [(n, value[("euler", n)], value[("euler+PAS", n)]) for n in nfes
              if ("euler", n) in value and ("euler+PAS", n) in value]
     if euler:
         checks.append(("euler+PAS improves on euler at every NFE", all(p < e for _, e, p in euler),
-                       ", ".join(f"NFE {n}: {e:.2f} -> {p:.2f} ({_change(p, e):+.0%})" for n, e, p in euler)))
+                       ", ".join(f"NFE {n}: {e:.{digits}f} -> {p:.{digits}f} ({_change(p, e):+.0%})" for n, e, p in euler)))
         late = [(n, e, p) for n, e, p in euler if n in (8, 10)]
         if late:
             checks.append(("euler+PAS at least halves euler at NFE 8-10", all(p <= e / 2 for _, e, p in late),
@@ -322,7 +323,7 @@ def target_checks(rows, metric="fid"):
              if m.startswith("ipndm") and not m.endswith("+PAS") and (m + "+PAS", n) in value and (m, n) in value]
     if ipndm:
         checks.append(("ipndm+PAS is never worse than ipndm", all(p <= i for _, i, p in ipndm),
-                       ", ".join(f"NFE {n}: {i:.2f} -> {p:.2f}" for n, i, p in ipndm)))
+                       ", ".join(f"NFE {n}: {i:.{digits}f} -> {p:.{digits}f}" for n, i, p in ipndm)))
     for n in (5, 6):
         pas = {m: v for (m, k), v in value.items() if k == n and m.endswith("+PAS")}
         comfy = {m: v for (m, k), v in value.items() if k == n and m.startswith("comfy ")}
@@ -331,7 +332,7 @@ def target_checks(rows, metric="fid"):
             best_comfy = min(comfy, key=comfy.get)
             checks.append((f"at NFE {n} the best PAS row beats every ComfyUI built-in",
                            pas[best_pas] < comfy[best_comfy],
-                           f"{best_pas} {pas[best_pas]:.2f} vs {best_comfy} {comfy[best_comfy]:.2f}"))
+                           f"{best_pas} {pas[best_pas]:.{digits}f} vs {best_comfy} {comfy[best_comfy]:.{digits}f}"))
     return checks
 
 
