@@ -11,6 +11,7 @@ from comfy_api.latest import io, ui
 from . import comfy_bridge as bridge
 from .comfyui_pas.coords import PASCoordinates
 from .comfyui_pas.sampler import sample_pas
+from .comfyui_pas.search import DEFAULT_N_BASIS
 from .comfyui_pas.solvers import canonical_solver
 
 log = logging.getLogger("comfyui_pas")
@@ -100,7 +101,7 @@ class PASTrainer(io.ComfyNode):
                 io.Int.Input("teacher_nfe", default=100, min=4, max=2000,
                              tooltip="Model calls per trajectory for the Heun teacher (more is more accurate; "
                                      "24-48 suffice for euler, keep ~100 for ipndm: docs/ab-study.md)."),
-                io.Int.Input("n_basis", default=3, min=1, max=8,
+                io.Int.Input("n_basis", default=DEFAULT_N_BASIS, min=1, max=8,
                              tooltip="Basis vectors per corrected step (the paper uses 4; 3 did as well or better "
                                      "in docs/ab-study.md)."),
                 io.Combo.Input("loss", options=["l1", "l2"], default="l1",

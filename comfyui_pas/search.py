@@ -21,6 +21,7 @@ from .teacher import chunks, model_call, teacher_states
 
 # Defaults chosen by the A/B study in docs/ab-study.md (relative coordinates, 3 basis vectors).
 DEFAULT_PARAMETERIZATION = "relative"
+DEFAULT_N_BASIS = 3
 DEFAULT_TOLERANCE = {"relative": 0.01, "absolute": 1e-4}
 LOSSES = ("l1", "l2")
 GUARDS = ("validation", "none")
@@ -110,10 +111,10 @@ class _Progress:
 
 
 @torch.no_grad()
-def train_pas(model, x, sigmas, *, solver="euler", max_order=4, n_basis=3, loss="l1", tolerance=None,
+def train_pas(model, x, sigmas, *, solver="euler", max_order=4, n_basis=DEFAULT_N_BASIS, loss="l1", tolerance=None,
               tolerance_mode="relative", parameterization=DEFAULT_PARAMETERIZATION, teacher_substeps=None,
               teacher_nfe=100, extra_args=None, chunk_size=None, progress=None, per_sample_args=None,
-              validation_fraction=0.25, guard="validation", targets=None, metadata=None):
+              validation_fraction=0.25, guard=GUARDS[0], targets=None, metadata=None):
     """Learn PAS coordinates for `model` on the student grid `sigmas` from the start points x (N, ...).
 
     x is the already-scaled start (sigma_max * noise for EDM models). `targets` (steps+1, N, ...) may give

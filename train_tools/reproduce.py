@@ -22,7 +22,7 @@ import torch.distributed as dist
 
 from comfyui_pas import edm_sigmas, sample_pas, train_pas
 from comfyui_pas.plot import save_error_curve
-from comfyui_pas.search import GUARDS
+from comfyui_pas.search import DEFAULT_N_BASIS, GUARDS
 from comfyui_pas.teacher import teacher_states
 
 EVAL_SEED_START = 1_000_000  # training seeds start at 0 and stay far below
@@ -146,8 +146,8 @@ def main(argv=None):
     parser.add_argument("--no-fid", action="store_true", help="RMSE only")
     parser.add_argument("--builtins", nargs="*", help="ComfyUI built-in samplers to add (needs the host)")
     parser.add_argument("--builtin-nfe", type=int, nargs="*")
-    parser.add_argument("--n-basis", type=int, default=3, help="PAS basis vectors per corrected step")
-    parser.add_argument("--guard", choices=GUARDS, default="validation",
+    parser.add_argument("--n-basis", type=int, default=DEFAULT_N_BASIS, help="PAS basis vectors per corrected step")
+    parser.add_argument("--guard", choices=GUARDS, default=GUARDS[0],
                         help="validation: accept a step only if held-out trajectories improve; none: the paper's rule")
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--save-samples", action="store_true", help="also write samples.safetensors")
@@ -291,8 +291,8 @@ def rewrite_report(results_json):
 def format_table(rows, args):
     fid_note = "no FID" if args.no_fid else f"FID of {args.eval} samples vs {args.fid_ref} Fashion-MNIST test images"
     lines = [f"Fashion-MNIST demo model; {fid_note}; RMSE vs a Heun {args.reference_nfe}-NFE reference on the same "
-             f"seeds (training teacher: Heun ~{args.teacher_nfe} NFE on the refined student grid); PAS ({getattr(args, 'n_basis', 3)} basis vectors, guard "
-             f"{getattr(args, 'guard', 'validation')}) trained on {args.train} trajectories (seeds {args.train_seed_start}+), evaluated on seeds "
+             f"seeds (training teacher: Heun ~{args.teacher_nfe} NFE on the refined student grid); PAS ({getattr(args, 'n_basis', DEFAULT_N_BASIS)} basis vectors, guard "
+             f"{getattr(args, 'guard', GUARDS[0])}) trained on {args.train} trajectories (seeds {args.train_seed_start}+), evaluated on seeds "
              f"{args.eval_seed_start}+. NFE 0 = the reference solution.", "",
              "| NFE | method | FID | RMSE | corrected steps | params | teacher s | search s |",
              "|---|---|---|---|---|---|---|---|"]
