@@ -6,7 +6,6 @@ import sys
 from pathlib import Path
 
 DEFAULT_COMFYUI_DIR = Path(__file__).resolve().parents[1] / ".comfyui" / "ComfyUI"
-BUILTIN_NAMES = ("euler", "ipndm", "ipndm_v", "deis", "dpmpp_2m", "uni_pc", "res_multistep")
 
 
 def comfyui_dir() -> Path:

@@ -13,6 +13,7 @@ from .edm_unet import EDMDenoiser, UNetConfig
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "models" / "fashion_mnist_edm.safetensors"
 TRAIN_COMMAND = "make train-model (python -m train_tools.train_model)"
+LATENT_SHAPE = (1, 32, 32)  # one sample: 28x28 Fashion-MNIST padded to 32x32
 
 
 def read_weights(path: Path | str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -55,24 +56,11 @@ def load_demo_model(path: Path | str | None = None, device: str | torch.device =
     return model.to(device=device, dtype=dtype).eval().requires_grad_(False)
 
 
-@torch.no_grad()
-def heun_sample(model, x: torch.Tensor, sigmas: torch.Tensor) -> torch.Tensor:
-    """EDM Algorithm 1 (deterministic Heun, 2nd order; Euler on the last step to sigma = 0)."""
-    for sigma, sigma_next in zip(sigmas[:-1].tolist(), sigmas[1:].tolist(), strict=True):
-        d = (x - model(x, torch.full((x.shape[0],), sigma, dtype=x.dtype))) / sigma
-        x_next = x + (sigma_next - sigma) * d
-        if sigma_next > 0:
-            denoised_next = model(x_next, torch.full((x.shape[0],), sigma_next, dtype=x.dtype))
-            d_next = (x_next - denoised_next) / sigma_next
-            x_next = x + (sigma_next - sigma) * (d + d_next) / 2
-        x = x_next
-    return x
+def seeded_noise(seeds, shape=LATENT_SHAPE, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Transitional: train_tools/reproduce.py's import; delete once it calls train_tools.seeds.seeded_noise."""
+    from train_tools import seeds as _seeds
 
-
-def seeded_noise(seeds: list[int], shape=(1, 32, 32), dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """One generator per seed (as EDM's generate.py), so a sample does not depend on the batch."""
-    return torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(s), dtype=dtype)
-                        for s in seeds])
+    return _seeds.seeded_noise(seeds, shape, dtype)
 
 
 def image_grid(images, rows: int, cols: int, zoom: int = 3, gap: int = 2):
@@ -92,7 +80,9 @@ def main(argv: list[str] | None = None) -> None:
     import argparse
 
     from comfyui_pas.grids import edm_sigmas
+    from comfyui_pas.teacher import heun_states
     from train_tools.fashion_mnist import to_uint8
+    from train_tools.seeds import seeded_noise
 
     p = argparse.ArgumentParser(description="Render a sample grid of the demo model with a Heun sampler.")
     p.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS)
@@ -105,7 +95,8 @@ def main(argv: list[str] | None = None) -> None:
     model = load_demo_model(args.weights)
     sigmas = edm_sigmas(args.steps, model.sigma_min, model.sigma_max, append_zero=True).float()
     seeds = list(range(args.first_seed, args.first_seed + args.rows * args.rows))
-    x = heun_sample(model, seeded_noise(seeds) * sigmas[0], sigmas)
+    x = seeded_noise(seeds, LATENT_SHAPE, torch.float32) * sigmas[0]
+    x = heun_states(model, x, sigmas, keep_every=len(sigmas) - 1)[-1]  # EDM Algorithm 1, final state only
     args.out.parent.mkdir(parents=True, exist_ok=True)
     image_grid(to_uint8(x), args.rows, args.rows).save(args.out)
     print(f"{len(seeds)} samples, {2 * args.steps - 1} NFE Heun, steps_done="

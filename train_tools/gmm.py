@@ -6,9 +6,11 @@ Its probability-flow ODE has no closed form in general, but the teacher solves i
 """
 from __future__ import annotations
 
-import math
-
 import torch
+
+# Re-exported for train_tools/bench_gmm.py until it imports them from their own modules.
+from train_tools.metrics import rmse  # noqa: F401
+from train_tools.seeds import seeded_noise  # noqa: F401
 
 
 class GaussianMixtureDenoiser(torch.nn.Module):
@@ -49,21 +51,3 @@ class GaussianMixtureDenoiser(torch.nn.Module):
         per_component = self.means[None] + shrink[:, :, None] * offsets
         denoised = (resp[:, :, None] * per_component).sum(dim=1)
         return denoised.reshape(shape).to(dtype)
-
-    def sample_data(self, count, seed=0):
-        """Exact samples of the data distribution (for sanity checks)."""
-        generator = torch.Generator().manual_seed(seed)
-        picks = torch.multinomial(self.log_weights.exp(), count, replacement=True, generator=generator)
-        noise = torch.randn(count, self.dim, generator=generator, dtype=torch.float64)
-        return self.means[picks] + self.std * noise
-
-
-def seeded_noise(seeds, shape, dtype=torch.float64):
-    """One generator per seed (as EDM's generate.py), so a sample does not depend on its batch."""
-    return torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(int(s)), dtype=dtype)
-                        for s in seeds])
-
-
-def rmse(a, b):
-    """Root mean squared error over all elements."""
-    return math.sqrt(float((a.double() - b.double()).square().mean()))

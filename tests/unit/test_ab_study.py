@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from train_tools import ab_study
-from train_tools.gmm import GaussianMixtureDenoiser, seeded_noise
+from train_tools.gmm import GaussianMixtureDenoiser
+from train_tools.seeds import seeded_noise
 
 
 def test_block_mixture_is_the_mixture_applied_to_every_block():

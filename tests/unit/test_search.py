@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from comfyui_pas import PASCoordinates, edm_sigmas, sample_pas, train_pas
-from train_tools.gmm import seeded_noise
+from train_tools.seeds import seeded_noise
 
 SIGMAS = edm_sigmas(8)
 PLANTED_STEPS = [3, 6]
