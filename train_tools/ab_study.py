@@ -24,229 +24,33 @@ the guard's roll-outs), counted. Prints Markdown tables; writes <out>/<study>.js
 from __future__ import annotations
 
 import argparse
-import hashlib
 import itertools
 import json
-import math
 import os
-import statistics
+import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 
-from comfyui_pas import edm_sigmas, sample_pas, train_pas
+from comfyui_pas import sample_pas
 from comfyui_pas.coords import PASCoordinates
 from comfyui_pas.search import sample_errors
-from comfyui_pas.teacher import heun_states, teacher_states
-from train_tools.bench_gmm import EVAL_SEED_OFFSET, GMM_SETTINGS
-from train_tools.gmm import GaussianMixtureDenoiser, seeded_noise
+from comfyui_pas.teacher import teacher_states
+from train_tools.ab_bench import Bench, make_spec
+from train_tools.ab_report import (
+    case_name,
+    study_markdown,
+    subsets_markdown,
+    teacher_error_markdown,
+    transfer_markdown,
+)
+from train_tools.bench_gmm import EVAL_SEED_OFFSET
+from train_tools.metrics import pooled_rmse
 
-TRAIN_SEED_STRIDE = 10_000
-CACHE_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".cache", "ab_study")
 SOLVERS = (("euler", 1), ("ipndm", 3))
-STUDIES = ("parameterization", "trajectories", "teacher", "basis", "loss", "tolerance", "guard", "budget", "transfer",
-           "subsets", "teacher-error")
-# Block mixture of the transfer study: every block of BLOCK_SETTINGS["dim"] values is an independent draw
-# of one small mixture, so the same "model" exists at any dimension that is a multiple of the block size.
-BLOCK_SETTINGS = dict(dim=16, components=8, spread=1.0, std=0.5, seed=1)
-
-
-# ---------------------------------------------------------------- models
-
-class CountingModel:
-    """Wraps a k-diffusion denoiser and counts model calls per sample (rows of every call)."""
-
-    def __init__(self, model):
-        self.model, self.calls = model, 0
-
-    def __call__(self, x, sigma, **kwargs):
-        self.calls += x.shape[0]
-        return self.model(x, sigma, **kwargs)
-
-
-class BlockMixtureDenoiser(torch.nn.Module):
-    """Exact denoiser of data made of independent blocks, each drawn from the same small mixture."""
-
-    sigma_min, sigma_max = 0.002, 80.0
-
-    def __init__(self, block: GaussianMixtureDenoiser):
-        super().__init__()
-        self.block = block
-
-    def forward(self, x, sigma, **_):
-        count, size = x.shape[0], x[0].numel()
-        width = self.block.dim
-        if size % width:
-            raise ValueError(f"size {size} is not a multiple of the block size {width}")
-        blocks = x.reshape(count * (size // width), width)
-        sigma = torch.as_tensor(sigma, dtype=x.dtype).reshape(-1).expand(count)
-        return self.block(blocks, sigma.repeat_interleave(size // width)).reshape(x.shape)
-
-
-@dataclass
-class Spec:
-    """A model at one latent shape: how to make its start points and its sigma grids."""
-
-    name: str
-    model: object
-    shape: tuple
-    dtype: torch.dtype
-    ends_at_zero: bool
-    chunk_size: int | None = None
-    identity: str = ""  # names the model's weights in reference cache keys (empty: do not cache)
-
-    def sigmas(self, steps):
-        """The student grid with `steps` model calls (EDM, rho 7; ComfyUI's karras form for images)."""
-        return edm_sigmas(steps, 0.002, 80.0, append_zero=self.ends_at_zero).to(self.dtype)
-
-    def noise(self, seeds):
-        return (seeded_noise(list(seeds), self.shape) * 80.0).to(self.dtype)
-
-    def modes(self, x):
-        """Mixture component nearest to each sample (per block for block mixtures), or None."""
-        mixture = getattr(self.model, "block", self.model)
-        means = getattr(mixture, "means", None)
-        if means is None:
-            return None
-        blocks = x.reshape(-1, means.shape[1]).double()
-        labels = torch.cdist(blocks, means).argmin(dim=1)
-        return labels.reshape(x.shape[0], -1)
-
-
-def make_spec(model_name, size=None):
-    if model_name == "gmm" and size is None:
-        return Spec("gmm", GaussianMixtureDenoiser.random(**GMM_SETTINGS), (GMM_SETTINGS["dim"],), torch.float64,
-                    False)
-    if model_name == "gmm":
-        return Spec(f"block-gmm-{size}", BlockMixtureDenoiser(GaussianMixtureDenoiser.random(**BLOCK_SETTINGS)),
-                    (int(size),), torch.float64, False)
-    if model_name == "fashion":
-        from train_tools.demo_model import DEFAULT_WEIGHTS, load_demo_model
-
-        side = 32 if size is None else int(size)
-        model = load_demo_model()
-        identity = hashlib.sha1(DEFAULT_WEIGHTS.read_bytes()).hexdigest()[:12]
-        return Spec(f"fashion-{side}", model, (1, side, side), torch.float32, True, chunk_size=256,
-                    identity=identity)
-    raise ValueError(f"unknown model {model_name!r}")
-
-
-# ---------------------------------------------------------------- one bench: reference, teacher cache, runs
-
-def reference_finals(spec, x, reference_nfe, seeds=None):
-    """Final states of Heun on one fine EDM grid with about `reference_nfe` model calls (cached in
-    .cache/ab_study/ for models with an identity, keyed by weights, shape, seeds and NFE)."""
-    path = None
-    if spec.identity and seeds is not None:
-        key = f"{spec.name}-{spec.identity}-{'x'.join(map(str, spec.shape))}-{seeds.start}-{len(seeds)}-{reference_nfe}"
-        path = os.path.join(CACHE_DIR, f"reference-{key}.pt")
-        if os.path.isfile(path):
-            return torch.load(path)
-    intervals = max(1, math.ceil((reference_nfe + (1 if spec.ends_at_zero else 0)) / 2))
-    grid = spec.sigmas(intervals)
-    parts = []
-    for start in range(0, x.shape[0], spec.chunk_size or x.shape[0]):
-        part = x[start:start + (spec.chunk_size or x.shape[0])]
-        parts.append(heun_states(spec.model, part, grid, len(grid) - 1)[-1])
-    finals = torch.cat(parts)
-    if path:
-        os.makedirs(CACHE_DIR, exist_ok=True)
-        torch.save(finals, path + ".tmp")
-        os.replace(path + ".tmp", path)
-    return finals
-
-
-class Bench:
-    """Held-out start points, their reference, plain-solver errors, and a teacher cache for training."""
-
-    def __init__(self, spec, n_eval, reference_nfe, evaluate=True, check_count=0):
-        self.spec = spec
-        self.model = CountingModel(spec.model)
-        self.eval_seeds = range(EVAL_SEED_OFFSET, EVAL_SEED_OFFSET + n_eval)
-        self.teachers, self.plain = {}, {}
-        self.keep_teachers = bool(spec.identity)
-        self.reference_nfe = reference_nfe
-        self.reference_error = None
-        if evaluate:
-            self.eval_x = spec.noise(self.eval_seeds)
-            self.reference = reference_finals(spec, self.eval_x, reference_nfe, self.eval_seeds)
-            self.reference_modes = spec.modes(self.reference)
-            if check_count:
-                finer = reference_finals(spec, self.eval_x[:check_count], 2 * reference_nfe,
-                                         self.eval_seeds[:check_count])
-                self.reference_error = float(sample_errors(finer, self.reference[:check_count]).square().mean().sqrt())
-
-    def train_x(self, rep, count):
-        first = rep * TRAIN_SEED_STRIDE
-        seeds = range(first, first + count)
-        assert count <= TRAIN_SEED_STRIDE and not set(seeds) & set(self.eval_seeds)
-        return self.spec.noise(seeds)
-
-    def targets(self, rep, nfe, teacher_nfe, count):
-        """Teacher states for the first `count` training seeds of rep (computed once, then sliced)."""
-        key = (rep, nfe, teacher_nfe)
-        cached = self.teachers.get(key)
-        if cached is None or cached[0].shape[1] < count:
-            states, info = teacher_states(self.spec.model, self.train_x(rep, count), self.spec.sigmas(nfe),
-                                          teacher_nfe=teacher_nfe, chunk_size=self.spec.chunk_size)
-            cached = self.teachers[key] = (states, info)
-        return cached[0][:, :count], cached[1]
-
-    def forget_teachers(self):
-        """Free the teacher cache (the mixture's large runs); image models keep it across studies."""
-        if not self.keep_teachers:
-            self.teachers.clear()
-
-    def train(self, setting, solver, order, nfe, rep):
-        """Coordinates for one setting; returns (coords, report, cost dict)."""
-        s = dict(setting)
-        count, teacher_nfe = s.pop("n_train"), s.pop("teacher_nfe")
-        targets, info = self.targets(rep, nfe, teacher_nfe, count)
-        self.model.calls = 0
-        coords, report = train_pas(self.model, self.train_x(rep, count), self.spec.sigmas(nfe), solver=solver,
-                                   max_order=order, targets=targets, chunk_size=self.spec.chunk_size, **s)
-        cost = {"n_train": count, "teacher_nfe": info["nfe"], "teacher_calls": count * info["nfe"],
-                "search_calls": self.model.calls, "calls": count * info["nfe"] + self.model.calls,
-                "search_seconds": report["search_seconds"]}
-        return coords, report, cost
-
-    def plain_errors(self, solver, order, nfe):
-        key = (solver, order, nfe)
-        if key not in self.plain:
-            final = sample_pas(self.spec.model, self.eval_x, self.spec.sigmas(nfe), solver=solver, max_order=order)
-            self.plain[key] = (sample_errors(final, self.reference), self.flips(final))
-        return self.plain[key]
-
-    def flips(self, final):
-        """Share of samples that end in another mixture component than the reference (None: not a mixture)."""
-        modes = self.spec.modes(final)
-        return None if modes is None else float((modes != self.reference_modes).any(dim=1).double().mean())
-
-    def score(self, coords, solver, order, nfe):
-        """Held-out metrics of coordinates against the plain solver."""
-        plain, flips_plain = self.plain_errors(solver, order, nfe)
-        final = sample_pas(self.spec.model, self.eval_x, self.spec.sigmas(nfe), solver=solver, max_order=order,
-                           coords=coords)
-        corrected = sample_errors(final, self.reference)
-        return dict(metrics(plain, corrected), flips_plain=flips_plain, flips_pas=self.flips(final))
-
-
-def metrics(plain, corrected):
-    """RMSE gain, median change and share of samples made worse, from per-sample RMSEs."""
-    rmse_plain, rmse_pas = float(plain.square().mean().sqrt()), float(corrected.square().mean().sqrt())
-    return {"rmse_plain": rmse_plain, "rmse_pas": rmse_pas, "gain": 1 - rmse_pas / rmse_plain,
-            "median_plain": float(plain.median()), "median_pas": float(corrected.median()),
-            "median_change": float(corrected.median()) / float(plain.median()) - 1,
-            "worse": float((corrected > plain).double().mean())}
-
-
-def _mean(values):
-    values = [v for v in values if v is not None]
-    return statistics.mean(values) if values else None
-
-
-# ---------------------------------------------------------------- studies
 
 # The baseline each study varies one knob of: the library's defaults when the study was run (docs/ab-study.md),
 # fixed here so that the published tables reproduce whatever the library's defaults become.
@@ -258,44 +62,38 @@ def baseline(args):
     return dict(BASELINE, n_train=args.baseline_train, teacher_nfe=args.baseline_teacher)
 
 
-def study_settings(study, args):
-    """[(label, overrides of the baseline)] for one study."""
-    params = args.parameterizations
-    if study == "parameterization":
-        return [("paper: absolute, no guard, abs. tol 1e-4",
-                 dict(parameterization="absolute", guard="none", tolerance_mode="absolute", tolerance=1e-4)),
-                ("absolute, no guard", dict(parameterization="absolute", guard="none")),
-                ("absolute, guard", dict(parameterization="absolute")),
-                ("relative, no guard", dict(parameterization="relative", guard="none")),
-                ("relative, guard", dict(parameterization="relative"))]
-    if study == "trajectories":
-        return [(f"{p}, N={n}", dict(parameterization=p, n_train=n)) for p in params for n in args.train_counts]
-    if study == "teacher":
-        return [(f"{p}, teacher {t}", dict(parameterization=p, teacher_nfe=t)) for p in params
-                for t in args.teacher_nfes]
-    if study == "basis":
-        return [(f"{p}, n_basis={k}", dict(parameterization=p, n_basis=k)) for p in params for k in args.basis]
-    if study == "loss":
-        return [(f"{p}, {loss}", dict(parameterization=p, loss=loss)) for p in params for loss in ("l1", "l2")]
-    if study == "tolerance":
-        rules = [("relative", t) for t in (0.001, 0.01, 0.05, 0.1)] + [("absolute", t) for t in (1e-4, 1e-3)]
-        return [(f"{mode} {t:g}", dict(tolerance_mode=mode, tolerance=t)) for mode, t in rules]
-    if study == "guard":
-        return [(f"{p}, validation {int(100 * f)}%", dict(parameterization=p, validation_fraction=f)) for p in params
-                for f in (0.125, 0.25, 0.5)]
-    if study == "budget":
-        return [(f"relative, N={n}, teacher {t}", dict(parameterization="relative", n_train=n, teacher_nfe=t))
-                for n in args.budget_counts for t in args.budget_teachers]
-    raise ValueError(f"unknown study {study!r}")
+class Session:
+    """What the studies of one invocation share: the arguments, the log, and one held-out bench of the
+    model at its own size (made on first use)."""
+
+    def __init__(self, args, log):
+        self.args, self.log, self._bench, self._logged = args, log, None, set()
+
+    @property
+    def bench(self):
+        if self._bench is None:
+            self._bench = Bench(make_spec(self.args.model), self.args.eval, self.args.reference_nfe)
+        return self._bench
+
+    def reference_error(self):
+        """The reference's own error on the first --check-reference held-out seeds (None: not checked)."""
+        count = self.args.check_reference
+        error = self.bench.reference_error(count)
+        if error is not None and count not in self._logged:
+            self._logged.add(count)
+            self.log(f"reference RMSE vs a {2 * self.args.reference_nfe}-NFE Heun on the first {count} held-out "
+                     f"seeds: {error:.3g}")
+        return error
 
 
-def case_name(solver, order, nfe):
-    return f"{solver if solver == 'euler' else f'ipndm{order}'} {nfe}"
+# ---------------------------------------------------------------- studies that vary knobs of the baseline
 
-
-def run_study(bench, study, args, log):
+def run_knobs(study, settings_of, session):
+    """Every setting of one study (settings_of(args): [(label, overrides of the baseline)]) trained on the
+    bench for every repetition, NFE and solver, and scored on the held-out seeds."""
+    bench, args, log = session.bench, session.args, session.log
     base = baseline(args)
-    settings = [(label, dict(base, **overrides)) for label, overrides in study_settings(study, args)
+    settings = [(label, dict(base, **overrides)) for label, overrides in settings_of(args)
                 if not args.only or any(part in label for part in args.only)]
     if not settings:
         raise ValueError(f"--only {args.only} leaves no setting of the {study} study")
@@ -319,131 +117,42 @@ def run_study(bench, study, args, log):
     return rows
 
 
-def summarise(rows, key="setting"):
-    """Per setting: per-case rep means, and means over cases (the numbers the decision uses)."""
-    labels = list(dict.fromkeys(r[key] for r in rows))
-    cases = list(dict.fromkeys((r["solver"], r["order"], r["nfe"]) for r in rows))
-    summary = []
-    for label in labels:
-        mine = [r for r in rows if r[key] == label]
-        per_case = {}
-        for case in cases:
-            sub = [r for r in mine if (r["solver"], r["order"], r["nfe"]) == case]
-            if sub:
-                per_case[case_name(*case)] = {
-                    "gain": statistics.mean(r["gain"] for r in sub),
-                    "median_change": statistics.mean(r["median_change"] for r in sub),
-                    "worse": statistics.mean(r["worse"] for r in sub),
-                    "flips_plain": _mean(r.get("flips_plain") for r in sub),
-                    "flips_pas": _mean(r.get("flips_pas") for r in sub)}
-        reps = sorted({r["rep"] for r in mine})
-        rep_means = [statistics.mean(r["gain"] for r in mine if r["rep"] == rep) for rep in reps]
-        gains = [c["gain"] for c in per_case.values()]
-        summary.append({
-            "setting": label, "cases": per_case,
-            "mean_gain": statistics.mean(gains), "min_gain": min(gains),
-            "rep_spread": statistics.pstdev(rep_means) if len(rep_means) > 1 else 0.0,
-            "mean_median_change": statistics.mean(c["median_change"] for c in per_case.values()),
-            "max_worse": max(c["worse"] for c in per_case.values()),
-            "flips_plain": _mean(c["flips_plain"] for c in per_case.values()),
-            "flips_pas": _mean(c["flips_pas"] for c in per_case.values()),
-            "mean_steps": statistics.mean(len(r["accepted"]) for r in mine),
-            "mean_parameters": statistics.mean(r["parameters"] for r in mine),
-            "mean_calls": statistics.mean(r["calls"] for r in mine),
-            "config": mine[0].get("config")})
-    best = max(s["mean_gain"] for s in summary)
-    for s in summary:
-        s["within_90pct"] = best > 0 and s["mean_gain"] >= 0.9 * best
-    return summary
+def _tolerance_rules(args):
+    rules = [("relative", t) for t in (0.001, 0.01, 0.05, 0.1)] + [("absolute", t) for t in (1e-4, 1e-3)]
+    return [(f"{mode} {t:g}", dict(tolerance_mode=mode, tolerance=t)) for mode, t in rules]
 
 
-def cheapest_within(summary, fraction=0.9, score=lambda s: s["mean_gain"]):
-    """The setting with the fewest model calls per run whose score (default: the mean RMSE gain) is
-    >= fraction x the best score; None when no setting helps."""
-    best = max(score(s) for s in summary)
-    if best <= 0:
-        return None
-    keep = [s for s in summary if score(s) >= fraction * best]
-    return min(keep, key=lambda s: (s["mean_calls"], -score(s)))
-
-
-def median_gain(s):
-    return -s["mean_median_change"]
-
-
-def pct(value):
-    return "n/a" if value is None else f"{100 * value:+.1f}%"
-
-
-def flips_text(s):
-    if s.get("flips_pas") is None:
-        return "n/a"
-    return f"{1000 * s['flips_plain']:.1f} -> {1000 * s['flips_pas']:.1f}"
-
-
-def summary_table(summary):
-    lines = ["| setting | mean gain | spread over reps | worst case | mean median change | max worse "
-             "| mode flips per 1000 (plain -> PAS) | steps | params | model calls / run | >= 90% of best |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for s in summary:
-        lines.append(f"| {s['setting']} | {pct(s['mean_gain'])} | {100 * s['rep_spread']:.1f} pt | {pct(s['min_gain'])} | "
-                     f"{pct(s['mean_median_change'])} | {100 * s['max_worse']:.0f}% | {flips_text(s)} | "
-                     f"{s['mean_steps']:.1f} | {s['mean_parameters']:.1f} | {s['mean_calls']:,.0f} | "
-                     f"{'yes' if s['within_90pct'] else 'no'} |")
-    return "\n".join(lines)
-
-
-def case_table(summary, field):
-    names = list(dict.fromkeys(n for s in summary for n in s["cases"]))
-    lines = ["| setting | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
-    for s in summary:
-        cells = [f"{100 * s['cases'][n][field]:+.0f}" if n in s["cases"] else "" for n in names]
-        lines.append(f"| {s['setting']} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def solver_table(rows):
-    """Per setting and solver family: mean RMSE gain and median change over NFEs, and the 90% choices."""
-    families = list(dict.fromkeys(case_name(r["solver"], r["order"], "").strip() for r in rows))
-    parts = {f: summarise([r for r in rows if case_name(r["solver"], r["order"], "").strip() == f]) for f in families}
-    head = " | ".join(f"{f} mean gain | {f} median change" for f in families)
-    lines = [f"| setting | {head} | model calls / run |", "|---" * (2 * len(families) + 2) + "|"]
-    for i, s in enumerate(parts[families[0]]):
-        cells = " | ".join(f"{pct(parts[f][i]['mean_gain'])} | {pct(parts[f][i]['mean_median_change'])}"
-                           for f in families)
-        lines.append(f"| {s['setting']} | {cells} | {s['mean_calls']:,.0f} |")
-    lines.append("")
-    for f in families:
-        by_gain, by_median = cheapest_within(parts[f]), cheapest_within(parts[f], score=median_gain)
-        lines.append(f"* {f}: cheapest with >= 90% of the best mean RMSE gain: "
-                     f"{by_gain['setting'] if by_gain else 'none (no setting helps)'}; by the median: "
-                     f"{by_median['setting'] if by_median else 'none'}.")
-    return "\n".join(lines)
-
-
-def study_markdown(study, summary, header, rows=None):
-    choice = cheapest_within(summary)
-    parts = [f"### {study}", "", header, "", summary_table(summary), ""]
-    if rows:
-        parts += ["Per solver (means over NFEs and repetitions):", "", solver_table(rows), ""]
-    parts += [
-             "RMSE gain per case (%, mean over repetitions; positive = PAS closer to the reference):", "",
-             case_table(summary, "gain"), "", "Median per-sample change per case (%, negative = better):", "",
-             case_table(summary, "median_change"), ""]
-    if choice is not None:
-        parts.append(f"Cheapest setting with >= 90% of the best mean RMSE gain: **{choice['setting']}** "
-                     f"({pct(choice['mean_gain'])}, {choice['mean_calls']:,.0f} model calls per training run).")
-    by_median = cheapest_within(summary, score=median_gain)
-    if by_median is not None:
-        parts.append(f"Cheapest setting with >= 90% of the best mean median improvement: **{by_median['setting']}** "
-                     f"({pct(by_median['mean_median_change'])}, {by_median['mean_calls']:,.0f} model calls per run).")
-    return "\n".join(parts) + "\n"
+# study -> settings(args): [(label, overrides of the baseline)]; args.parameterizations is --parameterizations
+KNOBS = {
+    "parameterization": lambda args: [
+        ("paper: absolute, no guard, abs. tol 1e-4",
+         dict(parameterization="absolute", guard="none", tolerance_mode="absolute", tolerance=1e-4)),
+        ("absolute, no guard", dict(parameterization="absolute", guard="none")),
+        ("absolute, guard", dict(parameterization="absolute")),
+        ("relative, no guard", dict(parameterization="relative", guard="none")),
+        ("relative, guard", dict(parameterization="relative"))],
+    "trajectories": lambda args: [(f"{p}, N={n}", dict(parameterization=p, n_train=n))
+                                  for p in args.parameterizations for n in args.train_counts],
+    "teacher": lambda args: [(f"{p}, teacher {t}", dict(parameterization=p, teacher_nfe=t))
+                             for p in args.parameterizations for t in args.teacher_nfes],
+    "basis": lambda args: [(f"{p}, n_basis={k}", dict(parameterization=p, n_basis=k))
+                           for p in args.parameterizations for k in args.basis],
+    "loss": lambda args: [(f"{p}, {loss}", dict(parameterization=p, loss=loss))
+                          for p in args.parameterizations for loss in ("l1", "l2")],
+    "tolerance": _tolerance_rules,
+    "guard": lambda args: [(f"{p}, validation {int(100 * f)}%", dict(parameterization=p, validation_fraction=f))
+                           for p in args.parameterizations for f in (0.125, 0.25, 0.5)],
+    "budget": lambda args: [(f"relative, N={n}, teacher {t}", dict(parameterization="relative", n_train=n,
+                                                                    teacher_nfe=t))
+                            for n in args.budget_counts for t in args.budget_teachers],
+}
 
 
 # ---------------------------------------------------------------- which accepted step does what
 
-def run_subsets(bench, args, log):
+def run_subsets(session):
     """Baseline coordinates at --subset-nfe, scored with every subset of the accepted steps."""
+    bench, args, log = session.bench, session.args, session.log
     rows = []
     for rep in range(args.first_rep, args.first_rep + args.reps):
         for solver, order in SOLVERS:
@@ -465,24 +174,12 @@ def run_subsets(bench, args, log):
     return rows
 
 
-def subsets_markdown(rows, header):
-    lines = ["### subsets", "", header, "",
-             "| parameterization | case | rep | accepted | steps kept | RMSE gain | median change | mode flips "
-             "(plain -> PAS, of all) | coordinates of the kept steps |", "|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        flips = ("n/a" if r["flips_pas"] is None else
-                 f"{r['flips_plain'] * 1000:.1f} -> {r['flips_pas'] * 1000:.1f} per 1000")
-        lines.append(f"| {r['parameterization']} | {case_name(r['solver'], r['order'], r['nfe'])} | {r['rep']} | "
-                     f"{r['accepted']} | {r['kept']} | {pct(r['gain'])} | {pct(r['median_change'])} | {flips} | "
-                     f"{r['coordinates']} |")
-    return "\n".join(lines) + "\n"
-
-
 # ---------------------------------------------------------------- how accurate is the teacher
 
-def run_teacher_error(bench, args, log):
+def run_teacher_error(session):
     """Error of the Heun teacher (student grid refined to each --teacher-nfes) against the reference, on the
     first --check-reference held-out seeds, next to the plain solvers' error on the same seeds."""
+    bench, args, log = session.bench, session.args, session.log
     count = max(1, min(args.check_reference or len(bench.eval_seeds), len(bench.eval_seeds)))
     x, reference = bench.eval_x[:count], bench.reference[:count]
     rows = []
@@ -492,33 +189,22 @@ def run_teacher_error(bench, args, log):
         for solver, order in SOLVERS:
             final = sample_pas(bench.spec.model, x, sigmas, solver=solver, max_order=order)
             errors = sample_errors(final, reference)
-            row[case_name(solver, order, "").strip()] = (float(errors.square().mean().sqrt()), float(errors.median()))
+            row[case_name(solver, order, "").strip()] = (pooled_rmse(errors), float(errors.median()))
         for teacher_nfe in args.teacher_nfes:
             states, info = teacher_states(bench.spec.model, x, sigmas, teacher_nfe=teacher_nfe,
                                           chunk_size=bench.spec.chunk_size)
             errors = sample_errors(states[-1], reference)
-            row[f"teacher {teacher_nfe}"] = (float(errors.square().mean().sqrt()), float(errors.median()),
-                                             info["nfe"])
+            row[f"teacher {teacher_nfe}"] = (pooled_rmse(errors), float(errors.median()), info["nfe"])
         rows.append(row)
         log(f"  NFE {nfe}: {row}")
     return rows
 
 
-def teacher_error_markdown(rows, header):
-    names = [k for k in rows[0] if k not in ("nfe", "seeds")]
-    lines = ["### teacher-error", "", header, "", f"RMSE / median per-sample RMSE against the reference, first "
-             f"{rows[0]['seeds']} held-out seeds (teacher columns: requested NFE, actual NFE in brackets):", "",
-             "| NFE | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
-    for r in rows:
-        cells = [f"{r[n][0]:.4f} / {r[n][1]:.4f}" + (f" ({r[n][2]})" if len(r[n]) > 2 else "") for n in names]
-        lines.append(f"| {r['nfe']} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
-
-
 # ---------------------------------------------------------------- resolution transfer
 
-def run_transfer(args, log):
+def run_transfer(session):
     """Train at each of --transfer-train sizes, score at each of --transfer-eval sizes (both parameterizations)."""
+    args, log = session.args, session.log
     base = baseline(args)
     eval_benches = {size: Bench(make_spec(args.model, size), args.eval, args.reference_nfe)
                     for size in args.transfer_eval}
@@ -546,21 +232,24 @@ def run_transfer(args, log):
     return rows
 
 
-def transfer_markdown(rows, header):
-    summary = summarise(rows)
-    by_label = {s["setting"]: s for s in summary}
-    lines = ["### transfer", "", header, "",
-             "| parameterization | trained at | used at | mean gain | worst case | mean median change | "
-             "mode flips per 1000 (plain -> PAS) | share of the native gain kept |", "|---|---|---|---|---|---|---|---|"]
-    for s in summary:
-        r = next(r for r in rows if r["setting"] == s["setting"])
-        native = by_label.get(f"{r['parameterization']}, trained at {r['eval_size']}, used at {r['eval_size']}")
-        kept = (f"{100 * s['mean_gain'] / native['mean_gain']:.0f}%" if native and native["mean_gain"] > 0
-                else "n/a")
-        lines.append(f"| {r['parameterization']} | {r['train_size']} | {r['eval_size']} | {pct(s['mean_gain'])} | "
-                     f"{pct(s['min_gain'])} | {pct(s['mean_median_change'])} | {flips_text(s)} | {kept} |")
-    lines += ["", "RMSE gain per case (%):", "", case_table(summary, "gain"), ""]
-    return "\n".join(lines) + "\n", summary
+# ---------------------------------------------------------------- the table of studies
+
+@dataclass(frozen=True)
+class Study:
+    """How one study runs (session -> result rows) and renders (rows, header -> markdown, summary or None)."""
+
+    run: Callable
+    render: Callable
+    checks_reference: bool = False  # its header names the reference's own error (--check-reference)
+
+
+STUDIES = {
+    **{name: Study(partial(run_knobs, name, settings), partial(study_markdown, name), checks_reference=True)
+       for name, settings in KNOBS.items()},
+    "transfer": Study(run_transfer, transfer_markdown),
+    "subsets": Study(run_subsets, subsets_markdown),
+    "teacher-error": Study(run_teacher_error, teacher_error_markdown),
+}
 
 
 # ---------------------------------------------------------------- CLI
@@ -580,7 +269,7 @@ MODEL_DEFAULTS = {
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", choices=sorted(MODEL_DEFAULTS), default="gmm")
-    parser.add_argument("--study", nargs="+", choices=STUDIES + ("all",), default=["parameterization"])
+    parser.add_argument("--study", nargs="+", choices=(*STUDIES, "all"), default=["parameterization"])
     parser.add_argument("--out", default=None, help="folder for <study>.json and <study>.md (default out/ab/<model>)")
     parser.add_argument("--nfe", type=int, nargs="+")
     parser.add_argument("--eval", type=int, help="held-out seeds (from 100000)")
@@ -628,28 +317,24 @@ def make_header(args, command, reference_error=None):
     return text
 
 
+def write_markdown(folder, study, markdown, rows, seconds):
+    """Print <study>.md and write it, with the row count and the run time under the tables."""
+    markdown += f"\n({len(rows)} result rows, {seconds:.0f} s)\n"
+    print(markdown, flush=True)
+    with open(os.path.join(folder, f"{study}.md"), "w") as handle:
+        handle.write(markdown)
+
+
 def rewrite_markdown(folder, study):
-    """Rebuild <study>.md from <study>.json (tables only; nothing is re-run)."""
+    """Rebuild <study>.md from <study>.json (tables only; nothing is re-run); None without the JSON."""
     path = os.path.join(folder, f"{study}.json")
     if not os.path.isfile(path):
         return None
     with open(path) as handle:
         data = json.load(handle)
-    rows = data["rows"]
     header = data.get("header") or make_header(argparse.Namespace(**data["args"]), data["command"])
-    if study == "transfer":
-        markdown, summary = transfer_markdown(rows, header)
-    elif study == "subsets":
-        markdown, summary = subsets_markdown(rows, header), None
-    elif study == "teacher-error":
-        markdown, summary = teacher_error_markdown(rows, header), None
-    else:
-        summary = summarise(rows)
-        markdown = study_markdown(study, summary, header, rows)
-    markdown += f"\n({len(rows)} result rows, {data['seconds']:.0f} s)\n"
-    print(markdown)
-    with open(os.path.join(folder, f"{study}.md"), "w") as handle:
-        handle.write(markdown)
+    markdown, summary = STUDIES[study].render(data["rows"], header)
+    write_markdown(folder, study, markdown, data["rows"], data["seconds"])
     return summary
 
 
@@ -659,47 +344,24 @@ def main(argv=None):
     started = time.perf_counter()
     log = (lambda _: None) if args.quiet else (lambda text: print(text, flush=True))
     os.makedirs(args.out, exist_ok=True)
-    command = "python -m train_tools.ab_study " + " ".join(argv if argv is not None else __import__("sys").argv[1:])
-    bench = None
+    command = "python -m train_tools.ab_study " + " ".join(argv if argv is not None else sys.argv[1:])
+    session = Session(args, log)
     results = {}
-    for study in args.study:
+    for name in args.study:
         if args.from_json:
-            results[study] = rewrite_markdown(args.out, study)
+            results[name] = rewrite_markdown(args.out, name)
             continue
-        t0 = time.perf_counter()
-        header = make_header(args, command)
-        if study == "transfer":
-            rows = run_transfer(args, log)
-            markdown, summary = transfer_markdown(rows, header)
-        elif study in ("subsets", "teacher-error"):
-            if bench is None:
-                bench = Bench(make_spec(args.model), args.eval, args.reference_nfe)
-            if study == "subsets":
-                rows, summary = run_subsets(bench, args, log), None
-                markdown = subsets_markdown(rows, header)
-            else:
-                rows, summary = run_teacher_error(bench, args, log), None
-                markdown = teacher_error_markdown(rows, header)
-        else:
-            if bench is None:
-                bench = Bench(make_spec(args.model), args.eval, args.reference_nfe, check_count=args.check_reference)
-                if bench.reference_error is not None:
-                    log(f"reference RMSE vs a {2 * args.reference_nfe}-NFE Heun on the first "
-                        f"{args.check_reference} held-out seeds: {bench.reference_error:.3g}")
-            header = make_header(args, command, bench.reference_error)
-            rows = run_study(bench, study, args, log)
-            summary = summarise(rows)
-            markdown = study_markdown(study, summary, header, rows)
+        study, t0 = STUDIES[name], time.perf_counter()
+        header = make_header(args, command, session.reference_error() if study.checks_reference else None)
+        rows = study.run(session)
+        markdown, summary = study.render(rows, header)
         seconds = time.perf_counter() - t0
-        markdown += f"\n({len(rows)} result rows, {seconds:.0f} s)\n"
-        print(markdown, flush=True)
-        with open(os.path.join(args.out, f"{study}.md"), "w") as handle:
-            handle.write(markdown)
-        with open(os.path.join(args.out, f"{study}.json"), "w") as handle:
-            json.dump({"model": args.model, "study": study, "args": vars(args), "command": command, "header": header,
+        write_markdown(args.out, name, markdown, rows, seconds)
+        with open(os.path.join(args.out, f"{name}.json"), "w") as handle:
+            json.dump({"model": args.model, "study": name, "args": vars(args), "command": command, "header": header,
                        "baseline": baseline(args), "summary": summary, "rows": rows, "seconds": seconds},
                       handle, indent=1, default=str)
-        results[study] = summary
+        results[name] = summary
     log(f"done in {time.perf_counter() - started:.0f} s; tables and JSON in {args.out}")
     return results
 

@@ -1,17 +1,18 @@
-"""train_tools.ab_study: its model, metrics, decision rule and a tiny end-to-end run on the mixture."""
+"""train_tools.ab_study (with ab_bench, ab_report and metrics): its model, metrics, decision rule and a tiny
+end-to-end run on the mixture."""
 import json
 
 import pytest
 import torch
 
-from train_tools import ab_study
+from train_tools import ab_bench, ab_report, ab_study, metrics
 from train_tools.gmm import GaussianMixtureDenoiser
 from train_tools.seeds import seeded_noise
 
 
 def test_block_mixture_is_the_mixture_applied_to_every_block():
     block = GaussianMixtureDenoiser.random(dim=8, components=4, spread=1.0, std=0.5, seed=2)
-    model = ab_study.BlockMixtureDenoiser(block)
+    model = ab_bench.BlockMixtureDenoiser(block)
     x = seeded_noise(range(3), (24,)) * 3.0
     sigma = torch.tensor([0.5, 2.0, 7.0], dtype=torch.float64)
     out = model(x, sigma)
@@ -25,7 +26,7 @@ def test_block_mixture_is_the_mixture_applied_to_every_block():
 def test_metrics_from_hand_values():
     plain = torch.tensor([1.0, 2.0, 2.0, 4.0], dtype=torch.float64)
     corrected = torch.tensor([0.5, 1.0, 3.0, 2.0], dtype=torch.float64)
-    m = ab_study.metrics(plain, corrected)
+    m = metrics.compare(plain, corrected)
     assert m["rmse_plain"] == pytest.approx((25 / 4) ** 0.5)
     assert m["rmse_pas"] == pytest.approx((14.25 / 4) ** 0.5)
     assert m["gain"] == pytest.approx(1 - (14.25 / 25) ** 0.5)
@@ -37,25 +38,26 @@ def test_cheapest_within_90_percent_of_the_best():
     summary = [{"setting": "big", "mean_gain": 0.50, "mean_calls": 1000},
                {"setting": "small", "mean_gain": 0.46, "mean_calls": 100},
                {"setting": "tiny", "mean_gain": 0.40, "mean_calls": 10}]
-    assert ab_study.cheapest_within(summary)["setting"] == "small"
-    assert ab_study.cheapest_within([dict(s, mean_gain=-s["mean_gain"]) for s in summary]) is None
+    assert ab_report.cheapest_within(summary)["setting"] == "small"
+    assert ab_report.cheapest_within([dict(s, mean_gain=-s["mean_gain"]) for s in summary]) is None
 
 
 def test_training_and_held_out_seeds_are_disjoint_and_per_seed():
-    bench = ab_study.Bench(ab_study.make_spec("gmm"), 4, 0, evaluate=False)
+    bench = ab_bench.Bench(ab_bench.make_spec("gmm"), 4, 0, evaluate=False)
     x = bench.train_x(1, 3)
-    torch.testing.assert_close(x[2], seeded_noise([ab_study.TRAIN_SEED_STRIDE + 2], (128,))[0] * 80.0)
-    assert min(bench.eval_seeds) >= ab_study.TRAIN_SEED_STRIDE * 9
+    torch.testing.assert_close(x[2], seeded_noise([ab_bench.TRAIN_SEED_STRIDE + 2], (128,))[0] * 80.0)
+    assert min(bench.eval_seeds) >= ab_bench.TRAIN_SEED_STRIDE * 9
 
 
 def test_tiny_study_end_to_end(tmp_path):
-    argv = ["--model", "gmm", "--study", "parameterization", "transfer", "subsets", "--nfe", "4", "--eval", "24",
+    argv = ["--model", "gmm", "--study", "parameterization", "transfer", "subsets", "teacher-error", "--nfe", "4",
+            "--eval", "24", "--teacher-nfes", "8", "16",
             "--reps", "1", "--reference-nfe", "40", "--baseline-train", "16", "--baseline-teacher", "16",
             "--transfer-train", "32", "64", "--transfer-eval", "64", "--check-reference", "4", "--subset-nfe", "5",
             "--quiet",
             "--out", str(tmp_path)]
     results = ab_study.main(argv)
-    assert set(results) == {"parameterization", "transfer", "subsets"}
+    assert set(results) == {"parameterization", "transfer", "subsets", "teacher-error"}
     data = json.loads((tmp_path / "parameterization.json").read_text())
     assert len(data["rows"]) == 5 * 2  # five settings x (euler, ipndm)
     for row in data["rows"]:
@@ -72,3 +74,10 @@ def test_tiny_study_end_to_end(tmp_path):
         assert row["kept"] and set(row["kept"]) <= set(row["accepted"]) and row["nfe"] == 5
     full = [r for r in subsets if r["kept"] == r["accepted"]]
     assert len(full) == len({(r["solver"], r["parameterization"]) for r in subsets})
+    teacher = json.loads((tmp_path / "teacher-error.json").read_text())["rows"]
+    assert [r["nfe"] for r in teacher] == [4] and {"euler", "ipndm3", "teacher 8", "teacher 16"} <= set(teacher[0])
+    written = {path.name: path.read_text() for path in tmp_path.glob("*.md")}
+    for path in tmp_path.glob("*.md"):
+        path.unlink()
+    ab_study.main(argv + ["--from-json"])  # every study's tables rebuilt from its JSON alone, unchanged
+    assert {path.name: path.read_text() for path in tmp_path.glob("*.md")} == written

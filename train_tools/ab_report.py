@@ -1,0 +1,181 @@
+"""The A/B study's results as numbers and Markdown: per-setting summaries over cases and repetitions,
+the 90%-of-the-best decision rule, and one table renderer per kind of study. Every renderer takes
+(rows, header) and returns (markdown, summary or None), so a table can be rebuilt from its JSON alone."""
+from __future__ import annotations
+
+import statistics
+
+
+def case_name(solver, order, nfe):
+    """'euler 5', 'ipndm3 5': one solver at one NFE."""
+    return f"{solver if solver == 'euler' else f'ipndm{order}'} {nfe}"
+
+
+def _mean(values):
+    values = [v for v in values if v is not None]
+    return statistics.mean(values) if values else None
+
+
+def summarise(rows, key="setting"):
+    """Per setting: per-case rep means, and means over cases (the numbers the decision uses)."""
+    labels = list(dict.fromkeys(r[key] for r in rows))
+    cases = list(dict.fromkeys((r["solver"], r["order"], r["nfe"]) for r in rows))
+    summary = []
+    for label in labels:
+        mine = [r for r in rows if r[key] == label]
+        per_case = {}
+        for case in cases:
+            sub = [r for r in mine if (r["solver"], r["order"], r["nfe"]) == case]
+            if sub:
+                per_case[case_name(*case)] = {
+                    "gain": statistics.mean(r["gain"] for r in sub),
+                    "median_change": statistics.mean(r["median_change"] for r in sub),
+                    "worse": statistics.mean(r["worse"] for r in sub),
+                    "flips_plain": _mean(r.get("flips_plain") for r in sub),
+                    "flips_pas": _mean(r.get("flips_pas") for r in sub)}
+        reps = sorted({r["rep"] for r in mine})
+        rep_means = [statistics.mean(r["gain"] for r in mine if r["rep"] == rep) for rep in reps]
+        gains = [c["gain"] for c in per_case.values()]
+        summary.append({
+            "setting": label, "cases": per_case,
+            "mean_gain": statistics.mean(gains), "min_gain": min(gains),
+            "rep_spread": statistics.pstdev(rep_means) if len(rep_means) > 1 else 0.0,
+            "mean_median_change": statistics.mean(c["median_change"] for c in per_case.values()),
+            "max_worse": max(c["worse"] for c in per_case.values()),
+            "flips_plain": _mean(c["flips_plain"] for c in per_case.values()),
+            "flips_pas": _mean(c["flips_pas"] for c in per_case.values()),
+            "mean_steps": statistics.mean(len(r["accepted"]) for r in mine),
+            "mean_parameters": statistics.mean(r["parameters"] for r in mine),
+            "mean_calls": statistics.mean(r["calls"] for r in mine),
+            "config": mine[0].get("config")})
+    best = max(s["mean_gain"] for s in summary)
+    for s in summary:
+        s["within_90pct"] = best > 0 and s["mean_gain"] >= 0.9 * best
+    return summary
+
+
+def cheapest_within(summary, fraction=0.9, score=lambda s: s["mean_gain"]):
+    """The setting with the fewest model calls per run whose score (default: the mean RMSE gain) is
+    >= fraction x the best score; None when no setting helps."""
+    best = max(score(s) for s in summary)
+    if best <= 0:
+        return None
+    keep = [s for s in summary if score(s) >= fraction * best]
+    return min(keep, key=lambda s: (s["mean_calls"], -score(s)))
+
+
+def median_gain(s):
+    return -s["mean_median_change"]
+
+
+def pct(value):
+    return "n/a" if value is None else f"{100 * value:+.1f}%"
+
+
+def flips_text(s):
+    if s.get("flips_pas") is None:
+        return "n/a"
+    return f"{1000 * s['flips_plain']:.1f} -> {1000 * s['flips_pas']:.1f}"
+
+
+def summary_table(summary):
+    lines = ["| setting | mean gain | spread over reps | worst case | mean median change | max worse "
+             "| mode flips per 1000 (plain -> PAS) | steps | params | model calls / run | >= 90% of best |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for s in summary:
+        lines.append(f"| {s['setting']} | {pct(s['mean_gain'])} | {100 * s['rep_spread']:.1f} pt | {pct(s['min_gain'])} | "
+                     f"{pct(s['mean_median_change'])} | {100 * s['max_worse']:.0f}% | {flips_text(s)} | "
+                     f"{s['mean_steps']:.1f} | {s['mean_parameters']:.1f} | {s['mean_calls']:,.0f} | "
+                     f"{'yes' if s['within_90pct'] else 'no'} |")
+    return "\n".join(lines)
+
+
+def case_table(summary, field):
+    names = list(dict.fromkeys(n for s in summary for n in s["cases"]))
+    lines = ["| setting | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    for s in summary:
+        cells = [f"{100 * s['cases'][n][field]:+.0f}" if n in s["cases"] else "" for n in names]
+        lines.append(f"| {s['setting']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def solver_table(rows):
+    """Per setting and solver family: mean RMSE gain and median change over NFEs, and the 90% choices."""
+    families = list(dict.fromkeys(case_name(r["solver"], r["order"], "").strip() for r in rows))
+    parts = {f: summarise([r for r in rows if case_name(r["solver"], r["order"], "").strip() == f]) for f in families}
+    head = " | ".join(f"{f} mean gain | {f} median change" for f in families)
+    lines = [f"| setting | {head} | model calls / run |", "|---" * (2 * len(families) + 2) + "|"]
+    for i, s in enumerate(parts[families[0]]):
+        cells = " | ".join(f"{pct(parts[f][i]['mean_gain'])} | {pct(parts[f][i]['mean_median_change'])}"
+                           for f in families)
+        lines.append(f"| {s['setting']} | {cells} | {s['mean_calls']:,.0f} |")
+    lines.append("")
+    for f in families:
+        by_gain, by_median = cheapest_within(parts[f]), cheapest_within(parts[f], score=median_gain)
+        lines.append(f"* {f}: cheapest with >= 90% of the best mean RMSE gain: "
+                     f"{by_gain['setting'] if by_gain else 'none (no setting helps)'}; by the median: "
+                     f"{by_median['setting'] if by_median else 'none'}.")
+    return "\n".join(lines)
+
+
+def study_markdown(study, rows, header):
+    """A study that varies knobs of the baseline: summary, per-solver and per-case tables, the choices."""
+    summary = summarise(rows)
+    choice = cheapest_within(summary)
+    parts = [f"### {study}", "", header, "", summary_table(summary), "",
+             "Per solver (means over NFEs and repetitions):", "", solver_table(rows), "",
+             "RMSE gain per case (%, mean over repetitions; positive = PAS closer to the reference):", "",
+             case_table(summary, "gain"), "", "Median per-sample change per case (%, negative = better):", "",
+             case_table(summary, "median_change"), ""]
+    if choice is not None:
+        parts.append(f"Cheapest setting with >= 90% of the best mean RMSE gain: **{choice['setting']}** "
+                     f"({pct(choice['mean_gain'])}, {choice['mean_calls']:,.0f} model calls per training run).")
+    by_median = cheapest_within(summary, score=median_gain)
+    if by_median is not None:
+        parts.append(f"Cheapest setting with >= 90% of the best mean median improvement: **{by_median['setting']}** "
+                     f"({pct(by_median['mean_median_change'])}, {by_median['mean_calls']:,.0f} model calls per run).")
+    return "\n".join(parts) + "\n", summary
+
+
+def subsets_markdown(rows, header):
+    """One row per subset of the accepted steps: which step helps or hurts."""
+    lines = ["### subsets", "", header, "",
+             "| parameterization | case | rep | accepted | steps kept | RMSE gain | median change | mode flips "
+             "(plain -> PAS, of all) | coordinates of the kept steps |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        flips = ("n/a" if r["flips_pas"] is None else
+                 f"{r['flips_plain'] * 1000:.1f} -> {r['flips_pas'] * 1000:.1f} per 1000")
+        lines.append(f"| {r['parameterization']} | {case_name(r['solver'], r['order'], r['nfe'])} | {r['rep']} | "
+                     f"{r['accepted']} | {r['kept']} | {pct(r['gain'])} | {pct(r['median_change'])} | {flips} | "
+                     f"{r['coordinates']} |")
+    return "\n".join(lines) + "\n", None
+
+
+def teacher_error_markdown(rows, header):
+    """The teacher's error against the reference per requested NFE, next to the plain solvers'."""
+    names = [k for k in rows[0] if k not in ("nfe", "seeds")]
+    lines = ["### teacher-error", "", header, "", f"RMSE / median per-sample RMSE against the reference, first "
+             f"{rows[0]['seeds']} held-out seeds (teacher columns: requested NFE, actual NFE in brackets):", "",
+             "| NFE | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    for r in rows:
+        cells = [f"{r[n][0]:.4f} / {r[n][1]:.4f}" + (f" ({r[n][2]})" if len(r[n]) > 2 else "") for n in names]
+        lines.append(f"| {r['nfe']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n", None
+
+
+def transfer_markdown(rows, header):
+    """Coordinates trained at one size and used at another: gains and the share of the native gain kept."""
+    summary = summarise(rows)
+    by_label = {s["setting"]: s for s in summary}
+    lines = ["### transfer", "", header, "",
+             "| parameterization | trained at | used at | mean gain | worst case | mean median change | "
+             "mode flips per 1000 (plain -> PAS) | share of the native gain kept |", "|---|---|---|---|---|---|---|---|"]
+    for s in summary:
+        r = next(r for r in rows if r["setting"] == s["setting"])
+        native = by_label.get(f"{r['parameterization']}, trained at {r['eval_size']}, used at {r['eval_size']}")
+        kept = (f"{100 * s['mean_gain'] / native['mean_gain']:.0f}%" if native and native["mean_gain"] > 0
+                else "n/a")
+        lines.append(f"| {r['parameterization']} | {r['train_size']} | {r['eval_size']} | {pct(s['mean_gain'])} | "
+                     f"{pct(s['min_gain'])} | {pct(s['mean_median_change'])} | {flips_text(s)} | {kept} |")
+    lines += ["", "RMSE gain per case (%):", "", case_table(summary, "gain"), ""]
+    return "\n".join(lines) + "\n", summary
