@@ -5,8 +5,16 @@ library's sample_pas; under test: ComfyUI's own `euler` sampler through SamplerC
 """
 from __future__ import annotations
 
+import sys
+
 import pytest
 import torch
+
+
+@pytest.fixture(scope="module")
+def demo_nodes(pack):
+    """The pack's demo_nodes module, as ComfyUI imported it with the pack."""
+    return sys.modules[pack.__name__ + ".demo_nodes"]
 
 
 @pytest.fixture(scope="module")
