@@ -4,7 +4,8 @@ PY := .venv/bin/python
 export OMP_NUM_THREADS ?= 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: venv host dataset fid-weights browser test test-unit demo bench ab-study reproduce train-model comfy lint screenshot
+.PHONY: venv host dataset fid-weights browser test test-unit test-host test-server test-browser demo bench bench-overhead \
+	ab-study reproduce train-model comfy lint screenshot
 
 venv:
 	@bash scripts/setup_venv.sh
@@ -24,8 +25,18 @@ browser:              ## Debian's chromium + tests/browser's npm packages (playw
 test: venv host dataset fid-weights browser
 	$(PY) -m pytest tests
 
-test-unit: venv
+# One layer of `make test` each: the library, real ComfyUI in-process, over HTTP, in the browser.
+test-unit: venv dataset fid-weights
 	$(PY) -m pytest -q tests/unit
+
+test-host: venv host
+	$(PY) -m pytest -q tests/host
+
+test-server: venv host
+	$(PY) -m pytest -q tests/server
+
+test-browser: venv host browser
+	$(PY) -m pytest -q tests/browser
 
 demo: venv host dataset fid-weights
 	$(PY) -m train_tools.demo
@@ -33,7 +44,10 @@ demo: venv host dataset fid-weights
 bench: venv
 	$(PY) -m train_tools.bench_gmm --out out/bench_gmm.json
 
-ab-study: venv dataset fid-weights   ## issue-6 A/B tables (docs/ab-study.md)
+bench-overhead: venv host   ## the PAS correction's per-step cost next to an SD1.5 UNet call (CPU)
+	$(PY) -m train_tools.bench_overhead
+
+ab-study: venv   ## issue-6 A/B tables on the Gaussian mixture (docs/ab-study.md)
 	$(PY) -m train_tools.ab_study --model gmm --study all --out out/ab/gmm
 
 # torchrun processes for make reproduce (one per core): seeds, teacher and FID rows are split across them

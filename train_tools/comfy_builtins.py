@@ -12,16 +12,23 @@ def comfyui_dir() -> Path:
     return Path(os.environ.get("COMFYUI_DIR", DEFAULT_COMFYUI_DIR))
 
 
-def load_builtin_samplers():
-    """{name: sampler function(model, x, sigmas, disable=...)} from the installed ComfyUI, or None."""
+def setup_comfy() -> bool:
+    """Put the installed ComfyUI on sys.path, running on the CPU; False when it is not installed."""
     root = comfyui_dir()
     if not (root / "comfy" / "k_diffusion" / "sampling.py").is_file():
-        return None
+        return False
     if str(root) not in sys.path:
         sys.path.insert(0, str(root))
     from comfy.cli_args import args
 
     args.cpu = True  # must precede comfy.model_management's first import
+    return True
+
+
+def load_builtin_samplers():
+    """{name: sampler function(model, x, sigmas, disable=...)} from the installed ComfyUI, or None."""
+    if not setup_comfy():
+        return None
     from comfy.extra_samplers import uni_pc
     from comfy.k_diffusion import sampling
 
