@@ -12,15 +12,19 @@ from . import comfy_bridge as bridge
 from .comfyui_pas.coords import PASCoordinates
 from .comfyui_pas.sampler import sample_pas
 from .comfyui_pas.search import DEFAULT_N_BASIS
-from .comfyui_pas.solvers import canonical_solver
+from .comfyui_pas.solvers import ORDER, SOLVER_CLASSES, SOLVERS, canonical_solver, solver_tooltip
 
 log = logging.getLogger("comfyui_pas")
 
 CATEGORY = "sampling/custom_sampling/pas"
 PASCoords = io.Custom("PAS_COORDS")
-SOLVERS = ["euler", "ipndm"]
-SOLVER_TOOLTIP = "euler is DDIM in ComfyUI's sigma form; ipndm is a multistep solver (see max_order)."
-ORDER_TOOLTIP = "Highest iPNDM order (1-4); the first steps warm up with lower orders. Ignored by euler."
+SOLVER_TOOLTIP = solver_tooltip() + " euler is DDIM in ComfyUI's sigma form."
+ORDERED = [cls for cls in SOLVER_CLASSES.values() if any(o.name == ORDER for o in cls.options)]
+ORDER_LIMIT = max(o.high for cls in ORDERED for o in cls.options if o.name == ORDER)
+ORDER_TOOLTIP = ("Highest order of the multistep solvers (" + ", ".join(
+    f"{cls.name} 1-{o.high}, default {o.default}" for cls in ORDERED for o in cls.options if o.name == ORDER)
+    + "); the first steps warm up with lower orders. 0 = ComfyUI's default for the solver, or the order a "
+      "connected coordinates file was trained with. Ignored by the other solvers.")
 
 
 def coordinate_choices() -> list[str]:
@@ -34,11 +38,12 @@ class PASSampler(io.ComfyNode):
             node_id="PAS_Sampler",
             display_name="PAS Sampler",
             category=CATEGORY,
-            description="DDIM/Euler or iPNDM with PAS corrections, for SamplerCustom / SamplerCustomAdvanced. "
-                        "Without coordinates it is exactly ComfyUI's euler / ipndm.",
+            description=f"A base solver ({', '.join(SOLVERS)}; euler = DDIM) with PAS corrections, for "
+                        "SamplerCustom / SamplerCustomAdvanced. Without coordinates it is exactly ComfyUI's "
+                        "sampler of the same name.",
             inputs=[
-                io.Combo.Input("solver", options=SOLVERS, default="euler", tooltip=SOLVER_TOOLTIP),
-                io.Int.Input("max_order", default=3, min=1, max=4, tooltip=ORDER_TOOLTIP),
+                io.Combo.Input("solver", options=list(SOLVERS), default="euler", tooltip=SOLVER_TOOLTIP),
+                io.Int.Input("max_order", default=0, min=0, max=ORDER_LIMIT, tooltip=ORDER_TOOLTIP),
                 io.Combo.Input("coordinates", options=coordinate_choices(), default=bridge.NO_FILE,
                                tooltip="A trained file from models/pas/; 'none' samples without correction. It "
                                        "only fits the sigmas (scheduler, steps, denoise) it was trained on."),
@@ -58,12 +63,15 @@ class PASSampler(io.ComfyNode):
         coords, source = pas_coords, "the connected PAS coordinates"
         if coords is None and coordinates != bridge.NO_FILE:
             coords, source = bridge.load_coordinates(coordinates), coordinates
+        solver = canonical_solver(solver)
         if coords is not None:
+            if not max_order and coords.solver == solver:
+                max_order = coords.max_order
             try:  # solver and order are known now; the sigmas are checked when sampling starts
-                coords.validate_for(coords.sigmas, solver, max_order)
+                coords.check_solver(solver, {ORDER: max_order})
             except ValueError as error:
                 raise ValueError(f"{source}: {error}") from None
-        options = {"solver": canonical_solver(solver), "max_order": max_order, "coords": coords}
+        options = {"solver": solver, "max_order": max_order or None, "coords": coords}
         return io.NodeOutput(comfy.samplers.KSAMPLER(sample_pas, extra_options=options))
 
 
@@ -88,8 +96,8 @@ class PASTrainer(io.ComfyNode):
                                                   "noised as in img2img (rows cycled over the trajectories)."),
                 io.Sigmas.Input("sigmas", tooltip="The student grid from any scheduler node: the exact sigmas "
                                                   "you will sample with (steps, scheduler, denoise, splits)."),
-                io.Combo.Input("solver", options=SOLVERS, default="euler", tooltip=SOLVER_TOOLTIP),
-                io.Int.Input("max_order", default=3, min=1, max=4, tooltip=ORDER_TOOLTIP),
+                io.Combo.Input("solver", options=list(SOLVERS), default="euler", tooltip=SOLVER_TOOLTIP),
+                io.Int.Input("max_order", default=0, min=0, max=ORDER_LIMIT, tooltip=ORDER_TOOLTIP),
                 io.Int.Input("trajectories", default=16, min=4, max=4096,
                              tooltip="Number of teacher trajectories (noise samples); a quarter is held out to "
                                      "guard against over-fitting. A run costs about trajectories x (teacher_nfe + "
@@ -136,9 +144,9 @@ class PASTrainer(io.ComfyNode):
                     **bridge.describe_model(model)}
         coords, report = bridge.train(
             model, positives, negative, cfg, latent, sigmas, trajectories=trajectories, seed=seed,
-            metadata=metadata, solver=solver, max_order=max_order, n_basis=n_basis, loss=loss,
+            metadata=metadata, solver=solver, max_order=max_order or None, n_basis=n_basis, loss=loss,
             tolerance=tolerance, teacher_nfe=teacher_nfe)
-        path = coords.save(bridge.next_output_path(filename_prefix))
+        path = bridge.save_output(coords, filename_prefix)
         name = os.path.relpath(path, bridge.pas_directory())
         summary = f"Saved {name}: {coords.describe()}\n{training_summary(report)}"
         log.info("PAS Trainer: %s", summary)

@@ -13,10 +13,11 @@ from safetensors.torch import load_file, save_file
 
 from .basis import basis_is_feasible
 from .grids import check_sigmas, format_sigmas
-from .solvers import SOLVERS, canonical_solver
+from .solvers import ORDER, canonical_solver, describe_solver, resolve_options, solver_class, solver_options
 
 FILE_FORMAT = "comfyui-pas-coordinates"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: solver options as JSON, several grids; version 1 files still load
+MAX_GRIDS = 64
 PARAMETERIZATIONS = ("absolute", "relative")
 MAX_BASIS = 8
 SIGMA_RTOL = 1e-4  # ComfyUI hands sigmas over as float32; files keep float64
@@ -33,114 +34,190 @@ def _current_umask() -> int:
 
 
 @dataclass
-class PASCoordinates:
-    """Shared coordinates c_i (one vector of n_basis numbers per corrected step, pas-method.md 4)."""
+class GridCoordinates:
+    """The coordinates of one student grid: its sigmas, corrected steps and one c_i per corrected step."""
 
     sigmas: torch.Tensor
-    solver: str
-    max_order: int
-    n_basis: int
     steps: list[int]
     coordinates: torch.Tensor
-    parameterization: str = "absolute"
-    metadata: dict = field(default_factory=dict)
 
     def __post_init__(self):
         self.sigmas = torch.as_tensor(self.sigmas).detach().to("cpu", torch.float64)
         self.coordinates = torch.as_tensor(self.coordinates).detach().to("cpu", torch.float64)
         self.steps = [int(s) for s in self.steps]
-        self.solver = canonical_solver(self.solver)
-        self.max_order = int(self.max_order)
-        self.n_basis = int(self.n_basis)
-        self._check()
-
-    # ---- consistency -------------------------------------------------------------------------
-    def _check(self) -> None:
-        try:
-            check_sigmas(self.sigmas)
-        except ValueError as error:
-            raise PASFileError(f"invalid sigma grid: {error}") from None
-        if not 1 <= self.n_basis <= MAX_BASIS:
-            raise PASFileError(f"n_basis must be 1-{MAX_BASIS}, got {self.n_basis}")
-        if self.solver == "ipndm" and not 1 <= self.max_order <= 4:
-            raise PASFileError(f"ipndm max_order must be 1-4, got {self.max_order}")
-        if self.parameterization not in PARAMETERIZATIONS:
-            raise PASFileError(f"unknown parameterization {self.parameterization!r}")
-        if self.coordinates.ndim != 2 or tuple(self.coordinates.shape) != (len(self.steps), self.n_basis):
-            raise PASFileError(f"coordinates have shape {tuple(self.coordinates.shape)}, expected "
-                               f"({len(self.steps)}, {self.n_basis}) for steps {self.steps}")
-        if not torch.isfinite(self.coordinates).all():
-            raise PASFileError("coordinates contain NaN or inf")
-        n_steps = len(self.sigmas) - 1
-        if self.steps != sorted(set(self.steps)) or any(not 0 <= s < n_steps for s in self.steps):
-            raise PASFileError(f"step indices {self.steps} must be unique, sorted and within 0..{n_steps - 1}")
-        for step in self.steps:
-            if not basis_is_feasible(step + 2, self.n_basis):
-                raise PASFileError(f"step {step} cannot carry a {self.n_basis}-vector basis")
-
-    @property
-    def n_parameters(self) -> int:
-        return self.coordinates.numel()
 
     @property
     def n_steps(self) -> int:
         return len(self.sigmas) - 1
+
+    def check(self, n_basis: int) -> None:
+        try:
+            check_sigmas(self.sigmas)
+        except ValueError as error:
+            raise PASFileError(f"invalid sigma grid: {error}") from None
+        if self.coordinates.ndim != 2 or tuple(self.coordinates.shape) != (len(self.steps), n_basis):
+            raise PASFileError(f"coordinates have shape {tuple(self.coordinates.shape)}, expected "
+                               f"({len(self.steps)}, {n_basis}) for steps {self.steps}")
+        if not torch.isfinite(self.coordinates).all():
+            raise PASFileError("coordinates contain NaN or inf")
+        if self.steps != sorted(set(self.steps)) or any(not 0 <= s < self.n_steps for s in self.steps):
+            raise PASFileError(f"step indices {self.steps} must be unique, sorted and within 0..{self.n_steps - 1}")
+        for step in self.steps:
+            if not basis_is_feasible(step + 2, n_basis):
+                raise PASFileError(f"step {step} cannot carry a {n_basis}-vector basis")
+
+    def matches(self, sigmas: torch.Tensor) -> bool:
+        given = torch.as_tensor(sigmas).detach().double().cpu().flatten()
+        return len(given) == len(self.sigmas) and torch.allclose(given, self.sigmas, rtol=SIGMA_RTOL, atol=1e-6)
 
     def step_coordinates(self, device=None, dtype=torch.float64) -> dict[int, torch.Tensor]:
         """{step: c_step} moved once to the sampling device."""
         moved = self.coordinates.to(device=device, dtype=dtype)
         return {step: moved[row] for row, step in enumerate(self.steps)}
 
+
+@dataclass
+class PASCoordinates:
+    """Shared coordinates c_i (one vector of n_basis numbers per corrected step, pas-method.md 4) for one
+    base solver and one or more sigma grids. The first grid's fields stand on the object itself;
+    `more_grids` holds the others (one training serving several step counts)."""
+
+    sigmas: torch.Tensor
+    solver: str
+    max_order: int | None
+    n_basis: int
+    steps: list[int]
+    coordinates: torch.Tensor
+    parameterization: str = "absolute"
+    metadata: dict = field(default_factory=dict)
+    more_grids: list[GridCoordinates] = field(default_factory=list)
+
+    def __post_init__(self):
+        first = GridCoordinates(self.sigmas, self.steps, self.coordinates)
+        self.sigmas, self.steps, self.coordinates = first.sigmas, first.steps, first.coordinates
+        try:
+            self.solver = canonical_solver(self.solver)
+            self.solver_options = solver_options(self.solver, self.max_order)
+        except ValueError as error:
+            raise PASFileError(str(error)) from None
+        self.max_order = self.solver_options.get(ORDER)
+        self.n_basis = int(self.n_basis)
+        self.more_grids = [g if isinstance(g, GridCoordinates) else GridCoordinates(**g) for g in self.more_grids]
+        if not isinstance(self.metadata, dict):
+            raise PASFileError(f"metadata must be a JSON object, got {type(self.metadata).__name__}")
+        self._check()
+
+    # ---- consistency -------------------------------------------------------------------------
+    def _check(self) -> None:
+        if not 1 <= self.n_basis <= MAX_BASIS:
+            raise PASFileError(f"n_basis must be 1-{MAX_BASIS}, got {self.n_basis}")
+        if self.parameterization not in PARAMETERIZATIONS:
+            raise PASFileError(f"unknown parameterization {self.parameterization!r}")
+        for grid in self.grids:
+            grid.check(self.n_basis)
+        for index, grid in enumerate(self.grids):
+            if any(other.matches(grid.sigmas) for other in self.grids[:index]):
+                raise PASFileError(f"the sigma grid {format_sigmas(grid.sigmas)} appears twice")
+
+    @property
+    def grids(self) -> list[GridCoordinates]:
+        return [GridCoordinates(self.sigmas, self.steps, self.coordinates)] + list(self.more_grids)
+
+    @property
+    def n_parameters(self) -> int:
+        return sum(grid.coordinates.numel() for grid in self.grids)
+
+    @property
+    def n_steps(self) -> int:
+        return len(self.sigmas) - 1
+
+    @property
+    def step_counts(self) -> list[int]:
+        return [grid.n_steps for grid in self.grids]
+
+    def step_coordinates(self, device=None, dtype=torch.float64) -> dict[int, torch.Tensor]:
+        """{step: c_step} of the first grid, moved once to the sampling device."""
+        return self.grids[0].step_coordinates(device, dtype)
+
+    def solver_label(self) -> str:
+        return describe_solver(self.solver, self.solver_options)
+
     def describe(self) -> str:
-        solver = self.solver if self.solver == "euler" else f"ipndm (order {self.max_order})"
-        return (f"{self.n_steps} steps of {solver} on sigmas {format_sigmas(self.sigmas)}; corrected steps "
-                f"{self.steps} with {self.n_basis} basis vectors ({self.n_parameters} parameters, "
+        parts = [f"{grid.n_steps} steps of {self.solver_label()} on sigmas {format_sigmas(grid.sigmas)}; corrected "
+                 f"steps {grid.steps}" for grid in self.grids]
+        return (" | ".join(parts) + f"; {self.n_basis} basis vectors ({self.n_parameters} parameters, "
                 f"{self.parameterization})")
 
-    def validate_for(self, sigmas: torch.Tensor, solver: str, max_order: int) -> None:
-        """Raise ValueError, naming what was trained and what the workflow gives, unless they match."""
+    def check_solver(self, solver: str, options: dict | None = None) -> None:
+        """Raise ValueError unless the sampler's solver and options are the ones trained for."""
         solver = canonical_solver(solver)
+        wanted = solver_options(solver, (options or {}).get(ORDER))
+        if solver != self.solver or wanted != self.solver_options:
+            raise ValueError(f"This PAS file was trained for {self.describe()}, but the sampler uses "
+                             f"{describe_solver(solver, wanted)}. Pick the same solver and order, or train "
+                             "coordinates for this one with the PAS Trainer.")
+
+    def entry_for(self, sigmas: torch.Tensor) -> GridCoordinates:
+        """The grid entry whose sigmas equal these (ComfyUI passes float32), or a ValueError naming both."""
+        for grid in self.grids:
+            if grid.matches(sigmas):
+                return grid
         given = torch.as_tensor(sigmas).detach().double().cpu().flatten()
-        problems = []
-        if solver != self.solver:
-            problems.append(f"the sampler uses {solver}")
-        elif solver == "ipndm" and int(max_order) != self.max_order:
-            problems.append(f"the sampler uses ipndm order {int(max_order)}")
-        if len(given) != len(self.sigmas):
-            problems.append(f"the workflow gives {len(given) - 1} steps on sigmas {format_sigmas(given)}")
-        elif not torch.allclose(given, self.sigmas, rtol=SIGMA_RTOL, atol=1e-6):
-            problems.append(f"the workflow's sigmas differ: {format_sigmas(given)}")
-        if problems:
-            raise ValueError(
-                f"This PAS file was trained for {self.describe()}, but " + "; ".join(problems) + ". "
-                "Coordinates belong to the exact sigma grid they were trained on: use the same scheduler, "
-                "steps and denoise, or train coordinates on this grid (the PAS Trainer accepts any SIGMAS, "
-                "also img2img / denoise < 1 / split schedules).")
+        counts = ", ".join(str(n) for n in self.step_counts)
+        problem = (f"the workflow's sigmas differ: {format_sigmas(given)}" if len(given) - 1 in self.step_counts
+                   else f"the workflow gives {len(given) - 1} steps on sigmas {format_sigmas(given)}")
+        raise ValueError(
+            f"This PAS file was trained for {self.describe()}, but {problem}. It covers {counts} steps, each on "
+            "exactly its own grid: use the same "
+            "scheduler, steps and denoise, or train coordinates on this grid (the PAS Trainer accepts any "
+            "SIGMAS, also img2img / denoise < 1 / split schedules).")
+
+    def validate_for(self, sigmas: torch.Tensor, solver: str, max_order: int | None = None) -> None:
+        """Raise ValueError unless both the solver and the grid match (see check_solver, entry_for)."""
+        self.check_solver(solver, {ORDER: max_order})
+        self.entry_for(sigmas)
 
     # ---- file format -------------------------------------------------------------------------
-    def save(self, path: str | os.PathLike) -> str:
-        """Write atomically (temporary file in the same folder, then rename)."""
+    def save(self, path: str | os.PathLike, *, exclusive: bool = False) -> str:
+        """Write atomically (temporary file in the same folder, then rename).
+
+        exclusive=True never overwrites: the finished file is hard-linked to `path`, which fails with
+        FileExistsError when the name is taken (by another process too), so a name is claimed atomically.
+        """
         path = os.fspath(path)
         folder = os.path.dirname(os.path.abspath(path))
         os.makedirs(folder, exist_ok=True)
-        tensors = {"sigmas": self.sigmas.contiguous(),
-                   "steps": torch.tensor(self.steps, dtype=torch.int64),
-                   "coordinates": self.coordinates.contiguous()}
-        header = {"format": FILE_FORMAT, "format_version": str(FORMAT_VERSION), "solver": self.solver,
-                  "max_order": str(self.max_order), "n_basis": str(self.n_basis),
-                  "parameterization": self.parameterization,
-                  "info": json.dumps(_jsonable(self.metadata), sort_keys=True)}
+        tensors, header = self._file_content()
         handle, temporary = tempfile.mkstemp(prefix=".pas-", suffix=".tmp", dir=folder)
         os.close(handle)
         try:
             save_file(tensors, temporary, metadata=header)
             os.chmod(temporary, 0o666 & ~_current_umask())  # mkstemp makes 0600; give a normal file's mode
-            os.replace(temporary, path)
+            if exclusive:
+                _link_exclusive(temporary, path)
+                os.remove(temporary)
+            else:
+                os.replace(temporary, path)
         except BaseException:
             if os.path.exists(temporary):
                 os.remove(temporary)
             raise
         return path
+
+    def _file_content(self) -> tuple[dict, dict]:
+        """Tensors (grid k > 0 under 'grid<k>.') and the string header of format version 2."""
+        tensors = {}
+        for index, grid in enumerate(self.grids):
+            prefix = "" if index == 0 else f"grid{index}."
+            tensors[prefix + "sigmas"] = grid.sigmas.contiguous()
+            tensors[prefix + "steps"] = torch.tensor(grid.steps, dtype=torch.int64)
+            tensors[prefix + "coordinates"] = grid.coordinates.contiguous()
+        header = {"format": FILE_FORMAT, "format_version": str(FORMAT_VERSION), "solver": self.solver,
+                  "solver_options": json.dumps(self.solver_options, sort_keys=True),
+                  "n_basis": str(self.n_basis), "grids": str(len(self.grids)),
+                  "parameterization": self.parameterization,
+                  "info": json.dumps(_jsonable(self.metadata), sort_keys=True)}
+        return tensors, header
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> PASCoordinates:
@@ -159,31 +236,71 @@ class PASCoordinates:
         if header.get("format") != FILE_FORMAT:
             raise PASFileError(f"{name} is not a PAS coordinates file (format {header.get('format')!r})")
         version = header.get("format_version")
-        if version != str(FORMAT_VERSION):
+        if version not in READABLE_VERSIONS:
             raise PASFileError(f"{name} has format version {version!r}; this version of the pack reads "
-                               f"version {FORMAT_VERSION}. Update the pack or retrain the coordinates.")
-        expected = {"sigmas": torch.float64, "steps": torch.int64, "coordinates": torch.float64}
-        for key, dtype in expected.items():
-            if key not in tensors:
-                raise PASFileError(f"{name} lacks the tensor {key!r}")
-            if tensors[key].dtype != dtype:
-                raise PASFileError(f"{name}: tensor {key!r} has dtype {tensors[key].dtype}, expected {dtype}")
-        if tensors["sigmas"].ndim != 1 or tensors["steps"].ndim != 1:
-            raise PASFileError(f"{name}: sigmas and steps must be 1-D")
+                               f"versions {', '.join(READABLE_VERSIONS)}. Update the pack or retrain the coordinates.")
         try:
-            info = json.loads(header.get("info", "{}"))
-            fields = dict(solver=header["solver"], max_order=int(header["max_order"]),
-                          n_basis=int(header["n_basis"]), parameterization=header.get("parameterization", "absolute"))
-        except (KeyError, ValueError) as error:
-            raise PASFileError(f"{name}: missing or malformed metadata ({error})") from None
-        if fields["solver"] not in SOLVERS:
-            raise PASFileError(f"{name}: unknown solver {fields['solver']!r}")
-        try:
-            return cls(sigmas=tensors["sigmas"], steps=tensors["steps"].tolist(),
-                       coordinates=tensors["coordinates"], metadata=info, **fields)
+            return cls(**_fields_from_file(tensors, header, version))
         except PASFileError as error:
             raise PASFileError(f"{name}: {error}") from None
 
+
+READABLE_VERSIONS = ("1", str(FORMAT_VERSION))
+V1_SOLVERS = ("euler", "ipndm")  # version 1 knew these, with a plain max_order header
+
+
+def _grid_tensors(tensors: dict, prefix: str) -> dict:
+    expected = {"sigmas": torch.float64, "steps": torch.int64, "coordinates": torch.float64}
+    found = {}
+    for key, dtype in expected.items():
+        tensor = tensors.get(prefix + key)
+        if tensor is None:
+            raise PASFileError(f"lacks the tensor {prefix + key!r}")
+        if tensor.dtype != dtype:
+            raise PASFileError(f"tensor {prefix + key!r} has dtype {tensor.dtype}, expected {dtype}")
+        found[key] = tensor
+    if found["sigmas"].ndim != 1 or found["steps"].ndim != 1:
+        raise PASFileError(f"{prefix}sigmas and {prefix}steps must be 1-D")
+    return {"sigmas": found["sigmas"], "steps": found["steps"].tolist(), "coordinates": found["coordinates"]}
+
+
+def _json_object(text: str, what: str) -> dict:
+    try:
+        value = json.loads(text)
+    except ValueError as error:
+        raise PASFileError(f"malformed {what} ({error})") from None
+    if not isinstance(value, dict):
+        raise PASFileError(f"{what} must be a JSON object, got {type(value).__name__}")
+    return value
+
+
+def _fields_from_file(tensors: dict, header: dict, version: str) -> dict:
+    """Constructor fields from a file's tensors and header (format version 1 or 2)."""
+    try:
+        solver, n_basis = header["solver"], int(header["n_basis"])
+        if version == "1":
+            if solver not in V1_SOLVERS:
+                raise PASFileError(f"unknown solver {solver!r}")
+            options = {ORDER: int(header["max_order"])} if solver == "ipndm" else {}
+            count = 1
+        else:
+            options = _json_object(header["solver_options"], "solver_options")
+            count = int(header["grids"])
+    except (KeyError, ValueError, TypeError) as error:
+        raise PASFileError(f"missing or malformed metadata ({error!r})") from None
+    if not 1 <= count <= MAX_GRIDS:
+        raise PASFileError(f"the file declares {count} grids; 1-{MAX_GRIDS} are allowed")
+    try:
+        cls = solver_class(solver)
+        settings = resolve_options(cls, options)
+    except ValueError as error:
+        raise PASFileError(str(error)) from None
+    grids = [_grid_tensors(tensors, "" if k == 0 else f"grid{k}.") for k in range(count)]
+    first = grids[0]
+    return dict(first, solver=solver, max_order=settings.get(ORDER), n_basis=n_basis,
+                parameterization=header.get("parameterization", "absolute"),
+                metadata=_json_object(header.get("info", "{}"), "info metadata"),
+                more_grids=[GridCoordinates(**grid) for grid in grids[1:]])
 
 def _jsonable(value):
     """Metadata as plain JSON: tensors to lists, non-finite floats to None."""
@@ -198,3 +315,45 @@ def _jsonable(value):
     if hasattr(value, "item") and callable(value.item):
         return _jsonable(value.item())
     return value
+
+
+def _link_exclusive(source: str, target: str) -> None:
+    """Give the finished file `source` the name `target` unless that name exists (FileExistsError)."""
+    import errno
+
+    try:
+        os.link(source, target)
+    except FileExistsError:
+        raise
+    except OSError as error:  # a file system without hard links (some FAT / network mounts)
+        if error.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK, errno.ENOSYS):
+            raise
+        os.close(os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))  # claim the name, then fill it
+        os.replace(source, target)
+
+
+NUMBERED_SUFFIX = ".safetensors"
+
+
+def save_numbered(coords: PASCoordinates, folder: str | os.PathLike, stem: str, *, digits: int = 5,
+                  max_attempts: int = 10_000) -> str:
+    """Save as folder/<stem>_NNNNN.safetensors under the next free counter, never overwriting a file.
+
+    The counter starts after the highest one in the folder; a name that another writer (thread, process,
+    second ComfyUI on a shared models folder) claims first raises FileExistsError in the exclusive save,
+    and the next counter is tried.
+    """
+    import re
+
+    folder = os.fspath(folder)
+    os.makedirs(folder, exist_ok=True)
+    pattern = re.compile(re.escape(stem) + r"_(\d{%d,})" % digits + re.escape(NUMBERED_SUFFIX) + "$")
+    taken = [int(m.group(1)) for m in map(pattern.match, os.listdir(folder)) if m]
+    counter = max(taken, default=0) + 1
+    for _ in range(max_attempts):
+        path = os.path.join(folder, f"{stem}_{counter:0{digits}d}{NUMBERED_SUFFIX}")
+        try:
+            return coords.save(path, exclusive=True)
+        except FileExistsError:
+            counter += 1
+    raise OSError(f"no free file name for {stem!r} in {folder} after {max_attempts} attempts")

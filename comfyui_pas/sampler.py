@@ -1,4 +1,4 @@
-"""sample_pas: DDIM/Euler and iPNDM with PAS corrections, in the k-diffusion sampler contract."""
+"""sample_pas: every registered base solver with PAS corrections, in the k-diffusion sampler contract."""
 from __future__ import annotations
 
 import logging
@@ -7,7 +7,7 @@ import torch
 
 from .basis import combine, trajectory_basis
 from .grids import check_sigmas
-from .solvers import canonical_solver, check_order, push_history, solver_direction
+from .solvers import ORDER, Solver, canonical_solver, make_solver, solver_options
 
 log = logging.getLogger("comfyui_pas")
 
@@ -18,100 +18,105 @@ def basis_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 class SolverTrajectory:
-    """State of a batch along one student trajectory: raw-direction history and the PCA buffer.
+    """State of a batch along one student trajectory: the base solver (with its history of model outputs)
+    and the PCA buffer.
 
     Shared by sampling and training so that both follow exactly the same recursion (pas-method.md 13.2:
     the buffer receives the direction actually used, corrected or not).
     """
 
-    def __init__(self, x_start, solver, max_order, n_basis=1, parameterization="absolute", keep_buffer=False):
-        self.solver = canonical_solver(solver)
-        self.max_order = check_order(self.solver, max_order)
+    def __init__(self, x_start, solver: Solver, n_basis=1, parameterization="absolute", keep_buffer=False):
+        self.solver = solver
         self.n_basis = n_basis
         self.relative = parameterization == "relative"
         self.dtype = basis_dtype(x_start.dtype)
-        self.history: list[torch.Tensor] = []
         self.keep_buffer = keep_buffer
-        self.start = self._flat(x_start) if keep_buffer else None
+        self.start = self.flat(x_start) if keep_buffer else None
         self.buffer: list[torch.Tensor] = [self.start] if keep_buffer else []
 
-    def _flat(self, tensor):
+    def flat(self, tensor):
+        """(B, ...) -> (B, D) in the basis precision."""
         return tensor.reshape(tensor.shape[0], -1).to(self.dtype)
 
-    def direction(self, e, step, to_zero):
-        """Solver direction D_i; a step onto sigma = 0 is an Euler step (it lands on `denoised`)."""
-        if to_zero:
-            return e
-        return solver_direction(self.solver, e, self.history, step, self.max_order)
+    def direction(self, step, x, denoised, sigma):
+        """The base solver's direction D_i (a step onto sigma = 0 lands on `denoised`)."""
+        return self.solver.direction(step, x, denoised, sigma)
 
     def basis(self, direction, x):
         """U_i (B, n_basis, D) for the current direction and point."""
-        return trajectory_basis(self.buffer, self._flat(direction), self._flat(x), self.start, self.n_basis)
+        return trajectory_basis(self.buffer, self.flat(direction), self.flat(x), self.start, self.n_basis)
+
+    def direction_scale(self, direction):
+        """|D_i| per sample for relative coordinates, None for absolute ones."""
+        return self.flat(direction).norm(dim=-1) if self.relative else None
 
     def corrected(self, basis, direction, coordinates):
         """Corrected direction (shaped like `direction`) from the basis and shared coordinates."""
-        norm = self._flat(direction).norm(dim=-1) if self.relative else None
-        return combine(basis, coordinates, norm).reshape(direction.shape).to(direction.dtype)
+        return combine(basis, coordinates, self.direction_scale(direction)).reshape(direction.shape).to(direction.dtype)
 
-    def commit(self, e, used_direction):
-        """Record a finished step: raw e into the solver history, the used direction into the buffer."""
-        push_history(self.solver, self.history, e, self.max_order)
+    def commit(self, step, x, denoised, sigma, used_direction):
+        """Record a finished step: the model output into the solver history, the used direction into the buffer."""
+        self.solver.commit(step, x, denoised, sigma)
         if self.keep_buffer:
-            self.buffer.append(self._flat(used_direction))
+            self.buffer.append(self.flat(used_direction))
 
     def rows(self, index):
         """A copy restricted to some samples (for validation roll-outs)."""
         copy = object.__new__(SolverTrajectory)
         copy.__dict__.update(self.__dict__)
-        copy.history = [h[index] for h in self.history]
+        copy.solver = self.solver.rows(index)
         copy.buffer = [b[index] for b in self.buffer]
         copy.start = None if self.start is None else self.start[index]
         return copy
 
 
-def pas_step(trajectory, x, denoised, sigma, sigma_next, step, to_zero, coordinates=None):
-    """One step from a model output: returns (x_next, raw e, used direction)."""
-    e = (x - denoised) / sigma
-    direction = trajectory.direction(e, step, to_zero)
+def pas_step(trajectory, x, denoised, sigma, sigma_next, step, coordinates=None):
+    """One step from a model output: returns (x_next, used direction); the history is not yet updated."""
+    direction = trajectory.direction(step, x, denoised, sigma)
     if coordinates is None:
-        x_next = denoised if to_zero else x + (sigma_next - sigma) * direction
-        return x_next, e, direction
+        landing = trajectory.solver.lands_on_denoised(step)
+        return (denoised if landing else x + (sigma_next - sigma) * direction), direction
     used = trajectory.corrected(trajectory.basis(direction, x), direction, coordinates)
-    return x + (sigma_next - sigma) * used, e, used
+    return x + (sigma_next - sigma) * used, used
 
 
 @torch.no_grad()
 def sample_pas(model, x, sigmas, extra_args=None, callback=None, disable=None, *, solver="euler",
-               max_order=4, coords=None):
-    """DDIM/Euler or iPNDM, corrected at the steps stored in `coords` (PASCoordinates or None).
+               max_order=None, coords=None):
+    """Any registered base solver, corrected at the steps stored in `coords` (PASCoordinates or None).
 
     One model call per step and the 5-key callback every step, as k-diffusion samplers. With coords=None
     it is exactly the plain solver; a step onto sigma = 0 returns `denoised` (as ComfyUI's samplers).
+    max_order None (or 0) takes the solver's default, or the order the coordinates were trained with.
+    `disable` (k-diffusion's progress-bar switch) is accepted and unused: progress goes through `callback`.
     """
-    solver = canonical_solver(solver)
-    max_order = check_order(solver, max_order)
     check_sigmas(sigmas)
     extra_args = {} if extra_args is None else extra_args
+    solver = canonical_solver(solver)
+    if coords is not None and not max_order and coords.solver == solver:
+        max_order = coords.solver_options.get(ORDER)
+    options = solver_options(solver, max_order)
     corrections = {}
     n_basis, parameterization = 1, "absolute"
     if coords is not None:
-        coords.validate_for(sigmas, solver, max_order)
-        corrections = coords.step_coordinates(x.device, basis_dtype(x.dtype))
+        coords.check_solver(solver, options)
+        entry = coords.entry_for(sigmas)
+        corrections = entry.step_coordinates(x.device, basis_dtype(x.dtype))
         trained_shape = coords.metadata.get("latent_shape")
         if coords.parameterization == "absolute" and trained_shape and list(x.shape[1:]) != list(trained_shape):
             log.warning("PAS: absolute coordinates trained on latents of shape %s are used on %s; they do not "
                         "transfer across sizes (relative coordinates do; see docs/ab-study.md).",
                         trained_shape, list(x.shape[1:]))
         n_basis, parameterization = coords.n_basis, coords.parameterization
-    trajectory = SolverTrajectory(x, solver, max_order, n_basis, parameterization, keep_buffer=bool(corrections))
-    sigma_values = sigmas.tolist()
+    base = make_solver(solver, sigmas, **options)
+    trajectory = SolverTrajectory(x, base, n_basis, parameterization, keep_buffer=bool(corrections))
     s_in = x.new_ones([x.shape[0]])
-    for i in range(len(sigma_values) - 1):
+    for i in range(len(sigmas) - 1):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
         denoised = model(x, sigma * s_in, **extra_args)
         if callback is not None:
             callback({"x": x, "i": i, "sigma": sigma, "sigma_hat": sigma, "denoised": denoised})
-        x, e, used = pas_step(trajectory, x, denoised, sigma, sigma_next, i, sigma_values[i + 1] == 0,
-                              corrections.get(i))
-        trajectory.commit(e, used)
+        x_next, used = pas_step(trajectory, x, denoised, sigma, sigma_next, i, corrections.get(i))
+        trajectory.commit(i, x, denoised, sigma, used)
+        x = x_next
     return x

@@ -8,16 +8,17 @@ trajectories' final samples also get closer to the teacher.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import torch
 
 from .basis import basis_is_feasible
-from .coords import PARAMETERIZATIONS, PASCoordinates
-from .grids import check_sigmas, heun_nfe, refine_sigmas
+from .coords import MAX_BASIS, PARAMETERIZATIONS, GridCoordinates, PASCoordinates
+from .grids import check_sigmas
 from .grids import teacher_substeps as substeps_for
 from .sampler import SolverTrajectory, pas_step
-from .solvers import canonical_solver, check_order
-from .teacher import chunks, model_call, teacher_states
+from .solvers import ORDER, canonical_solver, make_solver, solver_options
+from .teacher import Denoiser, teacher_nfe_for, teacher_states
 
 # Defaults chosen by the A/B study in docs/ab-study.md (relative coordinates, 3 basis vectors).
 DEFAULT_PARAMETERIZATION = "relative"
@@ -110,100 +111,118 @@ class _Progress:
             self.callback(self.done, self.total)
 
 
-@torch.no_grad()
-def train_pas(model, x, sigmas, *, solver="euler", max_order=4, n_basis=DEFAULT_N_BASIS, loss="l1", tolerance=None,
-              tolerance_mode="relative", parameterization=DEFAULT_PARAMETERIZATION, teacher_substeps=None,
-              teacher_nfe=100, extra_args=None, chunk_size=None, progress=None, per_sample_args=None,
-              validation_fraction=0.25, guard=GUARDS[0], targets=None, metadata=None):
-    """Learn PAS coordinates for `model` on the student grid `sigmas` from the start points x (N, ...).
+@dataclass
+class SearchSettings:
+    """The knobs of the per-step search, checked once."""
 
-    x is the already-scaled start (sigma_max * noise for EDM models). `targets` (steps+1, N, ...) may give
-    precomputed teacher states. Returns (PASCoordinates, report).
-    """
-    solver = canonical_solver(solver)
-    max_order = check_order(solver, max_order)
-    check_sigmas(sigmas)
-    if loss not in LOSSES:
-        raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
-    if tolerance_mode not in DEFAULT_TOLERANCE:
-        raise ValueError(f"tolerance_mode must be 'relative' or 'absolute', got {tolerance_mode!r}")
-    if parameterization not in PARAMETERIZATIONS:
-        raise ValueError(f"parameterization must be one of {PARAMETERIZATIONS}, got {parameterization!r}")
-    if guard not in GUARDS:
-        raise ValueError(f"guard must be one of {GUARDS}, got {guard!r}")
-    if not 1 <= int(n_basis) <= 8:
-        raise ValueError(f"n_basis must be 1-8, got {n_basis}")
-    if not torch.isfinite(x).all():
-        raise ValueError("the start points contain NaN or inf")
-    tolerance = DEFAULT_TOLERANCE[tolerance_mode] if tolerance is None else float(tolerance)
+    n_basis: int = DEFAULT_N_BASIS
+    loss: str = "l1"
+    tolerance: float | None = None
+    tolerance_mode: str = "relative"
+    parameterization: str = DEFAULT_PARAMETERIZATION
+    guard: str = GUARDS[0]
+    validation_fraction: float = 0.25
+
+    def __post_init__(self):
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
+        if self.tolerance_mode not in DEFAULT_TOLERANCE:
+            raise ValueError(f"tolerance_mode must be 'relative' or 'absolute', got {self.tolerance_mode!r}")
+        if self.parameterization not in PARAMETERIZATIONS:
+            raise ValueError(f"parameterization must be one of {PARAMETERIZATIONS}, got {self.parameterization!r}")
+        if self.guard not in GUARDS:
+            raise ValueError(f"guard must be one of {GUARDS}, got {self.guard!r}")
+        if not 1 <= int(self.n_basis) <= MAX_BASIS:
+            raise ValueError(f"n_basis must be 1-{MAX_BASIS}, got {self.n_basis}")
+        self.n_basis = int(self.n_basis)
+        self.tolerance = DEFAULT_TOLERANCE[self.tolerance_mode] if self.tolerance is None else float(self.tolerance)
+
+    def held_out(self, count: int) -> int:
+        n_val = int(count * self.validation_fraction) if self.guard == "validation" else 0
+        if self.guard == "validation" and (n_val < 1 or count - n_val < 1):
+            raise ValueError(f"the validation guard needs at least one training and one held-out trajectory "
+                             f"({count} trajectories, validation_fraction {self.validation_fraction}); "
+                             "use more trajectories or guard='none'")
+        return n_val
+
+
+def guard_model_calls(n_val: int, steps: int) -> int:
+    """Upper bound of the held-out roll-out calls: one plain roll-out, then one per candidate step."""
+    return n_val * (steps + steps * (steps - 1) // 2)
+
+
+def as_grid_list(sigmas) -> list[torch.Tensor]:
+    """One grid or a sequence of grids, each checked."""
+    grids = [sigmas] if isinstance(sigmas, torch.Tensor) else list(sigmas)
+    if not grids:
+        raise ValueError("no sigma grid given")
+    for grid in grids:
+        check_sigmas(grid)
+    return grids
+
+
+def union_grid(grids: list[torch.Tensor]) -> torch.Tensor:
+    """All points of the grids, strictly decreasing, in float64 (a zero only at the end)."""
+    values = torch.cat([grid.detach().double().cpu() for grid in grids])
+    return torch.unique(values).flip(0)
+
+
+def teacher_targets(denoiser, x, grids, teacher_nfe, teacher_substeps):
+    """One Heun teacher run over the union of the grids (refined): the states at each grid's points."""
+    union = union_grid(grids)
+    substeps = substeps_for(union, teacher_nfe) if teacher_substeps is None else int(teacher_substeps)
+    states, info = teacher_states(denoiser, x, union.to(x.device), substeps=substeps)
+    position = {value: index for index, value in enumerate(union.tolist())}
+    per_grid = [states[[position[v] for v in grid.detach().double().cpu().tolist()]] for grid in grids]
+    info = dict(info, union_points=len(union))
+    return per_grid, info
+
+
+@dataclass
+class _GridResult:
+    entry: GridCoordinates
+    steps: list[dict]
+    final_loss: float
+    val_plain: float | None
+    val_pas: float | None
+
+
+def search_grid(denoiser, x, sigmas, targets, solver, options, settings: SearchSettings) -> _GridResult:
+    """The greedy per-step search of PAS on one student grid (pas-method.md 6, 13.4-13.5)."""
     count = x.shape[0]
-    n_val = int(count * validation_fraction) if guard == "validation" else 0
-    if guard == "validation" and (n_val < 1 or count - n_val < 1):
-        raise ValueError(f"the validation guard needs at least one training and one held-out trajectory "
-                         f"({count} trajectories, validation_fraction {validation_fraction}); "
-                         "use more trajectories or guard='none'")
+    n_val = settings.held_out(count)
     train_rows, val_rows = slice(0, count - n_val), slice(count - n_val, count)
     steps = len(sigmas) - 1
     sigma_values = sigmas.tolist()
     sigmas_x = sigmas.to(x.device)
 
-    teacher_rows = 0 if targets is not None else count
-    if targets is None:
-        substeps = substeps_for(sigmas, teacher_nfe) if teacher_substeps is None else int(teacher_substeps)
-        nfe = heun_nfe(len(refine_sigmas(sigmas.double(), substeps)) - 1, sigma_values[-1] == 0)
-    else:
-        substeps, nfe = None, None
-    guard_calls = n_val * (steps + steps * (steps - 1) // 2)
-    tick = _Progress(progress, teacher_rows * (nfe or 0) + count * steps + guard_calls)
-
-    if targets is None:
-        targets, teacher_info = teacher_states(model, x, sigmas_x, substeps=substeps, extra_args=extra_args,
-                                               per_sample_args=per_sample_args, chunk_size=chunk_size, tick=tick)
-    else:
-        if targets.shape[0] != steps + 1 or targets.shape[1:] != x.shape:
-            raise ValueError(f"targets must have shape {(steps + 1, *x.shape)}, got {tuple(targets.shape)}")
-        teacher_info = {"solver": "given", "substeps": None, "nfe": None, "seconds": 0.0}
-    if not torch.isfinite(targets).all():
-        raise ValueError("the teacher trajectories contain NaN or inf (is the model producing NaNs?)")
-    search_started = time.perf_counter()
-
-    def evaluate(points, step, rows):
-        sigma = sigmas_x[step]
-        parts = []
-        for part in chunks(points.shape[0], chunk_size):
-            absolute = slice(rows.start + part.start, rows.start + part.stop)
-            parts.append(model_call(model, points[part], sigma, extra_args, per_sample_args, absolute))
-            tick(part.stop - part.start)
-        return torch.cat(parts)
-
-    def roll_out(trajectory, points, first_step, rows):
-        """Finish the plain solver from `first_step` for some rows; return the final points."""
+    def roll_out(trajectory, points, first_step):
+        """Finish the plain solver from `first_step` on the held-out rows; return the final points."""
         for step in range(first_step, steps):
-            denoised = evaluate(points, step, rows)
-            points, e, used = pas_step(trajectory, points, denoised, sigmas_x[step], sigmas_x[step + 1], step,
-                                       sigma_values[step + 1] == 0)
-            trajectory.commit(e, used)
+            denoised = denoiser(points, sigmas_x[step], val_rows)
+            points_next, used = pas_step(trajectory, points, denoised, sigmas_x[step], sigmas_x[step + 1], step)
+            trajectory.commit(step, points, denoised, sigmas_x[step], used)
+            points = points_next
         return points
 
-    trajectory = SolverTrajectory(x, solver, max_order, int(n_basis), parameterization, keep_buffer=True)
+    trajectory = SolverTrajectory(x, make_solver(solver, sigmas, **options), settings.n_basis,
+                                  settings.parameterization, keep_buffer=True)
     val_errors = None
     if n_val:
-        val_final = roll_out(trajectory.rows(val_rows), x[val_rows], 0, val_rows)
-        val_errors = sample_errors(val_final, targets[-1, val_rows])
+        val_errors = sample_errors(roll_out(trajectory.rows(val_rows), x[val_rows], 0), targets[-1, val_rows])
     val_errors_plain = val_errors
 
     points, accepted, coordinates, report_steps = x, [], [], []
     for step in range(steps):
         sigma, sigma_next = sigmas_x[step], sigmas_x[step + 1]
-        to_zero = sigma_values[step + 1] == 0
-        denoised = evaluate(points, step, slice(0, count))
+        denoised = denoiser(points, sigma, slice(0, count))
         if not torch.isfinite(denoised).all():
             raise ValueError(f"the model returned NaN or inf at step {step} (sigma {sigma_values[step]:.4g})")
-        plain_next, e, direction = pas_step(trajectory, points, denoised, sigma, sigma_next, step, to_zero)
+        plain_next, direction = pas_step(trajectory, points, denoised, sigma, sigma_next, step)
         target = targets[step + 1]
         entry = {"step": step, "sigma": sigma_values[step], "sigma_next": sigma_values[step + 1],
-                 "loss_plain": criterion(plain_next[train_rows], target[train_rows], loss),
-                 "loss_corrected": None, "feasible": basis_is_feasible(step + 2, int(n_basis)),
+                 "loss_plain": criterion(plain_next[train_rows], target[train_rows], settings.loss),
+                 "loss_corrected": None, "feasible": basis_is_feasible(step + 2, settings.n_basis),
                  "accepted": False, "coordinates": None, "val_final_before": _rms(val_errors),
                  "val_final_corrected": None}
         used, next_points = direction, plain_next
@@ -211,21 +230,21 @@ def train_pas(model, x, sigmas, *, solver="euler", max_order=4, n_basis=DEFAULT_
             basis = trajectory.basis(direction, points)
             h = float(sigma_values[step + 1] - sigma_values[step])
             wanted = ((target - points) / h).reshape(count, -1).to(basis.dtype)
-            scale = trajectory._flat(direction).norm(dim=-1) if trajectory.relative else None
+            scale = trajectory.direction_scale(direction)
             c = fit_coordinates(basis[train_rows], wanted[train_rows],
-                                None if scale is None else scale[train_rows], loss)
-            c_device = c.to(device=basis.device, dtype=basis.dtype)
-            candidate = trajectory.corrected(basis, direction, c_device)
+                                None if scale is None else scale[train_rows], settings.loss)
+            candidate = trajectory.corrected(basis, direction, c.to(device=basis.device, dtype=basis.dtype))
             candidate_next = points + (sigma_next - sigma) * candidate
-            entry["loss_corrected"] = criterion(candidate_next[train_rows], target[train_rows], loss)
+            entry["loss_corrected"] = criterion(candidate_next[train_rows], target[train_rows], settings.loss)
             entry["coordinates"] = c.tolist()
-            local_ok = _accepts(entry["loss_plain"], entry["loss_corrected"], tolerance, tolerance_mode)
+            local_ok = _accepts(entry["loss_plain"], entry["loss_corrected"], settings.tolerance,
+                                settings.tolerance_mode)
             guard_ok = True
             if local_ok and n_val:
                 held_out = trajectory.rows(val_rows)
-                held_out.commit(e[val_rows], candidate[val_rows])
-                final = roll_out(held_out, candidate_next[val_rows], step + 1, val_rows)
-                candidate_errors = sample_errors(final, targets[-1, val_rows])
+                held_out.commit(step, points[val_rows], denoised[val_rows], sigma, candidate[val_rows])
+                candidate_errors = sample_errors(roll_out(held_out, candidate_next[val_rows], step + 1),
+                                                 targets[-1, val_rows])
                 entry["val_final_corrected"] = _rms(candidate_errors)
                 guard_ok = guard_passes(val_errors, candidate_errors)
             if local_ok and guard_ok:
@@ -235,26 +254,99 @@ def train_pas(model, x, sigmas, *, solver="euler", max_order=4, n_basis=DEFAULT_
                 used, next_points = candidate, candidate_next
                 if n_val:
                     val_errors = candidate_errors
-        trajectory.commit(e, used)
+        trajectory.commit(step, points, denoised, sigma, used)
         points = next_points
         report_steps.append(entry)
 
+    stacked = torch.stack(coordinates) if coordinates else torch.zeros(0, settings.n_basis)
+    return _GridResult(GridCoordinates(sigmas.double().cpu(), accepted, stacked), report_steps,
+                       criterion(points[train_rows], targets[-1, train_rows], settings.loss),
+                       _rms(val_errors_plain), _rms(val_errors))
+
+
+@torch.no_grad()
+def train_pas(model, x, sigmas, *, solver="euler", max_order=None, n_basis=DEFAULT_N_BASIS, loss="l1",
+              tolerance=None, tolerance_mode="relative", parameterization=DEFAULT_PARAMETERIZATION,
+              teacher_substeps=None, teacher_nfe=100, extra_args=None, chunk_size=None, progress=None,
+              per_sample_args=None, validation_fraction=0.25, guard=GUARDS[0], targets=None, metadata=None):
+    """Learn PAS coordinates for `model` on the student grid `sigmas` (or on several grids: one teacher run
+    serves them all) from the start points x (N, ...).
+
+    x is the already-scaled start (sigma_max * noise for EDM models). `targets` (steps+1, N, ...), or one
+    such tensor per grid, may give precomputed teacher states. Returns (PASCoordinates, report); with
+    several grids the coordinates cover each of them and report["grids"] has one report per grid.
+    """
+    solver = canonical_solver(solver)
+    options = solver_options(solver, max_order)
+    grids = as_grid_list(sigmas)
+    settings = SearchSettings(n_basis, loss, tolerance, tolerance_mode, parameterization, guard, validation_fraction)
+    if not torch.isfinite(x).all():
+        raise ValueError("the start points contain NaN or inf")
+    count = x.shape[0]
+    n_val = settings.held_out(count)
+    if any(float(grid[0]) != float(grids[0][0]) for grid in grids):
+        raise ValueError("all grids of one training must start at the same sigma (one start point per trajectory)")
+
+    given = targets is not None
+    if given:
+        targets = [targets] if isinstance(targets, torch.Tensor) else list(targets)
+        if len(targets) != len(grids):
+            raise ValueError(f"got {len(targets)} target tensors for {len(grids)} grids")
+        for grid, target in zip(grids, targets, strict=True):
+            if target.shape[0] != len(grid) or target.shape[1:] != x.shape:
+                raise ValueError(f"targets must have shape {(len(grid), *x.shape)}, got {tuple(target.shape)}")
+        nfe, substeps = 0, None
+    else:
+        union = union_grid(grids)
+        substeps = substeps_for(union, teacher_nfe) if teacher_substeps is None else int(teacher_substeps)
+        nfe = teacher_nfe_for(union, substeps)
+    search_calls = sum(count * (len(g) - 1) + guard_model_calls(n_val, len(g) - 1) for g in grids)
+    tick = _Progress(progress, count * nfe + search_calls)
+    denoiser = Denoiser(model, extra_args, per_sample_args, chunk_size, tick)
+
+    started = time.perf_counter()
+    if given:
+        teacher_info = {"solver": "given", "substeps": None, "nfe": None, "seconds": 0.0}
+    else:
+        targets, teacher_info = teacher_targets(denoiser, x, grids, teacher_nfe, substeps)
+    teacher_calls = denoiser.calls
+    for target in targets:
+        if not torch.isfinite(target).all():
+            raise ValueError("the teacher trajectories contain NaN or inf (is the model producing NaNs?)")
+    search_started = time.perf_counter()
+    results = [search_grid(denoiser, x, grid, target, solver, options, settings)
+               for grid, target in zip(grids, targets, strict=True)]
     search_seconds = time.perf_counter() - search_started
     if progress:
         progress(tick.total, tick.total)
-    final_loss = criterion(points[train_rows], targets[-1, train_rows], loss)
-    settings = {"loss": loss, "tolerance": tolerance, "tolerance_mode": tolerance_mode, "guard": guard,
-                "validation_fraction": validation_fraction if n_val else 0.0,
-                "n_trajectories": count, "n_validation": n_val, "teacher": teacher_info,
-                "latent_shape": list(x.shape[1:])}
-    report = {"steps": report_steps, "accepted": accepted, "settings": settings,
-              "teacher_seconds": teacher_info["seconds"], "search_seconds": search_seconds,
-              "train_final_loss": final_loss, "val_final_plain": _rms(val_errors_plain), "val_final_pas": _rms(val_errors)}
-    info = dict(settings, per_step=[{k: s[k] for k in ("step", "loss_plain", "loss_corrected", "accepted")}
-                                    for s in report_steps])
-    info.update(metadata or {})
-    coords = PASCoordinates(sigmas=sigmas.double().cpu(), solver=solver, max_order=max_order,
-                            n_basis=int(n_basis), steps=accepted,
-                            coordinates=torch.stack(coordinates) if coordinates else torch.zeros(0, int(n_basis)),
-                            parameterization=parameterization, metadata=info)
+    report, info = _training_report(results, settings, count, n_val, teacher_info, metadata, x.shape[1:])
+    report.update(teacher_seconds=teacher_info["seconds"] or (search_started - started),
+                  search_seconds=search_seconds, model_calls=denoiser.calls, teacher_model_calls=teacher_calls)
+    first, rest = results[0].entry, [r.entry for r in results[1:]]
+    coords = PASCoordinates(sigmas=first.sigmas, solver=solver, max_order=options.get(ORDER),
+                            n_basis=settings.n_basis, steps=first.steps, coordinates=first.coordinates,
+                            parameterization=settings.parameterization, metadata=info, more_grids=rest)
     return coords, report
+
+
+def _grid_report(result: _GridResult) -> dict:
+    return {"steps": result.steps, "accepted": result.entry.steps, "sigmas": result.entry.sigmas.tolist(),
+            "train_final_loss": result.final_loss, "val_final_plain": result.val_plain,
+            "val_final_pas": result.val_pas}
+
+
+def _training_report(results, settings, count, n_val, teacher_info, metadata, latent_shape):
+    """(report, file metadata): the first grid's report at the top level (one-grid callers), all in 'grids'."""
+    recorded = {"loss": settings.loss, "tolerance": settings.tolerance, "tolerance_mode": settings.tolerance_mode,
+                "guard": settings.guard, "validation_fraction": settings.validation_fraction if n_val else 0.0,
+                "n_trajectories": count, "n_validation": n_val, "teacher": teacher_info,
+                "latent_shape": list(latent_shape)}
+    grids = [_grid_report(result) for result in results]
+    report = dict(grids[0], settings=recorded, grids=grids)
+    info = dict(recorded, per_step=[{k: s[k] for k in ("step", "loss_plain", "loss_corrected", "accepted")}
+                                    for s in results[0].steps])
+    if len(results) > 1:
+        info["per_grid"] = [{"steps": len(r.entry.sigmas) - 1, "val_final_plain": r.val_plain,
+                             "val_final_pas": r.val_pas} for r in results]
+    info.update(metadata or {})
+    return report, info

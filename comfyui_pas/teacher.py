@@ -8,13 +8,6 @@ import torch
 from .grids import check_sigmas, heun_nfe, refine_sigmas, teacher_substeps
 
 
-def model_call(model, x, sigma, extra_args, per_sample_args, rows):
-    """One denoiser call on a chunk: sigma broadcast to the batch, per-sample arguments sliced to rows."""
-    sliced = {} if not per_sample_args else {k: v[rows] for k, v in per_sample_args.items()}
-    sigma_in = x.new_ones([x.shape[0]]) * sigma
-    return model(x, sigma_in, **(extra_args or {}), **sliced)
-
-
 def chunks(count: int, chunk_size: int | None):
     """Row slices of at most chunk_size rows (all rows when None)."""
     size = count if not chunk_size else max(1, int(chunk_size))
@@ -22,29 +15,59 @@ def chunks(count: int, chunk_size: int | None):
         yield slice(start, min(count, start + size))
 
 
+class Denoiser:
+    """The model called in chunks of trajectories, per-sample arguments sliced to the rows; counts calls.
+
+    One instance serves the teacher, the search and the held-out roll-outs of a training run.
+    """
+
+    def __init__(self, model, extra_args=None, per_sample_args=None, chunk_size=None, tick=None):
+        self.model, self.extra_args = model, dict(extra_args or {})
+        self.per_sample_args = per_sample_args or {}
+        self.chunk_size, self.tick, self.calls = chunk_size, tick, 0
+
+    def __call__(self, x, sigma, rows: slice | None = None):
+        """denoised for the points x (n, ...), which are the trajectories `rows` (absolute) of the run."""
+        offset = 0 if rows is None else rows.start
+        parts = []
+        for part in chunks(x.shape[0], self.chunk_size):
+            absolute = slice(offset + part.start, offset + part.stop)
+            sliced = {key: value[absolute] for key, value in self.per_sample_args.items()}
+            points = x[part]
+            parts.append(self.model(points, points.new_ones([points.shape[0]]) * sigma, **self.extra_args, **sliced))
+            self.calls += points.shape[0]
+            if self.tick:
+                self.tick(points.shape[0])
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+
+def as_denoiser(model, extra_args=None, per_sample_args=None, chunk_size=None, tick=None) -> Denoiser:
+    return model if isinstance(model, Denoiser) else Denoiser(model, extra_args, per_sample_args, chunk_size, tick)
+
+
 def heun_states(model, x, grid, keep_every, extra_args=None, per_sample_args=None, rows=None, tick=None):
     """Run Heun over `grid` from x; return the states at indices 0, keep_every, 2*keep_every, ..."""
-    rows = slice(0, x.shape[0]) if rows is None else rows
+    denoiser = as_denoiser(model, extra_args, per_sample_args, tick=tick)
     kept = [x]
     values = grid.tolist()
     for k in range(len(values) - 1):
         sigma, sigma_next = grid[k].to(x.dtype), grid[k + 1].to(x.dtype)
-        denoised = model_call(model, x, sigma, extra_args, per_sample_args, rows)
-        if tick:
-            tick(x.shape[0])
+        denoised = denoiser(x, sigma, rows)
         if values[k + 1] == 0:
             x = denoised
         else:
             d = (x - denoised) / sigma
             x_euler = x + (sigma_next - sigma) * d
-            denoised_next = model_call(model, x_euler, sigma_next, extra_args, per_sample_args, rows)
-            if tick:
-                tick(x.shape[0])
-            d_next = (x_euler - denoised_next) / sigma_next
+            d_next = (x_euler - denoiser(x_euler, sigma_next, rows)) / sigma_next
             x = x + (sigma_next - sigma) * (d + d_next) / 2
         if (k + 1) % keep_every == 0:
             kept.append(x)
     return torch.stack(kept)
+
+
+def teacher_nfe_for(sigmas: torch.Tensor, substeps: int) -> int:
+    """Model calls per trajectory of the Heun teacher on `sigmas` refined by `substeps`."""
+    return heun_nfe(len(sigmas) - 1 + (len(sigmas) - 1) * substeps, float(sigmas[-1]) == 0.0)
 
 
 def teacher_states(model, x, sigmas, teacher_nfe=100, substeps=None, extra_args=None, per_sample_args=None,
@@ -58,11 +81,10 @@ def teacher_states(model, x, sigmas, teacher_nfe=100, substeps=None, extra_args=
     if substeps is None:
         substeps = teacher_substeps(sigmas, teacher_nfe)
     grid = refine_sigmas(sigmas.double(), substeps)
+    denoiser = as_denoiser(model, extra_args, per_sample_args, chunk_size, tick)
     started = time.perf_counter()
-    parts = [heun_states(model, x[rows], grid, substeps + 1, extra_args, per_sample_args, rows, tick)
-             for rows in chunks(x.shape[0], chunk_size)]
+    parts = [heun_states(denoiser, x[rows], grid, substeps + 1, rows=rows) for rows in chunks(x.shape[0], chunk_size)]
     states = torch.cat(parts, dim=1)
-    ends_at_zero = float(sigmas[-1]) == 0.0
-    info = {"solver": "heun", "substeps": substeps, "nfe": heun_nfe(len(grid) - 1, ends_at_zero),
+    info = {"solver": "heun", "substeps": substeps, "nfe": teacher_nfe_for(sigmas, substeps),
             "seconds": time.perf_counter() - started}
     return states, info

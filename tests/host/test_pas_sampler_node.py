@@ -1,4 +1,4 @@
-"""PAS Sampler without coordinates reproduces ComfyUI's own euler / ipndm through SamplerCustom.
+"""PAS Sampler without coordinates reproduces ComfyUI's own samplers through SamplerCustom.
 
 Real ModelPatchers (tiny SD1.x-topology UNets) for EPS, v-prediction and flow (CONST, shift 3); the
 reference is ComfyUI's built-in sampler on the same sigmas, noise and conditioning.
@@ -18,6 +18,20 @@ SOLVERS = {
     "ipndm4": ("ipndm", 4, lambda: comfy.samplers.sampler_object("ipndm")),
     "ipndm2": ("ipndm", 2, lambda: comfy.samplers.ksampler("ipndm", {"max_order": 2})),
 }
+# Every registered solver against ComfyUI's own function: default options (ComfyUI's) and a lower order.
+EVERY_SOLVER = {
+    "euler": ("euler", 0, "euler", {}),
+    "ipndm": ("ipndm", 0, "ipndm", {}),
+    "ipndm_v": ("ipndm_v", 0, "ipndm_v", {}),
+    "ipndm_v2": ("ipndm_v", 2, "ipndm_v", {"max_order": 2}),
+    "deis": ("deis", 0, "deis", {}),
+    "deis2": ("deis", 2, "deis", {"max_order": 2}),
+    "dpmpp_2m": ("dpmpp_2m", 0, "dpmpp_2m", {}),
+    "res_multistep": ("res_multistep", 0, "res_multistep", {}),
+}
+# (scheduler, steps, keep the trailing sigma = 0)
+GRIDS = {"karras5": ("karras", 5, True), "simple8": ("simple", 8, True), "karras6_no_zero": ("karras", 6, False),
+         "normal4_no_zero": ("normal", 4, False)}
 # (batch, latent height, latent width): batch 1 square and batch 3 non-square
 SHAPES = {"b1_square": (1, 8, 8), "b3_wide": (3, 8, 12)}
 
@@ -54,6 +68,27 @@ def test_uncorrected_matches_comfyui(nodes, tiny_models, model_kind, conditionin
     other = sample_custom(model, comfy.samplers.sampler_object("ipndm" if solver == "euler" else "euler"),
                           sigmas, latent, conditioning)
     assert (other - expected).abs().max() > 1e-3 * expected.abs().max()
+
+
+@pytest.mark.parametrize("grid", list(GRIDS))
+@pytest.mark.parametrize("solver_case", list(EVERY_SOLVER))
+def test_every_solver_matches_comfyui(nodes, tiny_models, model_kind, conditioning, solver_case, grid):
+    """EPS, v-prediction and flow models; grids with and without the trailing 0; 4-8 steps."""
+    model = tiny_models(model_kind)
+    latent = {"samples": torch.zeros(2, 4, 8, 12)}
+    scheduler, steps, keep_zero = GRIDS[grid]
+    sigmas = ncs.BasicScheduler.execute(model, scheduler, steps, 1.0).result[0]
+    sigmas = sigmas if keep_zero else sigmas[:-1]
+    solver, order, comfy_name, comfy_options = EVERY_SOLVER[solver_case]
+
+    actual = sample_custom(model, nodes.PASSampler.execute(solver, order, "none").result[0], sigmas, latent,
+                           conditioning)
+    expected = sample_custom(model, comfy.samplers.ksampler(comfy_name, comfy_options), sigmas.clone(), latent,
+                             conditioning)
+    assert_same_samples(actual, expected)
+    if solver != "euler":  # the comparison can tell the solver apart from plain euler
+        euler = sample_custom(model, comfy.samplers.sampler_object("euler"), sigmas, latent, conditioning)
+        assert (euler - expected).abs().max() > 1e-4 * expected.abs().max()
 
 
 def test_uncorrected_matches_comfyui_advanced(nodes, tiny_models, conditioning):
