@@ -20,6 +20,8 @@ RMSE of a mixture with separated modes, not the median); "worse" = share of samp
 "mode flips" (mixtures only) = share of samples nearest to another component than their reference.
 Model calls per training run = N x teacher NFE (teacher) + the search's own calls (N x student NFE plus
 the guard's roll-outs), counted. Prints Markdown tables; writes <out>/<study>.json and <out>/<study>.md.
+STUDIES below lists every study (how it runs, how it renders); the models and the held-out bench live in
+train_tools/ab_bench.py, the summaries and tables in train_tools/ab_report.py.
 """
 from __future__ import annotations
 
