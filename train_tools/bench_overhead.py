@@ -25,6 +25,7 @@ import torch
 from comfyui_pas.basis import basis_is_feasible
 from comfyui_pas.coords import PASCoordinates
 from comfyui_pas.sampler import sample_pas
+from comfyui_pas.solvers import SOLVERS
 from train_tools.comfy_builtins import comfyui_dir, setup_comfy
 
 TEST_PACKS = Path(__file__).resolve().parents[1] / "tests" / "host"  # holds pas_test_pack
@@ -99,7 +100,7 @@ def parse_args(argv=None):
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--n-basis", type=int, default=4)
-    parser.add_argument("--solver", default="ipndm", choices=["euler", "ipndm"])
+    parser.add_argument("--solvers", nargs="+", default=list(SOLVERS), choices=SOLVERS)
     parser.add_argument("--full-sampling", action="store_true", help="also time whole runs with the UNet")
     return parser.parse_args(argv)
 
@@ -111,27 +112,25 @@ def main(argv=None):
           f"{os.environ.get('OMP_NUM_THREADS')}")
     denoise, sigmas = sd15_denoiser(options.steps)
     x = torch.randn(SHAPE, generator=torch.Generator().manual_seed(2)) * float(sigmas[0])
-    solver_args = dict(solver=options.solver, max_order=3)
     with torch.inference_mode():
         denoise(x, sigmas[:1])  # warm-up
         call_1, _ = timed(lambda: denoise(x, sigmas[:1]), options.repeats)
         x2 = x.repeat(2, 1, 1, 1)
         call_2, _ = timed(lambda: denoise(x2, sigmas[:1].repeat(2)), options.repeats)
         print(f"one model call: batch 1 {call_1 * 1e3:.1f} ms, batch 2 (a CFG step) {call_2 * 1e3:.1f} ms")
-
-        coords = all_step_coords(sigmas, options.solver, 3, options.n_basis)
-        per_step = correction_overhead(x, sigmas, coords, solver_args)
-        print(f"{options.solver}, {options.steps} karras steps, n_basis {options.n_basis}, corrected steps "
-              f"{coords.steps}")
-        print(f"correction overhead per corrected step: {per_step * 1e3:.2f} ms = "
-              f"{100 * per_step / call_1:.3f}% of a batch-1 model call, {100 * per_step / call_2:.3f}% of a CFG call")
-
-        if not options.full_sampling:
-            return
-        end_plain, _ = timed(lambda: sample_pas(denoise, x, sigmas, **solver_args), 1)
-        end_pas, _ = timed(lambda: sample_pas(denoise, x, sigmas, coords=coords, **solver_args), 1)
-        print(f"full sampling with the UNet (batch 1, no CFG): plain {end_plain:.2f} s, PAS at every step "
-              f"{end_pas:.2f} s ({100 * (end_pas - end_plain) / end_plain:+.2f}%, includes timing noise)")
+        print(f"{options.steps} karras steps, n_basis {options.n_basis}, a correction at every feasible step")
+        print("| solver | overhead per corrected step | share of a batch-1 call | share of a CFG call |")
+        print("|---|---|---|---|")
+        for solver in options.solvers:
+            coords = all_step_coords(sigmas, solver, None, options.n_basis)
+            per_step = correction_overhead(x, sigmas, coords, {"solver": solver})
+            print(f"| {coords.solver_label()} | {per_step * 1e3:.2f} ms | {100 * per_step / call_1:.3f}% | "
+                  f"{100 * per_step / call_2:.3f}% |", flush=True)
+            if options.full_sampling:
+                end_plain, _ = timed(lambda s=solver: sample_pas(denoise, x, sigmas, solver=s), 1)
+                end_pas, _ = timed(lambda s=solver, c=coords: sample_pas(denoise, x, sigmas, solver=s, coords=c), 1)
+                print(f"  full sampling with the UNet (batch 1, no CFG): plain {end_plain:.2f} s, PAS at every step "
+                      f"{end_pas:.2f} s ({100 * (end_pas - end_plain) / end_plain:+.2f}%, includes timing noise)")
 
 
 if __name__ == "__main__":
