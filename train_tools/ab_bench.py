@@ -11,7 +11,7 @@ import torch
 
 from comfyui_pas import edm_sigmas, sample_pas, train_pas
 from comfyui_pas.search import sample_errors
-from comfyui_pas.teacher import heun_states, teacher_states
+from comfyui_pas.teacher import Denoiser, heun_states, teacher_states
 from train_tools.bench_gmm import EVAL_SEED_OFFSET, GMM_SETTINGS
 from train_tools.gmm import GaussianMixtureDenoiser
 from train_tools.metrics import compare, rmse
@@ -117,11 +117,7 @@ def reference_finals(spec, x, reference_nfe, seeds=None):
             return torch.load(path)
     intervals = max(1, math.ceil((reference_nfe + (1 if spec.ends_at_zero else 0)) / 2))
     grid = spec.sigmas(intervals)
-    parts = []
-    for start in range(0, x.shape[0], spec.chunk_size or x.shape[0]):
-        part = x[start:start + (spec.chunk_size or x.shape[0])]
-        parts.append(heun_states(spec.model, part, grid, len(grid) - 1)[-1])
-    finals = torch.cat(parts)
+    finals = heun_states(Denoiser(spec.model, chunk_size=spec.chunk_size), x, grid, len(grid) - 1)[-1]
     if path:
         os.makedirs(CACHE_DIR, exist_ok=True)
         torch.save(finals, path + ".tmp")
