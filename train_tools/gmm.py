@@ -8,10 +8,6 @@ from __future__ import annotations
 
 import torch
 
-# Re-exported for train_tools/bench_gmm.py until it imports them from their own modules.
-from train_tools.metrics import rmse  # noqa: F401
-from train_tools.seeds import seeded_noise  # noqa: F401
-
 
 class GaussianMixtureDenoiser(torch.nn.Module):
     """k-diffusion denoiser model(x, sigma) -> E[x0 | x, sigma] for any x shape (flattened per sample)."""
