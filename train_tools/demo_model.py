@@ -56,13 +56,6 @@ def load_demo_model(path: Path | str | None = None, device: str | torch.device =
     return model.to(device=device, dtype=dtype).eval().requires_grad_(False)
 
 
-def seeded_noise(seeds, shape=LATENT_SHAPE, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """Transitional: train_tools/reproduce.py's import; delete once it calls train_tools.seeds.seeded_noise."""
-    from train_tools import seeds as _seeds
-
-    return _seeds.seeded_noise(seeds, shape, dtype)
-
-
 def image_grid(images, rows: int, cols: int, zoom: int = 3, gap: int = 2):
     """uint8 (N, 28, 28) -> a PIL image with the items on a white background."""
     import numpy as np

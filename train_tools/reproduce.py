@@ -14,7 +14,6 @@ import argparse
 import json
 import os
 import time
-from datetime import timedelta
 from pathlib import Path
 
 import torch
@@ -23,53 +22,24 @@ import torch.distributed as dist
 from comfyui_pas import edm_sigmas, sample_pas, train_pas
 from comfyui_pas.plot import save_error_curve
 from comfyui_pas.search import DEFAULT_N_BASIS, GUARDS
+from comfyui_pas.solvers import SOLVERS, describe_solver, solver_options
 from comfyui_pas.teacher import teacher_states
+from train_tools.distributed import broadcast, gather_interleaved, init_distributed, map_seeds
+from train_tools.metrics import rmse
 
 EVAL_SEED_START = 1_000_000  # training seeds start at 0 and stay far below
 # Sized for 2 CPU cores: Inception runs at ~3 images/s and each FID value spends 25-60 s in the
 # 2048x2048 matrix square root, so the number of FID rows times the evaluation size sets the time.
+# Every solver's uncorrected row is ComfyUI's own function (tests/host prove ours equal to it); uni_pc has no
+# PAS counterpart (see docs/solvers.md). FID rows: "contenders" scores every built-in and, at each NFE, the
+# two PAS rows with the lowest RMSE (every row gets RMSE); "all" scores every row.
 PRESETS = {
     "quick": dict(nfe=[5], train=32, eval=100, teacher_nfe=100, reference_nfe=100, fid_ref=500,
-                  builtins=["dpmpp_2m"], builtin_nfe=[5]),
-    # ComfyUI's euler is our uncorrected euler (tests/host prove it), so it is not repeated here; its ipndm
-    # runs order 4 (ours: order 3, the paper's PAS default).
+                  solvers=["euler", "ipndm", "deis", "dpmpp_2m"], builtins=["uni_pc"], fid_rows="all"),
     "full": dict(nfe=[4, 5, 6, 8, 10], train=128, eval=400, teacher_nfe=100, reference_nfe=200, fid_ref=10000,
-                 builtins=["ipndm", "ipndm_v", "deis", "dpmpp_2m", "uni_pc", "res_multistep"],
-                 builtin_nfe=[5, 6]),
+                 solvers=list(SOLVERS), builtins=["uni_pc"], fid_rows="contenders"),
 }
-SOLVERS = {"euler": ("euler", 1), "ipndm": ("ipndm", 3)}
 
-
-# ---- sharding -----------------------------------------------------------------------------------
-def init_distributed():
-    """(rank, world) under torchrun, (0, 1) otherwise."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not dist.is_initialized():
-        # Ranks wait for each other around rank 0's PAS search and the uneven FID shares: allow hours.
-        dist.init_process_group("gloo", timeout=timedelta(hours=6))
-    return (dist.get_rank(), world) if world > 1 else (0, 1)
-
-
-def gather_interleaved(local, count, rank, world):
-    """Rank r holds items r, r + world, ...; every rank gets the list of all `count` items in order."""
-    if world == 1:
-        return list(local)
-    gathered = [None] * world
-    dist.all_gather_object(gathered, list(local))
-    out = [None] * count
-    for r, part in enumerate(gathered):
-        for j, index in enumerate(range(r, count, world)):
-            out[index] = part[j]
-    return out
-
-
-def map_seeds(fn, seeds, batch, rank, world):
-    """fn(seed_list) -> tensor (len, ...), run on this rank's share of the seeds in batches; every rank
-    gets the full result in seed order."""
-    mine = seeds[rank::world]
-    parts = [fn(mine[i:i + batch]) for i in range(0, len(mine), batch)]
-    local = torch.cat(parts) if parts else torch.empty(0)
-    return local if world == 1 else torch.stack(gather_interleaved(local, len(seeds), rank, world))
 
 
 def score_fid(samples, fid_ref, rank, world):
@@ -91,22 +61,24 @@ def score_fid(samples, fid_ref, rank, world):
     cached = broadcast(fid.reference_path(fid_ref).is_file(), rank, world)
     ref = fid.reference_stats(fid_ref) if cached else fid.reference_stats(fid_ref, extract=extract, save=rank == 0)
     scores = [fid.fid_from_stats(stats, ref) for stats in mine.values()]
-    return dict(zip(keys, gather_interleaved(scores, len(keys), rank, world)))
+    return dict(zip(keys, gather_interleaved(scores, len(keys), rank, world), strict=True))
 
 
-def broadcast(value, rank, world):
+def broadcast_from(value, source, rank, world):
+    """The value of rank `source` on every rank."""
     if world == 1:
         return value
-    holder = [value if rank == 0 else None]
-    dist.broadcast_object_list(holder, src=0)
+    holder = [value if rank == source else None]
+    dist.broadcast_object_list(holder, src=source)
     return holder[0]
 
 
 # ---- the run ------------------------------------------------------------------------------------
 def noise(seeds):
-    from train_tools.demo_model import seeded_noise
+    from train_tools.demo_model import LATENT_SHAPE
+    from train_tools.seeds import seeded_noise
 
-    return seeded_noise(list(seeds))
+    return seeded_noise(list(seeds), LATENT_SHAPE, torch.float32)
 
 
 def teacher_run(model, sigmas, teacher_nfe, final_only):
@@ -117,24 +89,58 @@ def teacher_run(model, sigmas, teacher_nfe, final_only):
     return run
 
 
-def pas_run(model, sigmas, solver, order, coords):
+def pas_run(model, sigmas, solver, coords):
     def run(seeds):
-        return sample_pas(model, noise(seeds) * sigmas[0], sigmas, solver=solver, max_order=order, coords=coords)
+        return sample_pas(model, noise(seeds) * sigmas[0], sigmas, solver=solver, coords=coords)
     return run
 
 
 def builtin_run(sampler, model, sigmas):
     @torch.no_grad()
-    def run(seeds):
-        return sampler(model, noise(seeds) * sigmas[0], sigmas, extra_args={}, disable=True)
+    def run(seeds):  # uni_pc writes into the sigmas it is given: hand it a copy
+        return sampler(model, noise(seeds) * sigmas[0], sigmas.clone(), extra_args={}, disable=True)
     return run
+
+
+def pas_label(solver: str) -> str:
+    return f"{solver}+PAS"
+
+
+def plain_label(solver: str, comfy: bool) -> str:
+    return f"comfy {solver}" if comfy else solver
+
+
+def base_of(method: str) -> str:
+    """'deis+PAS' -> 'deis'."""
+    return method[:-len("+PAS")] if method.endswith("+PAS") else method
+
+
+def train_all(model, sigmas, targets, solvers, args, rank, world, out, log):
+    """PAS for every solver on one grid, solver i trained on rank i % world; every rank gets all coords."""
+    trained = {}
+    for index, name in enumerate(solvers):
+        result = None
+        if index % world == rank:
+            t1 = time.perf_counter()
+            coords, report = train_pas(model, noise(range(args.train_seed_start, args.train_seed_start + args.train))
+                                       * sigmas[0], sigmas, solver=name, targets=targets, chunk_size=args.batch,
+                                       n_basis=args.n_basis, guard=args.guard, loss=args.loss)
+            report["search_seconds"] = time.perf_counter() - t1
+            result = (coords, report)
+        trained[name] = result
+    for index, name in enumerate(solvers):
+        trained[name] = broadcast_from(trained[name], index % world, rank, world)
+        if rank == 0:
+            trained[name][0].save(out / "coords" / f"{name}_nfe{len(sigmas) - 1}.safetensors")
+            log(f"    {pas_label(name)}: corrected steps {trained[name][0].steps}")
+    return trained
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", choices=PRESETS, default="quick")
     parser.add_argument("--model", default=None, help="demo-model weights (default: the bundled file)")
-    parser.add_argument("--solvers", nargs="+", choices=SOLVERS, default=["euler", "ipndm"])
+    parser.add_argument("--solvers", nargs="+", choices=SOLVERS, help="base solvers to correct (default: the preset's)")
     parser.add_argument("--nfe", type=int, nargs="+")
     parser.add_argument("--train", type=int, help="training trajectories (seeds 0..N-1)")
     parser.add_argument("--eval", type=int, help=f"evaluation samples (seeds from {EVAL_SEED_START})")
@@ -144,11 +150,13 @@ def main(argv=None):
     parser.add_argument("--reference-nfe", type=int, help="Heun reference that scores RMSE (one grid for all NFE)")
     parser.add_argument("--fid-ref", type=int, help="Fashion-MNIST test images in the FID reference")
     parser.add_argument("--no-fid", action="store_true", help="RMSE only")
-    parser.add_argument("--builtins", nargs="*", help="ComfyUI built-in samplers to add (needs the host)")
-    parser.add_argument("--builtin-nfe", type=int, nargs="*")
+    parser.add_argument("--builtins", nargs="*", help="extra ComfyUI samplers without a PAS row (needs the host)")
+    parser.add_argument("--no-comfy", action="store_true", help="plain rows from our solvers, not ComfyUI's functions")
+    parser.add_argument("--fid-rows", choices=["all", "contenders"], help="which rows get FID (all get RMSE)")
+    parser.add_argument("--loss", default="l1", help="PAS fit loss")
     parser.add_argument("--n-basis", type=int, default=DEFAULT_N_BASIS, help="PAS basis vectors per corrected step")
     parser.add_argument("--guard", choices=GUARDS, default=GUARDS[0],
-                        help="validation: accept a step only if held-out trajectories improve; none: the paper's rule")
+                        help="held-out check of each step (comfyui_pas.search.GUARDS); none: the paper's rule")
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--save-samples", action="store_true", help="also write samples.safetensors")
     parser.add_argument("--out", default=None, help="output folder (default out/reproduce/<preset>)")
@@ -172,16 +180,15 @@ def main(argv=None):
     model = load_demo_model(args.model)
     train_seeds = list(range(args.train_seed_start, args.train_seed_start + args.train))
     eval_seeds = list(range(args.eval_seed_start, args.eval_seed_start + args.eval))
-    builtins = {}
-    if args.builtins:
+    comfy = {}
+    if not args.no_comfy:
         from train_tools.comfy_builtins import load_builtin_samplers
-        available = load_builtin_samplers()
-        if available is None:
-            log("ComfyUI host not installed (make host): built-in sampler rows skipped")
-        else:
-            builtins = {name: available[name] for name in args.builtins}
-    log(f"reproduce[{args.preset}]: NFE {args.nfe}, {args.train} training trajectories, {args.eval} evaluation "
-        f"seeds, teacher {args.teacher_nfe} NFE, {world} process(es)")
+        comfy = load_builtin_samplers() or {}
+        if not comfy:
+            log("ComfyUI host not installed (make host): plain rows from our solvers, no extra built-ins")
+    extra = {name: comfy[name] for name in (args.builtins or []) if name in comfy}
+    log(f"reproduce[{args.preset}]: NFE {args.nfe}, solvers {args.solvers}, {args.train} training trajectories, "
+        f"{args.eval} evaluation seeds, teacher {args.teacher_nfe} NFE, {world} process(es)")
 
     samples, rows, reports = {}, [], {}
     steps = max(1, (args.reference_nfe + 1) // 2)
@@ -189,46 +196,34 @@ def main(argv=None):
     reference = map_seeds(teacher_run(model, reference_grid, 0, True), eval_seeds, args.batch, rank, world)
     samples[("teacher", 0)] = reference
     rows.append({"method": f"teacher (Heun {2 * steps} NFE)", "nfe": 0, "rmse": 0.0})
+
+    def add_row(method, nfe, run, **fields):
+        samples[(method, nfe)] = map_seeds(run, eval_seeds, args.batch, rank, world)
+        rows.append(dict(method=method, nfe=nfe, rmse=rmse(samples[(method, nfe)], reference), **fields))
+
     for nfe in args.nfe:
         sigmas = edm_sigmas(nfe, model.sigma_min, model.sigma_max).float()
         t0 = time.perf_counter()
         targets = map_seeds(teacher_run(model, sigmas, args.teacher_nfe, False), train_seeds, args.batch, rank,
                             world).transpose(0, 1)
         teacher_seconds = time.perf_counter() - t0
+        trained = train_all(model, sigmas, targets, args.solvers, args, rank, world, out, log)
         for name in args.solvers:
-            solver, order = SOLVERS[name]
-            coords, report = (None, None)
-            if rank == 0:
-                t1 = time.perf_counter()
-                coords, report = train_pas(model, noise(train_seeds) * sigmas[0], sigmas, solver=solver,
-                                           max_order=order, targets=targets, chunk_size=args.batch,
-                                           n_basis=args.n_basis, guard=args.guard)
-                report["teacher_seconds"] = teacher_seconds
-                report["search_seconds"] = time.perf_counter() - t1
-                coords.save(out / "coords" / f"{name}_nfe{nfe}.safetensors")
-            coords = broadcast(coords, rank, world)
+            coords, report = trained[name]
             reports[(name, nfe)] = report
-            label = name if name == "euler" else f"ipndm{order}"
-            for use_pas in (False, True):
-                run = pas_run(model, sigmas, solver, order, coords if use_pas else None)
-                key = (label + ("+PAS" if use_pas else ""), nfe)
-                samples[key] = map_seeds(run, eval_seeds, args.batch, rank, world)
-                rows.append({"method": key[0], "nfe": nfe, "rmse": rmse(samples[key], reference),
-                             "steps": coords.steps if use_pas else [],
-                             "params": coords.n_parameters if use_pas else 0,
-                             "teacher_s": report["teacher_seconds"] if (use_pas and report) else None,
-                             "search_s": report["search_seconds"] if (use_pas and report) else None})
-        if nfe in (args.builtin_nfe or []):
-            for name, fn in builtins.items():
-                key = (f"comfy {name}", nfe)
-                samples[key] = map_seeds(builtin_run(fn, model, sigmas), eval_seeds, args.batch, rank, world)
-                rows.append({"method": key[0], "nfe": nfe, "rmse": rmse(samples[key], reference)})
+            options = describe_solver(name, solver_options(name))
+            plain = builtin_run(comfy[name], model, sigmas) if name in comfy else pas_run(model, sigmas, name, None)
+            add_row(plain_label(name, name in comfy), nfe, plain, solver=options, steps=[], params=0)
+            add_row(pas_label(name), nfe, pas_run(model, sigmas, name, coords), solver=options, steps=coords.steps,
+                    params=coords.n_parameters, teacher_s=teacher_seconds, search_s=report["search_seconds"])
+        for name, fn in extra.items():
+            add_row(plain_label(name, True), nfe, builtin_run(fn, model, sigmas))
         log(f"  NFE {nfe} sampled ({time.perf_counter() - started:.0f} s)")
 
     fid_scores, fid_seconds = {}, 0.0
     if not args.no_fid:
         t0 = time.perf_counter()
-        fid_scores = score_fid(samples, args.fid_ref, rank, world)
+        fid_scores = score_fid({key: samples[key] for key in fid_keys(rows, args.fid_rows)}, args.fid_ref, rank, world)
         fid_seconds = time.perf_counter() - t0
     if rank == 0:
         finish(args, out, model, samples, rows, reports, started, fid_scores, fid_seconds)
@@ -237,8 +232,17 @@ def main(argv=None):
         dist.destroy_process_group()
 
 
-def rmse(a, b):
-    return float((a.double() - b.double()).square().mean().sqrt())
+def fid_keys(rows, policy):
+    """The (method, nfe) keys that get FID: every row, or the teacher, every built-in and the two PAS rows of
+    lowest RMSE at each NFE."""
+    keys = [("teacher", 0) if r["nfe"] == 0 else (r["method"], r["nfe"]) for r in rows]
+    if policy == "all":
+        return keys
+    chosen = [("teacher", 0)] + [(r["method"], r["nfe"]) for r in rows if r["method"].startswith("comfy ")]
+    for nfe in sorted({r["nfe"] for r in rows if r["nfe"] > 0}):
+        pas = sorted((r for r in rows if r["nfe"] == nfe and r["method"].endswith("+PAS")), key=lambda r: r["rmse"])
+        chosen += [(r["method"], nfe) for r in pas[:2]]
+    return [key for key in keys if key in chosen]
 
 
 def finish(args, out, model, samples, rows, reports, started, fid_scores, fid_seconds):
@@ -275,7 +279,8 @@ def finish(args, out, model, samples, rows, reports, started, fid_scores, fid_se
 
 
 def full_report(rows, args):
-    return "\n\n".join([format_table(rows, args), format_targets(target_checks(rows, "fid"), "FID"),
+    return "\n\n".join([format_table(rows, args), "Best PAS row against the best built-in:", summary_table(rows),
+                        format_targets(target_checks(rows, "fid"), "FID"),
                         format_targets(target_checks(rows, "rmse"), "RMSE vs the reference")])
 
 
@@ -289,17 +294,19 @@ def rewrite_report(results_json):
 
 
 def format_table(rows, args):
-    fid_note = "no FID" if args.no_fid else f"FID of {args.eval} samples vs {args.fid_ref} Fashion-MNIST test images"
+    fid_note = "no FID" if args.no_fid else (f"FID of {args.eval} samples vs {args.fid_ref} Fashion-MNIST test images "
+                                             f"({getattr(args, 'fid_rows', 'all')} rows)")
     lines = [f"Fashion-MNIST demo model; {fid_note}; RMSE vs a Heun {args.reference_nfe}-NFE reference on the same "
-             f"seeds (training teacher: Heun ~{args.teacher_nfe} NFE on the refined student grid); PAS ({getattr(args, 'n_basis', DEFAULT_N_BASIS)} basis vectors, guard "
+             f"seeds (training teacher: Heun ~{args.teacher_nfe} NFE on the refined student grid); PAS ({getattr(args, 'n_basis', DEFAULT_N_BASIS)} basis vectors, {getattr(args, 'loss', 'l1')} fit, guard "
              f"{getattr(args, 'guard', GUARDS[0])}) trained on {args.train} trajectories (seeds {args.train_seed_start}+), evaluated on seeds "
              f"{args.eval_seed_start}+. NFE 0 = the reference solution.", "",
-             "| NFE | method | FID | RMSE | corrected steps | params | teacher s | search s |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| NFE | method | solver | FID | RMSE | corrected steps | params | teacher s | search s |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for row in sorted(rows, key=lambda r: r["nfe"]):
         fid_text = f"{row['fid']:.2f}" if "fid" in row else "-"
         timing = [f"{row[k]:.1f}" if row.get(k) is not None else "" for k in ("teacher_s", "search_s")]
-        lines.append(f"| {row['nfe']} | {row['method']} | {fid_text} | {row['rmse']:.4f} | {row.get('steps', '')} | "
+        lines.append(f"| {row['nfe']} | {row['method']} | {row.get('solver', '')} | {fid_text} | {row['rmse']:.4f} | "
+                     f"{row.get('steps', '')} | "
                      f"{row.get('params', '')} | {timing[0]} | {timing[1]} |")
     return "\n".join(lines)
 
@@ -311,35 +318,53 @@ def _change(new, old):
 
 def target_checks(rows, metric="fid"):
     """The issue's targets, judged from the rows: [(target, met, evidence)]. Rows without the metric (no
-    FID run, or a solver/NFE not in the run) are left out."""
+    FID run, or a row not scored) are left out."""
     value = {(r["method"], r["nfe"]): r[metric] for r in rows if metric in r}
     digits = 2 if metric == "fid" else 4
     nfes = sorted({nfe for _, nfe in value if nfe > 0})
     checks = []
-    euler = [(n, value[("euler", n)], value[("euler+PAS", n)]) for n in nfes
-             if ("euler", n) in value and ("euler+PAS", n) in value]
-    if euler:
-        checks.append(("euler+PAS improves on euler at every NFE", all(p < e for _, e, p in euler),
-                       ", ".join(f"NFE {n}: {e:.{digits}f} -> {p:.{digits}f} ({_change(p, e):+.0%})" for n, e, p in euler)))
-        late = [(n, e, p) for n, e, p in euler if n in (8, 10)]
-        if late:
-            checks.append(("euler+PAS at least halves euler at NFE 8-10", all(p <= e / 2 for _, e, p in late),
-                           ", ".join(f"NFE {n}: {_change(p, e):+.0%}" for n, e, p in late)))
-    ipndm = [(n, value[(m, n)], value[(m + "+PAS", n)]) for n in nfes for m in sorted({k for k, _ in value})
-             if m.startswith("ipndm") and not m.endswith("+PAS") and (m + "+PAS", n) in value and (m, n) in value]
-    if ipndm:
-        checks.append(("ipndm+PAS is never worse than ipndm", all(p <= i for _, i, p in ipndm),
-                       ", ".join(f"NFE {n}: {i:.{digits}f} -> {p:.{digits}f}" for n, i, p in ipndm)))
-    for n in (5, 6):
+    pairs = []  # (nfe, base method, base value, PAS value)
+    for (method, nfe), corrected in sorted(value.items(), key=lambda item: (item[0][1], item[0][0])):
+        if not method.endswith("+PAS"):
+            continue
+        solver = base_of(method)
+        for base in (plain_label(solver, True), plain_label(solver, False)):
+            if (base, nfe) in value:
+                pairs.append((nfe, method, value[(base, nfe)], corrected))
+                break
+    if pairs:
+        worse = [f"{m} NFE {n}: {b:.{digits}f} -> {p:.{digits}f}" for n, m, b, p in pairs if p > b]
+        checks.append(("every solver+PAS is never worse than the same solver uncorrected", not worse,
+                       "; ".join(worse) if worse else f"{len(pairs)} pairs, none worse"))
+    for n in nfes:
         pas = {m: v for (m, k), v in value.items() if k == n and m.endswith("+PAS")}
         comfy = {m: v for (m, k), v in value.items() if k == n and m.startswith("comfy ")}
         if pas and comfy:
-            best_pas = min(pas, key=pas.get)
-            best_comfy = min(comfy, key=comfy.get)
-            checks.append((f"at NFE {n} the best PAS row beats every ComfyUI built-in",
-                           pas[best_pas] < comfy[best_comfy],
-                           f"{best_pas} {pas[best_pas]:.{digits}f} vs {best_comfy} {comfy[best_comfy]:.{digits}f}"))
+            best_pas, best_comfy = min(pas, key=pas.get), min(comfy, key=comfy.get)
+            margin = 1 - pas[best_pas] / comfy[best_comfy]
+            wanted = 0.10 if metric == "rmse" else 0.0
+            target = f"at NFE {n} the best PAS row beats every ComfyUI built-in" + (
+                " by at least 10%" if wanted else "")
+            checks.append((target, margin > wanted,
+                           f"{best_pas} {pas[best_pas]:.{digits}f} vs {best_comfy} {comfy[best_comfy]:.{digits}f} "
+                           f"({-margin:+.1%})"))
     return checks
+
+
+def summary_table(rows):
+    """Best PAS row against the best built-in at each NFE, on FID (where scored) and on RMSE."""
+    lines = ["| NFE | metric | best PAS row | value | best built-in | value | change |", "|---|---|---|---|---|---|---|"]
+    for nfe in sorted({r["nfe"] for r in rows if r["nfe"] > 0}):
+        for metric, digits in (("fid", 2), ("rmse", 4)):
+            pas = [r for r in rows if r["nfe"] == nfe and r["method"].endswith("+PAS") and metric in r]
+            comfy = [r for r in rows if r["nfe"] == nfe and r["method"].startswith("comfy ") and metric in r]
+            if not pas or not comfy:
+                continue
+            best_pas, best_comfy = min(pas, key=lambda r: r[metric]), min(comfy, key=lambda r: r[metric])
+            change = best_pas[metric] / best_comfy[metric] - 1
+            lines.append(f"| {nfe} | {metric.upper()} | {best_pas['method']} | {best_pas[metric]:.{digits}f} | "
+                         f"{best_comfy['method']} | {best_comfy[metric]:.{digits}f} | {change:+.1%} |")
+    return "\n".join(lines) if len(lines) > 2 else "No built-in rows to compare."
 
 
 def format_targets(checks, metric="FID"):

@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ["--nfe", "4", "--train", "6", "--eval", "6", "--teacher-nfe", "8", "--reference-nfe", "8", "--no-fid", "--batch", "1",
-        "--save-samples", "--builtins"]
+        "--save-samples", "--builtins", "--solvers", "euler", "ipndm"]
 
 
 def run(args, out, processes=1, **env_extra):
@@ -29,13 +29,14 @@ def run(args, out, processes=1, **env_extra):
 def test_two_process_run_equals_single_process(tmp_path):
     printed = run(TINY, tmp_path / "one")
     run(TINY, tmp_path / "two", processes=2)
-    assert "| 4 | euler+PAS |" in printed
+    assert "| 4 | euler+PAS | euler |" in printed
     one, two = load_file(str(tmp_path / "one" / "samples.safetensors")), load_file(str(tmp_path / "two" / "samples.safetensors"))
-    assert one.keys() == two.keys() and {"euler+PAS@4", "ipndm3+PAS@4", "teacher@0"} <= set(one)
+    assert one.keys() == two.keys() and {"euler+PAS@4", "ipndm+PAS@4", "comfy ipndm@4", "teacher@0"} <= set(one)
     for key in one:
         assert torch.equal(one[key], two[key]), key  # batch 1: every seed is evaluated alone in both runs
     rows = json.loads((tmp_path / "one" / "results.json").read_text())["rows"]
-    assert {r["method"] for r in rows} >= {"euler", "euler+PAS", "ipndm3", "ipndm3+PAS"}
+    assert {r["method"] for r in rows} == {"teacher (Heun 8 NFE)", "comfy euler", "euler+PAS", "comfy ipndm",
+                                           "ipndm+PAS"}
     assert (tmp_path / "one" / "coords" / "euler_nfe4.safetensors").is_file()
     assert (tmp_path / "one" / "error_curve_euler_nfe4.png").is_file()
     written = (tmp_path / "one" / "results.md").read_text()
@@ -61,7 +62,7 @@ def test_two_process_fid_equals_single_process(tmp_path):
     for name in ("one", "two"):
         for row in json.loads((tmp_path / name / "results.json").read_text())["rows"]:
             rows.setdefault(row["method"], []).append(row["fid"])
-    assert set(rows) == {"teacher (Heun 6 NFE)", "euler", "euler+PAS"}
+    assert set(rows) == {"teacher (Heun 6 NFE)", "comfy euler", "euler+PAS"}
     for method, (single, sharded) in rows.items():
         assert np.isfinite(single) and single > 0, method
         assert abs(single - sharded) <= 1e-3 * single, (method, single, sharded)
@@ -80,24 +81,30 @@ def test_overlapping_seeds_are_refused(tmp_path):
 
 
 def test_target_checks_judge_hand_made_rows():
-    from train_tools.reproduce import format_targets, target_checks
+    from train_tools.reproduce import fid_keys, format_targets, summary_table, target_checks
 
     def row(method, nfe, fid):
         return {"method": method, "nfe": nfe, "fid": fid, "rmse": fid / 100}
 
     rows = [row("teacher (Heun 200 NFE)", 0, 10.0),
-            row("euler", 5, 40.0), row("euler+PAS", 5, 30.0), row("ipndm3", 5, 20.0), row("ipndm3+PAS", 5, 20.0),
-            row("comfy deis", 5, 25.0), row("comfy dpmpp_2m", 5, 21.0),
-            row("euler", 8, 30.0), row("euler+PAS", 8, 15.0), row("ipndm3", 8, 12.0), row("ipndm3+PAS", 8, 12.5),
-            row("euler", 10, 20.0), row("euler+PAS", 10, 10.5)]
+            row("comfy euler", 5, 40.0), row("euler+PAS", 5, 30.0), row("comfy deis", 5, 25.0),
+            row("deis+PAS", 5, 22.0), row("comfy dpmpp_2m", 5, 24.0), row("dpmpp_2m+PAS", 5, 24.5),
+            row("comfy uni_pc", 5, 35.0),
+            row("comfy euler", 8, 30.0), row("euler+PAS", 8, 15.0), row("comfy deis", 8, 16.0)]
     checks = {target: (met, evidence) for target, met, evidence in target_checks(rows)}
-    assert checks["euler+PAS improves on euler at every NFE"][0] is True
-    # -50% at NFE 8 is enough, -47.5% at NFE 10 is not
-    assert checks["euler+PAS at least halves euler at NFE 8-10"] == (False, "NFE 8: -50%, NFE 10: -48%")
-    assert checks["ipndm+PAS is never worse than ipndm"][0] is False  # 12.0 -> 12.5 at NFE 8
+    assert checks["every solver+PAS is never worse than the same solver uncorrected"] == (
+        False, "dpmpp_2m+PAS NFE 5: 24.00 -> 24.50")
     assert checks["at NFE 5 the best PAS row beats every ComfyUI built-in"] == (
-        True, "ipndm3+PAS 20.00 vs comfy dpmpp_2m 21.00")
-    assert not any("NFE 6" in target for target in checks)  # no built-in rows at NFE 6
+        True, "deis+PAS 22.00 vs comfy dpmpp_2m 24.00 (-8.3%)")
+    rmse_checks = {target: met for target, met, _ in target_checks(rows, "rmse")}
+    assert rmse_checks["at NFE 5 the best PAS row beats every ComfyUI built-in by at least 10%"] is False  # -8.3%
+    assert rmse_checks["at NFE 8 the best PAS row beats every ComfyUI built-in by at least 10%"] is False  # -6.25%
     text = format_targets(target_checks(rows))
-    assert text.count("MISSED") == 2 and text.count("* met") == 2
+    assert text.count("MISSED") == 1 and text.count("* met") == 2
+    assert "| 5 | FID | deis+PAS | 22.00 | comfy dpmpp_2m | 24.00 | -8.3% |" in summary_table(rows)
     assert format_targets(target_checks([{"method": "euler", "nfe": 5, "rmse": 0.1}])) == "Targets: no FID rows to judge."
+    # contenders: the teacher, every built-in, and the two best PAS rows by RMSE at each NFE
+    assert set(fid_keys(rows, "contenders")) == {("teacher", 0), ("comfy euler", 5), ("comfy deis", 5),
+                                                 ("comfy dpmpp_2m", 5), ("comfy uni_pc", 5), ("deis+PAS", 5),
+                                                 ("dpmpp_2m+PAS", 5), ("comfy euler", 8), ("comfy deis", 8),
+                                                 ("euler+PAS", 8)}
