@@ -5,6 +5,7 @@ Never imports ComfyUI: torch, numpy and safetensors only (matplotlib for plot.py
 from .coords import PASCoordinates
 from .grids import edm_sigmas, refine_sigmas
 from .sampler import sample_pas
+from .schedule import learn_schedule
 from .search import train_pas
 
-__all__ = ["PASCoordinates", "edm_sigmas", "refine_sigmas", "sample_pas", "train_pas"]
+__all__ = ["PASCoordinates", "edm_sigmas", "learn_schedule", "refine_sigmas", "sample_pas", "train_pas"]

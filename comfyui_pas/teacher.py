@@ -45,14 +45,19 @@ def as_denoiser(model, extra_args=None, per_sample_args=None, chunk_size=None, t
     return model if isinstance(model, Denoiser) else Denoiser(model, extra_args, per_sample_args, chunk_size, tick)
 
 
-def heun_states(model, x, grid, keep_every, extra_args=None, per_sample_args=None, rows=None, tick=None):
-    """Run Heun over `grid` from x; return the states at indices 0, keep_every, 2*keep_every, ..."""
+def heun_states(model, x, grid, keep_every, extra_args=None, per_sample_args=None, rows=None, tick=None,
+                kept_outputs=None):
+    """Run Heun over `grid` from x; return the states at indices 0, keep_every, 2*keep_every, ...
+
+    kept_outputs, a list, receives the model output (denoised) at each kept index where a step starts."""
     denoiser = as_denoiser(model, extra_args, per_sample_args, tick=tick)
     kept = [x]
     values = grid.tolist()
     for k in range(len(values) - 1):
         sigma, sigma_next = grid[k].to(x.dtype), grid[k + 1].to(x.dtype)
         denoised = denoiser(x, sigma, rows)
+        if kept_outputs is not None and k % keep_every == 0:
+            kept_outputs.append(denoised)
         if values[k + 1] == 0:
             x = denoised
         else:

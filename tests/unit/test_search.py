@@ -5,6 +5,8 @@ import pytest
 import torch
 
 from comfyui_pas import PASCoordinates, edm_sigmas, sample_pas, train_pas
+from comfyui_pas.search import teacher_targets
+from comfyui_pas.teacher import Denoiser
 from train_tools.seeds import seeded_noise
 
 SIGMAS = edm_sigmas(8)
@@ -29,7 +31,8 @@ def trajectory_states(model, x, coords):
 
 
 @pytest.mark.parametrize("parameterization", ["absolute", "relative"])
-@pytest.mark.parametrize("solver, max_order", [("euler", 1), ("ipndm", 3)])
+@pytest.mark.parametrize("solver, max_order", [("euler", 1), ("ipndm", 3), ("ipndm_v", 4), ("deis", 3),
+                                               ("dpmpp_2m", None), ("res_multistep", None)])
 @pytest.mark.parametrize("loss", ["l2", "l1"])
 def test_planted_coordinates_are_recovered_at_only_those_steps(gmm, parameterization, solver, max_order, loss):
     truth = planted(parameterization, solver, max_order)
@@ -122,3 +125,36 @@ def test_bad_inputs_give_clear_errors(gmm):
         train_pas(gmm, x[:1], SIGMAS)
     with pytest.raises(ValueError, match="loss"):
         train_pas(gmm, x, SIGMAS, loss="lpips")
+
+
+def test_one_training_serves_several_grids_from_one_teacher_run(gmm):
+    """Grids of 4, 5 and 6 steps: one Heun run over their union; each entry equals a single-grid training
+    on the same teacher states, and the sampler picks the entry of the grid it is given."""
+    grids = [edm_sigmas(n) for n in (4, 5, 6)]
+    x = seeded_noise(range(16), (96,)) * grids[0][0]
+    calls = []
+
+    def counting(points, sigma, **extra):
+        calls.append(points.shape[0])
+        return gmm(points, sigma, **extra)
+
+    coords, report = train_pas(counting, x, grids, solver="deis", teacher_nfe=40)
+    assert coords.step_counts == [4, 5, 6] and len(report["grids"]) == 3
+    union = len(torch.unique(torch.cat(grids)))
+    teacher = report["teacher_model_calls"]
+    assert teacher == 16 * 2 * (union - 1) * (report["settings"]["teacher"]["substeps"] + 1)
+    assert report["model_calls"] == sum(calls)
+    union_targets, _ = teacher_targets(Denoiser(gmm), x, grids, 40, report["settings"]["teacher"]["substeps"])
+    for grid, entry, targets in zip(grids, coords.grids, union_targets, strict=True):
+        single, _ = train_pas(gmm, x, grid, solver="deis", targets=targets)
+        assert single.steps == entry.steps
+        torch.testing.assert_close(single.coordinates, entry.coordinates)
+        out = sample_pas(gmm, x[:3], grid.float(), solver="deis", coords=coords)
+        torch.testing.assert_close(out, sample_pas(gmm, x[:3], grid.float(), solver="deis", coords=single))
+    with pytest.raises(ValueError, match="covers 4, 5, 6 steps"):
+        sample_pas(gmm, x[:2], edm_sigmas(8), solver="deis", coords=coords)
+
+
+def test_grids_of_one_training_must_share_the_start(gmm):
+    with pytest.raises(ValueError, match="same sigma"):
+        train_pas(gmm, torch.zeros(8, 96), [edm_sigmas(4), edm_sigmas(4, sigma_max=40.0)])
