@@ -11,6 +11,9 @@ from .nodes import NODES
 
 register_model_folder()
 
+# Served by ComfyUI at /extensions/<pack folder>/; web/docs/<node id>.md are the frontend's node help pages.
+WEB_DIRECTORY = "./web"
+
 
 class PASExtension(ComfyExtension):
     async def get_node_list(self) -> list[type[io.ComfyNode]]:

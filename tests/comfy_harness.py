@@ -80,8 +80,9 @@ class ComfyServer:
 
 
 @contextlib.contextmanager
-def running_server(base: Path, packs: dict[str, Path]):
-    """Start main.py on a free loopback port with `packs` linked into base/custom_nodes; stop it by PID."""
+def running_server(base: Path, packs: dict[str, Path], extra_args: tuple[str, ...] = ()):
+    """Start main.py on a free loopback port with `packs` linked into base/custom_nodes; stop it by PID.
+    `extra_args` go to main.py after the defaults (e.g. the browser tests' --front-end-root)."""
     custom_nodes = base / "custom_nodes"
     custom_nodes.mkdir(parents=True, exist_ok=True)
     for name, path in packs.items():
@@ -91,7 +92,7 @@ def running_server(base: Path, packs: dict[str, Path]):
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     command = [sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port),
                "--base-directory", str(base), "--disable-api-nodes", "--database-url", "sqlite:///:memory:",
-               "--preview-method", "none", "--disable-auto-launch"]
+               "--preview-method", "none", "--disable-auto-launch", *extra_args]
     with open(log_path, "wb") as log:
         process = subprocess.Popen(command, cwd=COMFYUI_DIR, env=env, stdout=log, stderr=subprocess.STDOUT)
     server = ComfyServer(base, port, process, log_path)

@@ -55,19 +55,35 @@ export async function openComfy(browser, url, { width = 1600, height = 900 } = {
   return { context, page, problems };
 }
 
-// Close any open dialog (template browser, notices): Escape, then a click on the mask outside it.
+// Open dialogs in both frontend generations: PrimeVue's .p-dialog (frontend 1.32; it has role=dialog and a
+// .p-dialog-mask around it) and the newer frontends' dialogs, which are [role=dialog] without PrimeVue.
+export const DIALOG_SELECTOR = '[role=dialog], .p-dialog-mask';
+
+export async function openDialogCount(page) {
+  return page.evaluate((selector) => [...document.querySelectorAll(selector)]
+    .filter((element) => element.checkVisibility()).length, DIALOG_SELECTOR);
+}
+
+// Close any open dialog (template browser, notices): Escape, then (PrimeVue) a click on the mask outside it.
 export async function closeDialogs(page) {
   for (let i = 0; i < 4; i++) {
-    if (!(await page.locator('.p-dialog-mask').count())) return;
-    if (i % 2 === 0) {
-      await page.keyboard.press('Escape');
-    } else {
+    if (!(await openDialogCount(page))) return;
+    if (i % 2 === 1 && await page.locator('.p-dialog-mask').count()) {
       const { height } = page.viewportSize();
       await page.mouse.click(8, height - 10);
+    } else {
+      await page.keyboard.press('Escape');
     }
     await page.waitForTimeout(400);
   }
-  if (await page.locator('.p-dialog-mask').count()) throw new Error('a dialog over the canvas does not close');
+  if (await openDialogCount(page)) throw new Error('a dialog over the canvas does not close');
+}
+
+// What the frontend flags on the canvas: the newer frontends' error overlay ("N issues found", e.g. for
+// missing models); frontend 1.32 has none and marks nodes (node.has_errors) instead.
+export async function errorOverlayText(page) {
+  return page.evaluate(() => [...document.querySelectorAll('[data-testid=error-overlay]')]
+    .filter((element) => element.checkVisibility()).map((element) => element.innerText.trim()));
 }
 
 // Load a UI-format workflow through the frontend's own loader; returns what the page saw.
@@ -80,10 +96,17 @@ export async function loadWorkflow(page, workflow, name) {
   }, { workflow, name });
 }
 
+// The queue ("Run") button: its test id in newer frontends, where more than one button is named "Run";
+// frontend 1.32 has no test id on it but only one button of that name.
+export async function runButton(page) {
+  const byTestId = page.getByTestId('queue-button');
+  return (await byTestId.count()) ? byTestId : page.getByRole('button', { name: 'Run', exact: true });
+}
+
 // Press the frontend's Run button and wait until the server reports the prompt finished.
 export async function runFromPage(page, timeoutMs) {
   await page.evaluate(() => { window.__pasRun = { ...window.__pasRun, executed: {}, status: null, error: null, promptId: null }; });
-  await page.getByRole('button', { name: 'Run', exact: true }).click();
+  await (await runButton(page)).click();
   await page.waitForFunction(() => window.__pasRun.status !== null, null, { timeout: timeoutMs, polling: 250 });
   return page.evaluate(() => window.__pasRun);
 }
@@ -142,16 +165,47 @@ export async function nodesScreenRect(page, ids = [], pad = 12) {
 // Open the frontend's template browser on this pack's section; returns the card titles and image sizes.
 export async function packTemplates(page, packName, expected) {
   await page.getByRole('button', { name: 'Templates', exact: true }).click();
-  const dialog = page.locator('.p-dialog');
+  const dialog = page.locator('[role=dialog]');
   await dialog.getByText(packName, { exact: true }).first().click();
   await page.waitForFunction((expected) => {
-    const images = [...document.querySelectorAll('.p-dialog img')];
+    const images = [...document.querySelectorAll('[role=dialog] img')];
     return images.length >= expected && images.every((img) => img.complete && img.naturalWidth > 0);
   }, expected, { timeout: 30_000, polling: 250 });
   const cards = await page.evaluate(() => ({
-    titles: [...document.querySelectorAll('.p-dialog h3')].map((h) => h.innerText.trim()),
-    images: [...document.querySelectorAll('.p-dialog img')].map((img) => [img.naturalWidth, img.naturalHeight]),
+    titles: [...document.querySelectorAll('[role=dialog] h3')].map((h) => h.innerText.trim()),
+    images: [...document.querySelectorAll('[role=dialog] img')].map((img) => [img.naturalWidth, img.naturalHeight]),
   }));
   await closeDialogs(page);
   return cards;
+}
+
+// Open the frontend's help page for a node of this type, as a user does: select the node and press the
+// selection toolbox's info button (data-testid=info-button in both frontend generations). Frontend 1.32
+// shows the help in the node library sidebar, newer ones in the right-hand panel's Info tab; both render
+// it in .node-help-content. Waits until the panel shows `expected`; returns the panel's text.
+export async function nodeHelp(page, type, expected, timeoutMs = 30_000) {
+  await page.evaluate((type) => {
+    const { app, LiteGraph } = window;
+    app.graph.clear();
+    const node = LiteGraph.createNode(type);
+    node.pos = [700, 300];
+    app.graph.add(node);
+    app.canvas.ds.scale = 1;
+    app.canvas.ds.offset = [0, 0];
+    app.canvas.selectNode(node);
+    app.graph.setDirtyCanvas(true, true);
+  }, type);
+  await page.getByTestId('info-button').first().click({ timeout: 15_000 });
+  // The panel's visible text, whitespace collapsed (rendered markdown wraps lines differently).
+  const panelText = () => page.evaluate(() => [...document.querySelectorAll('.node-help-content')]
+    .filter((element) => element.checkVisibility())
+    .map((element) => element.innerText.replace(/\s+/g, ' ').trim()).join(' '));
+  try {
+    await page.waitForFunction((expected) => [...document.querySelectorAll('.node-help-content')]
+      .some((element) => element.checkVisibility() && element.innerText.replace(/\s+/g, ' ').includes(expected)),
+    expected, { timeout: timeoutMs, polling: 250 });
+  } catch {
+    // the caller judges the text it got
+  }
+  return panelText();
 }

@@ -1,12 +1,19 @@
 """Browser tests: the real ComfyUI server and frontend, driven by Debian's headless Chromium.
 
-Set-up comes from `make browser` (scripts/setup_browser.sh: apt's chromium, npm ci here). Nothing is
-skipped: a missing browser, Node.js or npm package fails the test with the reason and the fix.
+Set-up comes from `make browser` (scripts/setup_browser.sh: apt's chromium, npm ci here;
+scripts/setup_frontends.sh: the newer frontend). Nothing is skipped: a missing browser, Node.js, npm
+package or frontend fails the test with the reason and the fix.
+The server fixture is parametrized over two frontends, served by the same ComfyUI host: the
+comfyui-frontend-package that ComfyUI pins (in .venv) and the newer one that scripts/setup_frontends.sh
+pins and installs under .cache/ (given to main.py as --front-end-root).
 """
 from __future__ import annotations
 
+import dataclasses
+import importlib.metadata
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -20,6 +27,28 @@ from comfy_harness import PACK_NAME, REPO, require_host, running_server  # noqa:
 HERE = Path(__file__).resolve().parent
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 SETUP_HINT = "run `make browser` (scripts/setup_browser.sh)"
+FRONTENDS_SCRIPT = REPO / "scripts" / "setup_frontends.sh"
+# Files the example workflows name in model widgets: without them the newer frontend reports missing
+# models (the tests never load them; empty placeholders in the server's base directory suffice).
+PLACEHOLDER_MODELS = ("checkpoints/v1-5-pruned-emaonly-fp16.safetensors",
+                      "pas/sd15/pas_euler_6steps_00001.safetensors")
+
+
+@dataclasses.dataclass(frozen=True)
+class Frontend:
+    version: str
+    root: Path | None  # None: the package in .venv that ComfyUI serves by default (its pin)
+
+    @property
+    def pinned(self) -> bool:
+        return self.root is None
+
+
+def frontends() -> list[Frontend]:
+    pinned = importlib.metadata.version("comfyui-frontend-package")
+    newer = re.search(r"^NEWER_FRONTEND=(\S+)$", FRONTENDS_SCRIPT.read_text(), re.M).group(1)
+    root = REPO / ".cache" / f"frontend-{newer}" / "comfyui_frontend_package" / "static"
+    return [Frontend(pinned, None), Frontend(newer, root)]
 
 require_host()
 os.environ["OMP_NUM_THREADS"] = "1"
@@ -48,13 +77,28 @@ def node_driver():
 
 
 # ---- the server side -------------------------------------------------------------------------------
+@pytest.fixture(scope="session", params=frontends(), ids=lambda f: f"frontend-{f.version}")
+def frontend(request) -> Frontend:
+    """Which frontend the server serves; every browser test runs once per frontend."""
+    fe = request.param
+    if fe.root is not None and not (fe.root / "index.html").is_file():
+        pytest.fail(f"frontend {fe.version} is not installed at {fe.root}: run `make browser` "
+                    f"(scripts/setup_frontends.sh)", pytrace=False)
+    return fe
+
+
 @pytest.fixture(scope="session")
-def comfy_ui_server(tmp_path_factory):
-    """ComfyUI with this pack linked into custom_nodes/, serving its frontend package."""
-    base = tmp_path_factory.mktemp("comfy_browser_base")
+def comfy_ui_server(frontend, tmp_path_factory):
+    """ComfyUI with this pack linked into custom_nodes/, serving `frontend`."""
+    base = tmp_path_factory.mktemp("comfy_browser_base_" + frontend.version.replace(".", "_"))
+    for name in PLACEHOLDER_MODELS:
+        (base / "models" / name).parent.mkdir(parents=True, exist_ok=True)
+        (base / "models" / name).touch()
     # An existing user: no first-run template browser over the canvas, no minimap in screenshots.
     settings = base / "user" / "default" / "comfy.settings.json"
     settings.parent.mkdir(parents=True)
     settings.write_text(json.dumps({"Comfy.TutorialCompleted": True, "Comfy.Minimap.Visible": False}))
-    with running_server(base, {PACK_NAME: REPO}) as server:
+    extra = ("--front-end-root", str(frontend.root)) if frontend.root else ()
+    with running_server(base, {PACK_NAME: REPO}, extra_args=extra) as server:
+        server.frontend = frontend
         yield server

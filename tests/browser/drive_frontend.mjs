@@ -1,15 +1,17 @@
 // Browser half of tests/browser/test_frontend_workflows.py: loads every workflow in the real ComfyUI
 // frontend, checks node types and links as the page sees them, converts each to an API prompt with the
-// frontend's own graphToPrompt, then runs the demo workflow with the Run button and takes a screenshot.
-// usage: node drive_frontend.mjs CONFIG.json   (url, chromium, workflows[], run, screenshot, report)
+// frontend's own graphToPrompt, runs the demo workflow with the Run button and takes a screenshot, then
+// opens the node help page of each node in config.help.
+// usage: node drive_frontend.mjs CONFIG.json   (url, chromium, workflows[], run, screenshot, help[], report)
 import fs from 'node:fs';
 import path from 'node:path';
 import {
-  closeDialogs, fitGraph, launchBrowser, openComfy, packTemplates, runFromPage, waitForPreviews,
+  DIALOG_SELECTOR, closeDialogs, errorOverlayText, fitGraph, launchBrowser, nodeHelp, openComfy, packTemplates,
+  runFromPage, waitForPreviews,
 } from './comfy_page.mjs';
 
 const config = JSON.parse(fs.readFileSync(process.argv[2], 'utf8'));
-const report = { workflows: {}, run: null, pageProblems: [], timings: {} };
+const report = { frontendVersion: null, workflows: {}, run: null, help: {}, pageProblems: [], timings: {} };
 const started = Date.now();
 const lap = (name) => { report.timings[name] = (Date.now() - started) / 1000; };
 
@@ -19,7 +21,7 @@ function writeReport() {
 
 // Everything the page can tell about a loaded workflow: missing types, broken links, the API prompt.
 async function inspect(page, workflow, name) {
-  return page.evaluate(async ({ workflow, name }) => {
+  const seen = await page.evaluate(async ({ workflow, name, dialogSelector }) => {
     const { app, LiteGraph } = window;
     window.__pasMissing = [];
     await app.loadGraphData(workflow, true, true, name);
@@ -51,10 +53,12 @@ async function inspect(page, workflow, name) {
       }
       if (n.has_errors) problems.push(`${n.type}#${n.id}: the frontend marked the node as having errors`);
     }
-    // Every link stored in the file must have survived loading with the same endpoints.
+    // Every link stored in the file must have survived loading with the same endpoints. Node ids are
+    // compared as strings: newer frontends hold a link's origin_id/target_id as strings, 1.32 as numbers.
+    const same = (a, b) => String(a) === String(b);
     for (const [id, originId, originSlot, targetId, targetSlot] of workflow.links ?? []) {
       const l = linkById.get(id);
-      if (!l || l.origin_id !== originId || l.origin_slot !== originSlot || l.target_id !== targetId || l.target_slot !== targetSlot) {
+      if (!l || !same(l.origin_id, originId) || l.origin_slot !== originSlot || !same(l.target_id, targetId) || l.target_slot !== targetSlot) {
         problems.push(`file link ${id} (${originId}:${originSlot} -> ${targetId}:${targetSlot}) was dropped or changed on load`);
       }
     }
@@ -68,10 +72,13 @@ async function inspect(page, workflow, name) {
     return {
       missing: window.__pasMissing, unregistered, problems, linkCount: links.length,
       nodes: g.nodes.map((n) => ({ id: n.id, type: n.type, mode: n.mode, virtual: Boolean(n.isVirtualNode) })),
-      dialogs: document.querySelectorAll('.p-dialog').length,
+      dialogs: [...document.querySelectorAll(dialogSelector)].filter((element) => element.checkVisibility()).length,
       output,
     };
-  }, { workflow, name });
+  }, { workflow, name, dialogSelector: DIALOG_SELECTOR });
+  await page.waitForTimeout(500);  // the newer frontends' error overlay follows the load
+  seen.errorOverlay = await errorOverlayText(page);
+  return seen;
 }
 
 let browser;
@@ -79,6 +86,7 @@ try {
   browser = await launchBrowser(config.chromium);
   lap('browser_started');
   const { page, problems } = await openComfy(browser, config.url);
+  report.frontendVersion = await page.evaluate(() => window.__COMFYUI_FRONTEND_VERSION__ ?? null);
   lap('frontend_ready');
   for (const file of config.workflows) {
     const name = path.basename(file, '.json');
@@ -110,6 +118,12 @@ try {
       await page.screenshot({ path: config.screenshot });
       lap('screenshot');
     }
+  }
+  // Last, so that the help panel is not in the screenshot.
+  await closeDialogs(page);
+  for (const { type, expected } of config.help ?? []) {
+    report.help[type] = await nodeHelp(page, type, expected);
+    lap(`help_${type}`);
   }
   report.pageProblems = problems;
 } catch (error) {

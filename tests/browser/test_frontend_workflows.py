@@ -3,13 +3,16 @@
 One browser session (drive_frontend.mjs) loads every workflows/*.json through the frontend's own loader,
 records missing node types and link problems as the page sees them, converts each graph with the
 frontend's graphToPrompt, then presses Run on the demo workflow, waits for its images and saves a
-screenshot (docs/images/ui_demo_workflow.png, shown in the README). The tests below judge that record
-and check the results over HTTP.
+screenshot (docs/images/ui_demo_workflow.png, shown in the README), and last opens each PAS node's help
+page (web/docs/<node id>.md). The tests below judge that record and check the results over HTTP.
+Everything runs once per frontend (the `frontend` fixture in conftest.py: ComfyUI's pinned frontend and a
+newer one).
 """
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -29,6 +32,20 @@ SCREENSHOT = REPO / "docs" / "images" / "ui_demo_workflow.png"
 UPDATE_SCREENSHOT = os.environ.get("PAS_UPDATE_SCREENSHOT") == "1"
 DRIVER_TIMEOUT = 420
 PREVIEWS = {"Euler, 5 steps (no PAS)", "Euler + PAS, 5 steps", "Reference: Heun, 30 steps", "PAS error per step"}
+# The node help pages: the frontend fetches /extensions/<pack folder>/docs/<node id>/<locale>.md, then
+# /extensions/<pack folder>/docs/<node id>.md (both the pinned 1.32 and the newer frontend).
+HELP_DOCS = sorted((REPO / "web" / "docs").glob("*.md"))
+
+
+def help_ids():
+    return [path.stem for path in HELP_DOCS]
+
+
+def help_intro(path: Path) -> str:
+    """The first paragraph after the title as the help panel shows it: markup gone, whitespace collapsed."""
+    paragraphs = [p.strip() for p in path.read_text().split("\n\n") if p.strip()]
+    intro = next(p for p in paragraphs if not p.startswith("#"))
+    return re.sub(r"\s+", " ", intro.replace("**", "").replace("`", "")).strip()
 
 
 def workflow_ids():
@@ -41,12 +58,13 @@ def object_info(comfy_ui_server):
 
 
 @pytest.fixture(scope="session")
-def page_report(node_driver, comfy_ui_server, tmp_path_factory):
-    """Run the browser once for the whole module; the report holds what the page saw."""
+def page_report(node_driver, comfy_ui_server, frontend, tmp_path_factory):
+    """Run the browser once per frontend; the report holds what the page saw."""
     out = tmp_path_factory.mktemp("browser")
     config = {"url": comfy_ui_server.url, "chromium": CHROMIUM, "workflows": [str(p) for p in WORKFLOWS],
               "run": str(REPO / "workflows" / f"{DEMO}.json"), "screenshot": str(out / "ui_demo_workflow.png"),
-              "report": str(out / "report.json"), "runTimeoutMs": 300_000, "packName": PACK_NAME}
+              "report": str(out / "report.json"), "runTimeoutMs": 300_000, "packName": PACK_NAME,
+              "help": [{"type": path.stem, "expected": help_intro(path)} for path in HELP_DOCS]}
     (out / "config.json").write_text(json.dumps(config))
     started = time.monotonic()
     result = subprocess.run([node_driver, str(HERE / "drive_frontend.mjs"), str(out / "config.json")],
@@ -58,7 +76,7 @@ def page_report(node_driver, comfy_ui_server, tmp_path_factory):
     report = json.loads(report_path.read_text())
     report["wall_s"] = time.monotonic() - started
     report["screenshot_path"] = config["screenshot"]
-    if UPDATE_SCREENSHOT and Path(config["screenshot"]).is_file():
+    if UPDATE_SCREENSHOT and frontend.pinned and Path(config["screenshot"]).is_file():
         SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(config["screenshot"], SCREENSHOT)
     return report
@@ -83,6 +101,10 @@ def test_server_lists_the_workflows_as_templates(comfy_ui_server):
     for name in workflow_ids():
         served = json.loads(comfy_ui_server.get_raw(f"/api/workflow_templates/{PACK_NAME}/{name}.json"))
         assert served == json.loads((REPO / "workflows" / f"{name}.json").read_text())
+
+
+def test_the_page_runs_the_frontend_under_test(page_report, frontend):
+    assert page_report["frontendVersion"] == frontend.version
 
 
 def test_page_raised_no_uncaught_errors(page_report):
@@ -111,6 +133,7 @@ def test_workflow_loads_with_every_node_known_and_every_link_valid(page_report, 
     assert seen["unregistered"] == []
     assert seen["problems"] == []
     assert seen["dialogs"] == 0, "a dialog (missing nodes / load error) opened over the canvas"
+    assert seen["errorOverlay"] == [], "the frontend flags problems (missing models?) over the canvas"
     workflow = json.loads((REPO / "workflows" / f"{name}.json").read_text())
     assert len(seen["nodes"]) == len(workflow["nodes"])
     assert seen["linkCount"] == len(workflow["links"]) > 0
@@ -154,7 +177,7 @@ def test_demo_workflow_runs_from_the_page_and_shows_its_images(page_report, comf
     assert trained, "the PAS Trainer saved no coordinates file"
 
 
-def test_screenshot_of_the_finished_demo(page_report):
+def test_screenshot_of_the_finished_demo(page_report, frontend):
     from PIL import Image
 
     path = Path(page_report["screenshot_path"])
@@ -163,7 +186,7 @@ def test_screenshot_of_the_finished_demo(page_report):
         assert image.format == "PNG" and image.size == (1600, 900)
         colours = image.convert("L").getextrema()
         assert colours[1] - colours[0] > 100  # not a blank page
-    if UPDATE_SCREENSHOT:
+    if UPDATE_SCREENSHOT and frontend.pinned:  # the README shows the pinned frontend
         assert SCREENSHOT.read_bytes() == path.read_bytes()
 
 
@@ -182,3 +205,27 @@ def test_frontend_api_prompt_runs_over_http(page_report, comfy_ui_server):
     assert trainer and not cached & set(trainer), "the trainer did not run again (served from cache)"
     outputs = entry["outputs"]
     assert sum(len(o.get("images", [])) for o in outputs.values()) == 3 * 8 + 1
+
+
+def test_every_pas_node_has_a_help_page(object_info):
+    """One web/docs/<node id>.md per node of this pack, and none for a node that does not exist."""
+    ours = sorted(name for name, info in object_info.items() if info["python_module"] == f"custom_nodes.{PACK_NAME}")
+    assert {"PAS_Sampler", "PAS_Trainer", "PAS_LoadCoordinates"} <= set(ours)
+    assert help_ids() == ours
+
+
+@pytest.mark.parametrize("name", help_ids())
+def test_server_serves_the_help_page_where_the_frontend_looks(comfy_ui_server, name):
+    served = comfy_ui_server.get_raw(f"/extensions/{PACK_NAME}/docs/{name}.md")
+    assert served == (REPO / "web" / "docs" / f"{name}.md").read_bytes()
+
+
+@pytest.mark.parametrize("name", help_ids())
+def test_node_help_panel_shows_the_help_page(page_report, name):
+    """The help the page shows after select node -> info button is our markdown, not the fallback
+    (the node's description and inputs, which the frontend shows when no page is found)."""
+    shown = page_report["help"][name]
+    path = REPO / "web" / "docs" / f"{name}.md"
+    title = path.read_text().splitlines()[0].removeprefix("# ")
+    assert shown.startswith(title), f"the help panel shows {shown[:300]!r}"
+    assert help_intro(path) in shown, f"the help panel shows {shown[:300]!r}"
