@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import re
 from datetime import datetime, timezone
 
 import comfy.model_management
@@ -19,7 +18,8 @@ import comfy.utils
 import folder_paths
 import torch
 
-from .comfyui_pas.coords import PASCoordinates
+from .comfyui_pas.coords import PASCoordinates, save_numbered
+from .comfyui_pas.schedule import learn_schedule
 from .comfyui_pas.search import train_pas
 
 log = logging.getLogger("comfyui_pas")
@@ -75,13 +75,14 @@ def output_stem(prefix: str) -> str:
     return target
 
 
-def next_output_path(prefix: str) -> str:
-    """models/pas/<prefix>_NNNNN.safetensors with the next free counter; the prefix may hold sub-folders."""
+def save_output(coords: PASCoordinates, prefix: str) -> str:
+    """Save to models/pas/<prefix>_NNNNN.safetensors, claiming the next free counter atomically.
+
+    Two trainers or two ComfyUI instances on one models folder saving with the same prefix get distinct
+    files: a name taken meanwhile is skipped, never overwritten (comfyui_pas.coords.save_numbered).
+    """
     folder, stem = os.path.split(output_stem(prefix))
-    os.makedirs(folder, exist_ok=True)
-    pattern = re.compile(re.escape(stem) + r"_(\d{5})" + re.escape(FILE_SUFFIX) + "$")
-    taken = [int(m.group(1)) for m in map(pattern.match, os.listdir(folder)) if m]
-    return os.path.join(folder, f"{stem}_{max(taken, default=0) + 1:05d}{FILE_SUFFIX}")
+    return save_numbered(coords, folder, stem)
 
 
 # ---- training inside ComfyUI's sampler ------------------------------------------------------------
@@ -163,8 +164,22 @@ def chunk_size_for(guider, x) -> int:
         need = guider.inner_model.memory_required([rows_per_trajectory] + list(x.shape[1:]))
     except (AttributeError, NotImplementedError):  # a model without a memory estimate: no chunking
         return count
-    free = comfy.model_management.get_free_memory(guider.model_patcher.load_device)
+    free = free_memory(guider.model_patcher)
     return int(max(1, min(count, (0.8 * free) // max(1.0, float(need)))))
+
+
+def free_memory(patcher) -> float:
+    """Free memory on the patcher's load device, asked the way the host wants it asked.
+
+    Newer ComfyUI has ModelPatcher.get_free_memory(device), which also counts what dynamic VRAM can give
+    back and is what its own samplers call; it warns against model_management.get_free_memory from model
+    code. Older hosts (0.3.75) lack the method: there model_management.get_free_memory is the query.
+    """
+    device = patcher.load_device
+    query = getattr(patcher, "get_free_memory", None)
+    if callable(query):
+        return query(device)
+    return comfy.model_management.get_free_memory(device)
 
 
 def training_start(model, latent: dict, trajectories: int, seed: int):
@@ -191,19 +206,56 @@ def run_with_model(model, positives: list, negative, cfg: float, latent: dict, s
     return sampler.result
 
 
-def train(model, positives: list, negative, cfg: float, latent: dict, sigmas: torch.Tensor, *, trajectories: int,
-          seed: int, **train_options):
-    """PAS teacher and search inside ComfyUI, with a ProgressBar over both phases. Returns (coords, report)."""
-    progress_bar = comfy.utils.ProgressBar(1)
+def scheduler_grids(model, scheduler: str, step_counts: list[int]) -> list[torch.Tensor]:
+    """One grid per step count, each exactly as BasicScheduler computes it (denoise 1)."""
+    model_sampling = model.get_model_object("model_sampling")
+    return [comfy.samplers.calculate_sigmas(model_sampling, scheduler, steps).cpu() for steps in step_counts]
 
-    def progress(done, total):
-        progress_bar.update_absolute(done, total)
+
+class PhasedProgress:
+    """One ComfyUI progress bar over consecutive phases whose sizes are known when each starts."""
+
+    def __init__(self):
+        self.bar = comfy.utils.ProgressBar(1)
+        self.offset, self.expected_rest = 0, 0
+
+    def phase(self, expected_rest: int = 0):
+        """A progress(done, total) callback for the next phase; expected_rest estimates the phases after it."""
+        offset = self.offset
+
+        def progress(done, total):
+            self.bar.update_absolute(offset + done, offset + total + expected_rest)
+            self.offset = offset + total
+        return progress
+
+    def finish(self):
+        self.bar.update_absolute(self.bar.total)  # the search may skip calls the estimate counted
+
+
+def train(model, positives: list, negative, cfg: float, latent: dict, grids: list[torch.Tensor], *,
+          trajectories: int, seed: int, learn_steps: int | None = None, **train_options):
+    """PAS teacher and search inside ComfyUI on one or several grids (one teacher run), or on a schedule learned
+    first from the same teacher (learn_steps). One ProgressBar covers the run. Returns (coords, report)."""
+    progress = PhasedProgress()
+    solver_args = {key: train_options[key] for key in ("solver", "max_order") if key in train_options}
 
     def job(denoiser, x, sigmas, **model_args):
-        return train_pas(denoiser, x, sigmas, progress=progress, **model_args, **train_options)
+        if not learn_steps:
+            return train_pas(denoiser, x, grids if len(grids) > 1 else grids[0], progress=progress.phase(),
+                             **model_args, **train_options)
+        model_sampling = model.get_model_object("model_sampling")
+        learned, schedule = learn_schedule(
+            denoiser, x, learn_steps, sigma_min=float(model_sampling.sigma_min),
+            sigma_max=float(model_sampling.sigma_max), append_zero=True,
+            progress=progress.phase(expected_rest=trajectories * learn_steps * 2), **solver_args, **model_args)
+        coords, report = train_pas(denoiser, x, learned.to(x.dtype), targets=schedule.pop("targets"),
+                                   progress=progress.phase(), **model_args, **train_options)
+        report["schedule"] = schedule
+        coords.metadata["schedule"] = {k: schedule[k] for k in ("objective", "chosen", "local_cost", "model_calls")}
+        return coords, report
 
-    result = run_with_model(model, positives, negative, cfg, latent, sigmas, trajectories, seed, job)
-    progress_bar.update_absolute(progress_bar.total)  # the search may skip calls the estimate counted
+    result = run_with_model(model, positives, negative, cfg, latent, grids[0], trajectories, seed, job)
+    progress.finish()
     return result
 
 

@@ -10,12 +10,14 @@ from comfy_api.latest import io, ui
 
 from . import comfy_bridge as bridge
 from .comfyui_pas.coords import PASCoordinates
+from .comfyui_pas.grids import parse_step_counts
 from .comfyui_pas.sampler import sample_pas
 from .comfyui_pas.search import DEFAULT_N_BASIS
 from .comfyui_pas.solvers import ORDER, SOLVER_CLASSES, SOLVERS, canonical_solver, solver_tooltip
 
 log = logging.getLogger("comfyui_pas")
 
+GRID_MODES = ("sigmas", "scheduler", "learned")
 CATEGORY = "sampling/custom_sampling/pas"
 PASCoords = io.Custom("PAS_COORDS")
 SOLVER_TOOLTIP = solver_tooltip() + " euler is DDIM in ComfyUI's sigma form."
@@ -94,8 +96,9 @@ class PASTrainer(io.ComfyNode):
                                tooltip="CFG scale; use the one you will sample with."),
                 io.Latent.Input("latent", tooltip="Its size sets the trajectory shape; a non-empty latent is "
                                                   "noised as in img2img (rows cycled over the trajectories)."),
-                io.Sigmas.Input("sigmas", tooltip="The student grid from any scheduler node: the exact sigmas "
-                                                  "you will sample with (steps, scheduler, denoise, splits)."),
+                io.Sigmas.Input("sigmas", optional=True,
+                                tooltip="grid 'sigmas': the student grid from any scheduler node, the exact sigmas "
+                                        "you will sample with (steps, scheduler, denoise, splits)."),
                 io.Combo.Input("solver", options=list(SOLVERS), default="euler", tooltip=SOLVER_TOOLTIP),
                 io.Int.Input("max_order", default=0, min=0, max=ORDER_LIMIT, tooltip=ORDER_TOOLTIP),
                 io.Int.Input("trajectories", default=16, min=4, max=4096,
@@ -124,28 +127,44 @@ class PASTrainer(io.ComfyNode):
                                       "'positive'."),
                 io.String.Input("prompts", optional=True, multiline=True, default="",
                                 tooltip="One prompt per line, cycled over the trajectories (needs a CLIP)."),
+                io.Combo.Input("grid", options=list(GRID_MODES), default=GRID_MODES[0], optional=True,
+                               tooltip="sigmas: train on the connected SIGMAS. scheduler: one file for every step "
+                                       "count in 'steps', each grid as BasicScheduler computes it with 'scheduler' "
+                                       "(one teacher run serves them all). learned: learn a schedule with the "
+                                       "first count in 'steps' from the teacher (GITS-style), then train on it."),
+                io.Combo.Input("scheduler", options=list(comfy.samplers.SCHEDULER_NAMES), default="karras",
+                               optional=True, tooltip="The ComfyUI scheduler for grid 'scheduler'."),
+                io.String.Input("steps", default="4-8", optional=True,
+                                tooltip="Step counts for grid 'scheduler' ('4-12', '5,6,8') or the one count for "
+                                        "grid 'learned'."),
             ],
             outputs=[
                 PASCoords.Output(display_name="pas_coords"),
                 io.Image.Output(display_name="error_curve"),
+                io.Sigmas.Output(display_name="sigmas",
+                                 tooltip="The grid it trained on (the first of several): wire it to the sampler."),
             ],
         )
 
     @classmethod
-    def execute(cls, model, positive, negative, cfg, latent, sigmas, solver, max_order, trajectories, seed,
-                teacher_nfe, n_basis, loss, tolerance, filename_prefix, clip=None, prompts="") -> io.NodeOutput:
+    def execute(cls, model, positive, negative, cfg, latent, sigmas=None, solver="euler", max_order=0, trajectories=16,
+                seed=0, teacher_nfe=100, n_basis=DEFAULT_N_BASIS, loss="l1", tolerance=0.01, filename_prefix="PAS",
+                clip=None, prompts="", grid=None, scheduler="karras", steps="4-8") -> io.NodeOutput:
         prompt_list = [line.strip() for line in (prompts or "").splitlines() if line.strip()]
         if prompt_list and clip is None:
             raise ValueError("The PAS Trainer got a prompt list but no CLIP: connect a CLIP (text encoder) "
                              "or clear the prompts to use 'positive'.")
         positives = [encode(clip, text) for text in prompt_list] if prompt_list else [positive]
         bridge.output_stem(filename_prefix)  # a bad prefix fails before training, not after
+        grids, learn_steps = student_grids(model, grid or GRID_MODES[0], sigmas, scheduler, steps)
         metadata = {"cfg": cfg, "seed": seed, "prompts": prompt_list, "trained_at": bridge.timestamp(),
-                    **bridge.describe_model(model)}
+                    "grid_mode": grid or GRID_MODES[0], **bridge.describe_model(model)}
+        if grid in ("scheduler", "learned"):
+            metadata["scheduler"] = scheduler if grid == "scheduler" else "learned"
         coords, report = bridge.train(
-            model, positives, negative, cfg, latent, sigmas, trajectories=trajectories, seed=seed,
-            metadata=metadata, solver=solver, max_order=max_order or None, n_basis=n_basis, loss=loss,
-            tolerance=tolerance, teacher_nfe=teacher_nfe)
+            model, positives, negative, cfg, latent, grids, trajectories=trajectories, seed=seed,
+            learn_steps=learn_steps, metadata=metadata, solver=solver, max_order=max_order or None,
+            n_basis=n_basis, loss=loss, tolerance=tolerance, teacher_nfe=teacher_nfe)
         path = bridge.save_output(coords, filename_prefix)
         name = os.path.relpath(path, bridge.pas_directory())
         summary = f"Saved {name}: {coords.describe()}\n{training_summary(report)}"
@@ -153,7 +172,22 @@ class PASTrainer(io.ComfyNode):
         from .comfyui_pas.plot import error_curve_image  # matplotlib: imported only when a training ran
 
         image = torch.from_numpy(error_curve_image(report)).float().div(255.0).unsqueeze(0)
-        return io.NodeOutput(coords, image, ui=ui.PreviewText(summary))
+        return io.NodeOutput(coords, image, coords.sigmas.float(), ui=ui.PreviewText(summary))
+
+
+def student_grids(model, mode: str, sigmas, scheduler: str, steps: str):
+    """(grids, learn_steps) for the PAS Trainer's grid mode; learn_steps is None unless mode is 'learned'."""
+    if mode == "sigmas":
+        if sigmas is None:
+            raise ValueError("The PAS Trainer's grid is 'sigmas' but no SIGMAS are connected: connect a scheduler "
+                             "node, or set grid to 'scheduler' (step counts) or 'learned'.")
+        return [sigmas], None
+    counts = parse_step_counts(steps)
+    if mode == "learned":
+        if len(counts) != 1:
+            raise ValueError(f"grid 'learned' learns one schedule: give one step count, not {steps!r}")
+        return bridge.scheduler_grids(model, "karras", counts), counts[0]
+    return bridge.scheduler_grids(model, scheduler, counts), None
 
 
 def training_summary(report: dict) -> str:
@@ -181,8 +215,14 @@ class PASLoadCoordinates(io.ComfyNode):
             description="Loads a PAS coordinates file from models/pas/ and shows what it was trained for.",
             is_output_node=True,
             inputs=[io.Combo.Input("coordinates", options=bridge.coordinate_files(),
-                                   tooltip="A trained file from models/pas/.")],
-            outputs=[PASCoords.Output(display_name="pas_coords")],
+                                   tooltip="A trained file from models/pas/."),
+                    io.Int.Input("steps", default=0, min=0, max=1000, optional=True,
+                                 tooltip="Which grid of a file that covers several step counts: its step count; "
+                                         "0 = the first grid.")],
+            outputs=[PASCoords.Output(display_name="pas_coords"),
+                     io.Sigmas.Output(display_name="sigmas",
+                                      tooltip="The sigmas stored in the file for that grid: wire them to the "
+                                              "sampler so grid and coordinates always match.")],
         )
 
     @classmethod
@@ -190,9 +230,13 @@ class PASLoadCoordinates(io.ComfyNode):
         return bridge.file_fingerprint(coordinates)
 
     @classmethod
-    def execute(cls, coordinates) -> io.NodeOutput:
+    def execute(cls, coordinates, steps=0) -> io.NodeOutput:
         coords = bridge.load_coordinates(coordinates)
-        return io.NodeOutput(coords, ui=ui.PreviewText(describe_file(coordinates, coords)))
+        chosen = [grid for grid in coords.grids if not steps or grid.n_steps == steps]
+        if not chosen:
+            raise ValueError(f"{coordinates} covers {', '.join(map(str, coords.step_counts))} steps, not {steps}: "
+                             "set steps to one of them (or 0 for the first).")
+        return io.NodeOutput(coords, chosen[0].sigmas.float(), ui=ui.PreviewText(describe_file(coordinates, coords)))
 
 
 def describe_file(name: str, coords: PASCoordinates) -> str:

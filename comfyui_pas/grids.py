@@ -73,3 +73,32 @@ def format_sigmas(sigmas, limit: int = 12) -> str:
     if len(shown) > limit:
         shown = shown[: limit // 2] + ["..."] + shown[-(limit // 2):]
     return "[" + ", ".join(shown) + "]"
+
+
+MAX_STEP_COUNTS = 32
+
+
+def parse_step_counts(text: str, low: int = 1, high: int = 200) -> list[int]:
+    """'4-8' -> [4, 5, 6, 7, 8]; '5,6,8' -> [5, 6, 8]; both mixed ('4-6, 10'). Sorted, without repeats."""
+    counts = set()
+    for part in str(text).replace(" ", "").split(","):
+        if not part:
+            continue
+        bounds = part.split("-")
+        try:
+            if len(bounds) == 1:
+                first = last = int(bounds[0])
+            elif len(bounds) == 2:
+                first, last = int(bounds[0]), int(bounds[1])
+            else:
+                raise ValueError
+        except ValueError:
+            raise ValueError(f"step counts {text!r}: {part!r} is neither a number nor a range like 4-8") from None
+        if first > last or first < low or last > high:
+            raise ValueError(f"step counts {text!r}: {part!r} must lie within {low}-{high}, smallest first")
+        counts.update(range(first, last + 1))
+    if not counts:
+        raise ValueError(f"no step counts in {text!r}: write e.g. '4-8' or '5,6,8'")
+    if len(counts) > MAX_STEP_COUNTS:
+        raise ValueError(f"step counts {text!r} give {len(counts)} grids; at most {MAX_STEP_COUNTS} per file")
+    return sorted(counts)

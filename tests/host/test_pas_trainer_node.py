@@ -247,3 +247,60 @@ def test_trains_on_img2img_and_split_grids(nodes, pas_dir, tiny_models, conditio
     assert torch.isfinite(result["samples"]).all()
     torch.testing.assert_close(PASCoordinates.load(pas_dir / name).sigmas, sigmas.double())
     assert out.result[0].n_steps == len(sigmas) - 1
+
+
+def test_scheduler_mode_trains_one_file_for_every_step_count(nodes, pas_dir, tiny_models, conditioning):
+    """grid 'scheduler': one teacher run, one file, each grid exactly BasicScheduler's; the loader's SIGMAS pick
+    a grid and the sampler corrects on it."""
+    model = tiny_models("eps")
+    positive, negative = conditioning
+    latent = {"samples": torch.zeros(1, 4, 8, 8)}
+    out = nodes.PASTrainer.execute(model, positive, negative, CFG, latent, None, "deis", 0, 8, 2, 16, 2, "l1", 0.0,
+                                   "multi", grid="scheduler", scheduler="simple", steps="4-5,7")
+    coords, _, trained_sigmas = out.result
+    assert coords.step_counts == [4, 5, 7]
+    for grid, steps in zip(coords.grids, (4, 5, 7), strict=True):
+        torch.testing.assert_close(grid.sigmas, ncs.BasicScheduler.execute(model, "simple", steps, 1.0).result[0].double())
+    torch.testing.assert_close(trained_sigmas, coords.sigmas.float())
+    loaded, sigmas = nodes.PASLoadCoordinates.execute("multi_00001.safetensors", 5).result
+    assert len(sigmas) == 6 and loaded.step_counts == [4, 5, 7]
+    sampler = nodes.PASSampler.execute("deis", 0, "multi_00001.safetensors").result[0]
+    assert torch.isfinite(sample(model, sampler, sigmas, conditioning)).all()
+    with pytest.raises(ValueError, match="covers 4, 5, 7 steps"):
+        nodes.PASLoadCoordinates.execute("multi_00001.safetensors", 6)
+    with pytest.raises(ValueError, match="covers 4, 5, 7 steps"):
+        sample(model, sampler, karras(model, 6), conditioning)
+
+
+def test_learned_mode_outputs_the_grid_it_trained_on(nodes, pas_dir, tiny_models, conditioning):
+    model = tiny_models("flow")
+    positive, negative = conditioning
+    latent = {"samples": torch.zeros(1, 4, 8, 8)}
+    updates = []
+    original = comfy.utils.ProgressBar.update_absolute
+
+    def record(self, value, total=None, preview=None):
+        updates.append((value, total if total is not None else self.total))
+        return original(self, value, total, preview)
+
+    comfy.utils.ProgressBar.update_absolute = record
+    try:
+        out = nodes.PASTrainer.execute(model, positive, negative, CFG, latent, None, "euler", 0, 8, 3, 16, 2,
+                                       "l1", 0.0, "learned", grid="learned", steps="5")
+    finally:
+        comfy.utils.ProgressBar.update_absolute = original
+    coords, _, sigmas = out.result
+    model_sampling = model.get_model_object("model_sampling")
+    assert len(sigmas) == 6 and float(sigmas[-1]) == 0.0
+    assert abs(float(sigmas[0]) - float(model_sampling.sigma_max)) < 1e-6
+    assert coords.metadata["schedule"]["objective"] == "local" and coords.metadata["scheduler"] == "learned"
+    assert updates[-1][0] == updates[-1][1] and all(v <= t for v, t in updates)
+    assert [v / t for v, t in updates] == sorted(v / t for v, t in updates)  # one bar, never going back
+    sampler = nodes.PASSampler.execute("euler", 0, "learned_00001.safetensors").result[0]
+    assert torch.isfinite(sample(model, sampler, sigmas, conditioning)).all()
+
+
+def test_sigmas_mode_needs_sigmas(nodes, tiny_models, conditioning):
+    model = tiny_models("eps")
+    with pytest.raises(ValueError, match="no SIGMAS are connected"):
+        train_node(nodes, model, conditioning, None, "nosigmas")

@@ -54,3 +54,15 @@ def test_final_euler_step_onto_zero_counts_once():
 def test_bad_grids_are_rejected(bad, message):
     with pytest.raises(ValueError, match=message):
         check_sigmas(bad)
+
+
+def test_parse_step_counts():
+    from comfyui_pas.grids import parse_step_counts
+
+    assert parse_step_counts("4-8") == [4, 5, 6, 7, 8]
+    assert parse_step_counts("5,6,8") == [5, 6, 8]
+    assert parse_step_counts(" 10, 4-5 ,5") == [4, 5, 10]
+    for bad, message in [("", "no step counts"), ("4-", "neither"), ("a", "neither"), ("8-4", "smallest first"),
+                         ("0-3", "within"), ("1-40", "at most")]:
+        with pytest.raises(ValueError, match=message):
+            parse_step_counts(bad)
