@@ -180,8 +180,13 @@ class Bench:
         self.model.calls = 0
         coords, report = train_pas(self.model, self.train_x(rep, count), self.spec.sigmas(nfe), solver=solver,
                                    max_order=order, targets=targets, chunk_size=self.spec.chunk_size, **s)
+        # The teacher is shared between settings (computed once per rep, NFE and teacher NFE, then sliced), so
+        # report["model_calls"] counts the search only; a run of its own would add exactly count x teacher NFE
+        # (one Heun run on the same refined grid; tests/unit/test_ab_study.py checks it).
+        if report["model_calls"] != self.model.calls:
+            raise AssertionError(f"train_pas reports {report['model_calls']} calls, the model saw {self.model.calls}")
         cost = {"n_train": count, "teacher_nfe": info["nfe"], "teacher_calls": count * info["nfe"],
-                "search_calls": self.model.calls, "calls": count * info["nfe"] + self.model.calls,
+                "search_calls": report["model_calls"], "calls": count * info["nfe"] + report["model_calls"],
                 "search_seconds": report["search_seconds"]}
         return coords, report, cost
 

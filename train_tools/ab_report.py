@@ -5,10 +5,22 @@ from __future__ import annotations
 
 import statistics
 
+from comfyui_pas.solvers import ORDER, SOLVER_CLASSES
+
+# A grid may cost at most this many model calls per training run (issue 11), counted at the largest NFE.
+CALL_CAP = 1000
+
+
+def solver_label(solver, order):
+    """'euler', 'ipndm3', 'deis3', 'dpmpp_2m': the solver, with its order where it has one."""
+    cls = SOLVER_CLASSES.get(solver)
+    has_order = cls is None or any(option.name == ORDER for option in cls.options)
+    return f"{solver}{order}" if has_order and order is not None else solver
+
 
 def case_name(solver, order, nfe):
-    """'euler 5', 'ipndm3 5': one solver at one NFE."""
-    return f"{solver if solver == 'euler' else f'ipndm{order}'} {nfe}"
+    """'euler 5', 'ipndm3 5', 'dpmpp_2m 5': one solver at one NFE."""
+    return f"{solver_label(solver, order)} {nfe}"
 
 
 def _mean(values):
@@ -31,6 +43,7 @@ def summarise(rows, key="setting"):
                     "gain": statistics.mean(r["gain"] for r in sub),
                     "median_change": statistics.mean(r["median_change"] for r in sub),
                     "worse": statistics.mean(r["worse"] for r in sub),
+                    "calls": statistics.mean(r["calls"] for r in sub),
                     "flips_plain": _mean(r.get("flips_plain") for r in sub),
                     "flips_pas": _mean(r.get("flips_pas") for r in sub)}
         reps = sorted({r["rep"] for r in mine})
@@ -62,6 +75,36 @@ def cheapest_within(summary, fraction=0.9, score=lambda s: s["mean_gain"]):
         return None
     keep = [s for s in summary if score(s) >= fraction * best]
     return min(keep, key=lambda s: (s["mean_calls"], -score(s)))
+
+
+def calls_at(s, nfe):
+    """Mean model calls per training run of a summarised setting at one NFE (over solvers and repetitions)."""
+    values = [c["calls"] for name, c in s["cases"].items() if name.rsplit(" ", 1)[-1] == str(nfe) and "calls" in c]
+    return statistics.mean(values) if values else None
+
+
+def largest_nfe(summary):
+    return max(int(name.rsplit(" ", 1)[-1]) for s in summary for name in s["cases"])
+
+
+def capped_choice(summary, cap=CALL_CAP, fraction=0.9, score=lambda s: s["mean_gain"]):
+    """(choice, nfe): the cheapest setting within `fraction` of the best score among those whose training run
+    costs at most `cap` model calls at the study's largest NFE (the most expensive grid); None if none."""
+    nfe = largest_nfe(summary)
+    best = max(score(s) for s in summary)
+    keep = [s for s in summary if best > 0 and score(s) >= fraction * best
+            and (calls_at(s, nfe) or float("inf")) <= cap]
+    return (min(keep, key=lambda s: (s["mean_calls"], -score(s))) if keep else None), nfe
+
+
+def calls_table(summary):
+    """Model calls per training run at each NFE (teacher + search + guard, mean over solvers and repetitions)."""
+    nfes = sorted({int(name.rsplit(" ", 1)[-1]) for s in summary for name in s["cases"]})
+    lines = ["| setting | " + " | ".join(f"NFE {n}" for n in nfes) + " | mean |", "|---" * (len(nfes) + 2) + "|"]
+    for s in summary:
+        cells = [f"{calls_at(s, n):,.0f}" if calls_at(s, n) is not None else "" for n in nfes]
+        lines.append(f"| {s['setting']} | " + " | ".join(cells) + f" | {s['mean_calls']:,.0f} |")
+    return "\n".join(lines)
 
 
 def median_gain(s):
@@ -101,8 +144,8 @@ def case_table(summary, field):
 
 def solver_table(rows):
     """Per setting and solver family: mean RMSE gain and median change over NFEs, and the 90% choices."""
-    families = list(dict.fromkeys(case_name(r["solver"], r["order"], "").strip() for r in rows))
-    parts = {f: summarise([r for r in rows if case_name(r["solver"], r["order"], "").strip() == f]) for f in families}
+    families = list(dict.fromkeys(solver_label(r["solver"], r["order"]) for r in rows))
+    parts = {f: summarise([r for r in rows if solver_label(r["solver"], r["order"]) == f]) for f in families}
     head = " | ".join(f"{f} mean gain | {f} median change" for f in families)
     lines = [f"| setting | {head} | model calls / run |", "|---" * (2 * len(families) + 2) + "|"]
     for i, s in enumerate(parts[families[0]]):
@@ -126,7 +169,9 @@ def study_markdown(study, rows, header):
              "Per solver (means over NFEs and repetitions):", "", solver_table(rows), "",
              "RMSE gain per case (%, mean over repetitions; positive = PAS closer to the reference):", "",
              case_table(summary, "gain"), "", "Median per-sample change per case (%, negative = better):", "",
-             case_table(summary, "median_change"), ""]
+             case_table(summary, "median_change"), "",
+             "Model calls per training run (counted: teacher + search + guard roll-outs; mean over solvers and "
+             "repetitions):", "", calls_table(summary), ""]
     if choice is not None:
         parts.append(f"Cheapest setting with >= 90% of the best mean RMSE gain: **{choice['setting']}** "
                      f"({pct(choice['mean_gain'])}, {choice['mean_calls']:,.0f} model calls per training run).")
@@ -134,7 +179,29 @@ def study_markdown(study, rows, header):
     if by_median is not None:
         parts.append(f"Cheapest setting with >= 90% of the best mean median improvement: **{by_median['setting']}** "
                      f"({pct(by_median['mean_median_change'])}, {by_median['mean_calls']:,.0f} model calls per run).")
+    capped, nfe = capped_choice(summary)
+    if capped is not None:
+        parts.append(f"Cheapest setting with >= 90% of the best mean RMSE gain and at most {CALL_CAP:,} model calls "
+                     f"per run at NFE {nfe}: **{capped['setting']}** ({pct(capped['mean_gain'])}, "
+                     f"{calls_at(capped, nfe):,.0f} calls at NFE {nfe}).")
+    else:
+        parts.append(f"No setting keeps >= 90% of the best mean RMSE gain within {CALL_CAP:,} model calls per run "
+                     f"at NFE {nfe}.")
     return "\n".join(parts) + "\n", summary
+
+
+def calls_markdown(rows, header):
+    """End-to-end training runs (teacher included): the model calls train_pas reports, against the formula."""
+    lines = ["### calls", "", header, "",
+             "| solver | NFE | N (held out) | teacher NFE: asked / actual | teacher calls | search calls | "
+             "guard roll-outs (bound) | report['model_calls'] | formula bound | accepted steps |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {solver_label(r['solver'], r['order'])} | {r['nfe']} | {r['n_train']} ({r['n_validation']}) | "
+                     f"{r['teacher_asked']} / {r['teacher_nfe']} | {r['teacher_calls']:,} | {r['search_calls']:,} | "
+                     f"{r['guard_calls']:,} ({r['guard_bound']:,}) | {r['model_calls']:,} | {r['bound']:,} | "
+                     f"{r['accepted']} |")
+    return "\n".join(lines) + "\n", None
 
 
 def subsets_markdown(rows, header):

@@ -8,9 +8,12 @@ settings), trajectories (training trajectories N), teacher (teacher NFE), basis 
 tolerance (acceptance rule), guard (share of the trajectories the validation guard holds out), budget
 (N x teacher NFE), transfer (coordinates used at another latent size), subsets (the baseline's accepted
 steps at one NFE, scored one subset at a time: which step helps or hurts), teacher-error (the teacher's
-own error against the reference, next to the plain solvers').
+own error against the reference, next to the plain solvers'), calls (end-to-end training runs of the
+baseline, teacher included: the model calls train_pas reports against the formula bound).
 Every study varies one knob of BASELINE (the library's defaults when the study was run) with
-N = --baseline-train and teacher --baseline-teacher, and trains on euler and ipndm (order 3) at every --nfe.
+N = --baseline-train and teacher --baseline-teacher (n_basis --baseline-n-basis), and trains on every
+--solvers entry (registry names of comfyui_pas.solvers, "name:order" for an order; default euler and
+ipndm order 3, the pair of the published tables) at every --nfe.
 
 Training seeds of repetition r are [r * 10000, r * 10000 + N); held-out seeds are [100000, 100000 + E),
 so they never overlap. Each held-out sample is scored against one high-accuracy Heun reference (its final
@@ -37,12 +40,14 @@ from functools import partial
 
 import torch
 
-from comfyui_pas import sample_pas
+from comfyui_pas import sample_pas, train_pas
 from comfyui_pas.coords import PASCoordinates
-from comfyui_pas.search import sample_errors
+from comfyui_pas.search import guard_model_calls, sample_errors
+from comfyui_pas.solvers import ORDER, SOLVERS, canonical_solver, solver_class, solver_options
 from comfyui_pas.teacher import teacher_states
-from train_tools.ab_bench import Bench, make_spec
+from train_tools.ab_bench import Bench, CountingModel, make_spec
 from train_tools.ab_report import (
+    calls_markdown,
     case_name,
     study_markdown,
     subsets_markdown,
@@ -52,7 +57,21 @@ from train_tools.ab_report import (
 from train_tools.bench_gmm import EVAL_SEED_OFFSET
 from train_tools.metrics import pooled_rmse
 
-SOLVERS = (("euler", 1), ("ipndm", 3))
+# The solver pair of the published tables (issue 6): euler and ipndm with order 3.
+DEFAULT_SOLVERS = ("euler", "ipndm:3")
+
+
+def parse_solver(spec):
+    """'deis' -> ('deis', 3) (the registry's default order), 'ipndm:3' -> ('ipndm', 3), 'euler' -> ('euler', None):
+    a registry solver and its order (None for solvers without one)."""
+    name, _, order = str(spec).partition(":")
+    name = canonical_solver(name)
+    has_order = any(option.name == ORDER for option in solver_class(name).options)
+    if order and not has_order:
+        raise ValueError(f"solver {name} has no order option (got {spec!r})")
+    if not has_order:
+        return name, None
+    return name, solver_options(name, int(order) if order else None)[ORDER]
 
 # The baseline each study varies one knob of: the library's defaults when the study was run (docs/ab-study.md),
 # fixed here so that the published tables reproduce whatever the library's defaults become.
@@ -61,7 +80,15 @@ BASELINE = {"parameterization": "relative", "n_basis": 4, "loss": "l1", "toleran
 
 
 def baseline(args):
-    return dict(BASELINE, n_train=args.baseline_train, teacher_nfe=args.baseline_teacher)
+    base = dict(BASELINE, n_train=args.baseline_train, teacher_nfe=args.baseline_teacher)
+    if getattr(args, "baseline_n_basis", None):
+        base["n_basis"] = args.baseline_n_basis
+    return base
+
+
+def solver_pairs(args):
+    """[(solver, order)] of --solvers (the published pair for runs recorded before the option existed)."""
+    return [parse_solver(spec) for spec in (getattr(args, "solvers", None) or DEFAULT_SOLVERS)]
 
 
 class Session:
@@ -70,6 +97,7 @@ class Session:
 
     def __init__(self, args, log):
         self.args, self.log, self._bench, self._logged = args, log, None, set()
+        self.solvers = solver_pairs(args)
 
     @property
     def bench(self):
@@ -106,7 +134,7 @@ def run_knobs(study, settings_of, session):
             for teacher_nfe in sorted({s["teacher_nfe"] for _, s in settings}):
                 bench.targets(rep, nfe, teacher_nfe, max(s["n_train"] for _, s in settings
                                                          if s["teacher_nfe"] == teacher_nfe))
-            for solver, order in SOLVERS:
+            for solver, order in session.solvers:
                 for label, setting in settings:
                     coords, report, cost = bench.train(setting, solver, order, nfe, rep)
                     row = dict(setting=label, config=setting, solver=solver, order=order, nfe=nfe, rep=rep,
@@ -157,7 +185,7 @@ def run_subsets(session):
     bench, args, log = session.bench, session.args, session.log
     rows = []
     for rep in range(args.first_rep, args.first_rep + args.reps):
-        for solver, order in SOLVERS:
+        for solver, order in session.solvers:
             for parameterization in args.parameterizations:
                 setting = dict(baseline(args), parameterization=parameterization)
                 coords, _, _ = bench.train(setting, solver, order, args.subset_nfe, rep)
@@ -188,7 +216,7 @@ def run_teacher_error(session):
     for nfe in args.nfe:
         sigmas = bench.spec.sigmas(nfe)
         row = {"nfe": nfe, "seeds": count}
-        for solver, order in SOLVERS:
+        for solver, order in session.solvers:
             final = sample_pas(bench.spec.model, x, sigmas, solver=solver, max_order=order)
             errors = sample_errors(final, reference)
             row[case_name(solver, order, "").strip()] = (pooled_rmse(errors), float(errors.median()))
@@ -199,6 +227,43 @@ def run_teacher_error(session):
             row[f"teacher {teacher_nfe}"] = (pooled_rmse(errors), float(errors.median()), info["nfe"])
         rows.append(row)
         log(f"  NFE {nfe}: {row}")
+    return rows
+
+
+# ---------------------------------------------------------------- what a training run costs, counted
+
+def run_calls(session):
+    """The baseline setting trained end to end (train_pas runs its own teacher) at every --nfe and solver:
+    report["model_calls"] (teacher included), checked against a counting wrapper, next to the formula bound
+    N x (teacher NFE + NFE) + n_val x (NFE + NFE (NFE - 1) / 2)."""
+    args, log = session.args, session.log
+    spec = make_spec(args.model)
+    bench = Bench(spec, 0, 0, evaluate=False)
+    setting = baseline(args)
+    count, teacher_asked = setting.pop("n_train"), setting.pop("teacher_nfe")
+    rows = []
+    for rep in range(args.first_rep, args.first_rep + args.reps):
+        x = bench.train_x(rep, count)
+        for nfe in args.nfe:
+            for solver, order in session.solvers:
+                counter = CountingModel(spec.model)
+                coords, report = train_pas(counter, x, spec.sigmas(nfe), solver=solver, max_order=order,
+                                           teacher_nfe=teacher_asked, chunk_size=spec.chunk_size, **setting)
+                if counter.calls != report["model_calls"]:
+                    raise AssertionError(f"train_pas reports {report['model_calls']} model calls, the model saw "
+                                         f"{counter.calls}")
+                n_val, teacher = report["settings"]["n_validation"], report["settings"]["teacher"]["nfe"]
+                teacher_calls = report["teacher_model_calls"]
+                guard_calls = report["model_calls"] - teacher_calls - count * nfe
+                guard_bound = guard_model_calls(n_val, nfe)
+                row = dict(solver=solver, order=order, nfe=nfe, rep=rep, n_train=count, n_validation=n_val,
+                           teacher_asked=teacher_asked, teacher_nfe=teacher, teacher_calls=teacher_calls,
+                           search_calls=report["model_calls"] - teacher_calls, guard_calls=guard_calls,
+                           guard_bound=guard_bound, model_calls=report["model_calls"],
+                           bound=count * (teacher + nfe) + guard_bound, accepted=coords.steps)
+                rows.append(row)
+                log(f"  rep {rep} {case_name(solver, order, nfe):11s} model calls {row['model_calls']} "
+                    f"(teacher {teacher_calls}, bound {row['bound']})")
     return rows
 
 
@@ -217,7 +282,7 @@ def run_transfer(session):
         for nfe in args.nfe:
             for bench in train_benches.values():
                 bench.forget_teachers()
-            for solver, order in SOLVERS:
+            for solver, order in session.solvers:
                 for parameterization in args.parameterizations:
                     setting = dict(base, parameterization=parameterization)
                     for train_size, train_bench in train_benches.items():
@@ -251,6 +316,7 @@ STUDIES = {
     "transfer": Study(run_transfer, transfer_markdown),
     "subsets": Study(run_subsets, subsets_markdown),
     "teacher-error": Study(run_teacher_error, teacher_error_markdown),
+    "calls": Study(run_calls, calls_markdown),
 }
 
 
@@ -280,6 +346,10 @@ def parse_args(argv=None):
     parser.add_argument("--reference-nfe", type=int, help="Heun calls of the reference that scores held-out samples")
     parser.add_argument("--baseline-train", type=int, help="training trajectories of the baseline (incl. the guard's 25%%)")
     parser.add_argument("--baseline-teacher", type=int, help="teacher NFE of the baseline")
+    parser.add_argument("--baseline-n-basis", type=int, help=f"n_basis of the baseline (default {BASELINE['n_basis']})")
+    parser.add_argument("--solvers", nargs="+", default=list(DEFAULT_SOLVERS),
+                        help=f"base solvers to train on: {', '.join(SOLVERS)}, 'name:order' for an order "
+                             "(default: euler ipndm:3)")
     parser.add_argument("--train-counts", type=int, nargs="+")
     parser.add_argument("--teacher-nfes", type=int, nargs="+")
     parser.add_argument("--basis", type=int, nargs="+")
@@ -302,7 +372,11 @@ def parse_args(argv=None):
     if args.out is None:
         args.out = os.path.join("out", "ab", args.model)
     if "all" in args.study:
-        args.study = list(STUDIES)
+        args.study = [name for name in STUDIES if name != "calls"]
+    try:
+        solver_pairs(args)
+    except ValueError as exc:
+        parser.error(f"--solvers: {exc}")
     return args
 
 

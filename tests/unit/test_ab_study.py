@@ -81,3 +81,53 @@ def test_tiny_study_end_to_end(tmp_path):
         path.unlink()
     ab_study.main(argv + ["--from-json"])  # every study's tables rebuilt from its JSON alone, unchanged
     assert {path.name: path.read_text() for path in tmp_path.glob("*.md")} == written
+
+
+def test_solver_specs_and_case_names():
+    assert ab_study.parse_solver("deis") == ("deis", 3)  # the registry's default order
+    assert ab_study.parse_solver("ipndm:3") == ("ipndm", 3)
+    assert ab_study.parse_solver("ddim") == ("euler", None)
+    assert ab_study.parse_solver("dpmpp_2m") == ("dpmpp_2m", None)
+    with pytest.raises(ValueError, match="no order option"):
+        ab_study.parse_solver("dpmpp_2m:2")
+    with pytest.raises(ValueError, match="unknown solver"):
+        ab_study.parse_solver("heun")
+    # the published tables' labels stay as they were
+    assert ab_report.case_name("euler", 1, 5) == "euler 5" and ab_report.case_name("ipndm", 3, 8) == "ipndm3 8"
+    assert ab_report.case_name("deis", 3, 5) == "deis3 5" and ab_report.case_name("dpmpp_2m", None, 5) == "dpmpp_2m 5"
+    assert ab_study.parse_args([]).solvers == list(ab_study.DEFAULT_SOLVERS)
+    with pytest.raises(SystemExit):
+        ab_study.parse_args(["--solvers", "nonsense"])
+
+
+def test_capped_choice_uses_the_calls_at_the_largest_nfe():
+    def setting(name, gain, calls_small, calls_large):
+        cases = {"euler 5": {"gain": gain, "calls": calls_small}, "euler 10": {"gain": gain, "calls": calls_large}}
+        return {"setting": name, "mean_gain": gain, "mean_calls": (calls_small + calls_large) / 2, "cases": cases}
+
+    summary = [setting("best", 0.50, 900, 2000), setting("ok", 0.46, 700, 990), setting("cheap", 0.30, 100, 200)]
+    choice, nfe = ab_report.capped_choice(summary, cap=1000)
+    assert nfe == 10 and choice["setting"] == "ok"
+    assert ab_report.capped_choice(summary, cap=500)[0] is None
+    assert ab_report.calls_at(summary[0], 5) == 900
+
+
+def test_budget_study_on_registry_solvers_counts_calls_with_the_teacher(tmp_path):
+    argv = ["--model", "gmm", "--study", "budget", "calls", "--nfe", "4", "--eval", "16", "--reps", "1",
+            "--reference-nfe", "40", "--check-reference", "0", "--baseline-train", "8", "--baseline-teacher", "16",
+            "--baseline-n-basis", "3", "--budget-counts", "8", "--budget-teachers", "8", "16",
+            "--solvers", "euler", "deis", "dpmpp_2m", "--quiet", "--out", str(tmp_path)]
+    ab_study.main(argv)
+    budget = json.loads((tmp_path / "budget.json").read_text())["rows"]
+    assert {(r["solver"], r["order"]) for r in budget} == {("euler", None), ("deis", 3), ("dpmpp_2m", None)}
+    assert all(r["config"]["n_basis"] == 3 for r in budget)
+    calls = json.loads((tmp_path / "calls.json").read_text())["rows"]
+    assert len(calls) == 3
+    for row in calls:  # an end-to-end run (its own teacher) costs what the budget study counts for it
+        same = [r for r in budget if r["solver"] == row["solver"] and r["config"]["teacher_nfe"] == 16]
+        assert len(same) == 1 and same[0]["calls"] == row["model_calls"]
+        assert row["teacher_calls"] == 8 * row["teacher_nfe"] and row["model_calls"] <= row["bound"]
+        assert 0 <= row["guard_calls"] <= row["guard_bound"]
+    text = (tmp_path / "budget.md").read_text()
+    assert "Model calls per training run" in text and "deis3 4" in text and "dpmpp_2m 4" in text
+    assert "at most 1,000 model calls per run at NFE 4" in text
