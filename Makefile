@@ -68,3 +68,12 @@ lint: venv
 
 screenshot: venv host browser   ## refresh docs/images/ui_demo_workflow.png from a real browser run
 	PAS_UPDATE_SCREENSHOT=1 $(PY) -m pytest tests/browser/test_frontend_workflows.py
+
+# comfy-cli in a venv of its own (it pulls many packages and no torch); its Registry parser reads pyproject.toml
+COMFYCLI_VENV := .cache/comfycli-venv
+COMFYCLI_VERSION ?= 1.23.0
+.PHONY: registry-check
+registry-check:       ## validate pyproject.toml with comfy-cli's own parser (scripts/registry_check.py)
+	@test -x $(COMFYCLI_VENV)/bin/comfy || { python3 -m venv $(COMFYCLI_VENV) && \
+		$(COMFYCLI_VENV)/bin/pip install -q comfy-cli==$(COMFYCLI_VERSION); }
+	$(COMFYCLI_VENV)/bin/python scripts/registry_check.py pyproject.toml
