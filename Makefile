@@ -4,7 +4,7 @@ PY := .venv/bin/python
 export OMP_NUM_THREADS ?= 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: venv host dataset fid-weights browser test test-unit test-host test-server test-browser demo bench bench-overhead \
+.PHONY: venv host dataset fid-weights browser test test-unit test-host test-server test-browser demo bench bench-overhead gpu-check \
 	ab-study reproduce train-model comfy lint screenshot
 
 venv:
@@ -45,6 +45,9 @@ demo: venv host dataset fid-weights
 bench: venv host   ## every solver with and without PAS on the mixture, then the per-solver correction overhead
 	$(PY) -m train_tools.bench_gmm --out out/bench_gmm.json
 	$(PY) -m train_tools.bench_overhead
+
+gpu-check:            ## on a CUDA machine (GPU_PYTHON): host tests on the GPU, SD1.5-size trainer, overhead per solver
+	@bash scripts/gpu_check.sh
 
 bench-overhead: venv host   ## the PAS correction's per-step cost next to an SD1.5 UNet call (CPU)
 	$(PY) -m train_tools.bench_overhead

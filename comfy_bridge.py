@@ -75,13 +75,14 @@ def output_stem(prefix: str) -> str:
     return target
 
 
-def save_output(coords: PASCoordinates, prefix: str) -> str:
-    """Save to models/pas/<prefix>_NNNNN.safetensors, claiming the next free counter atomically.
+def save_output(coords: PASCoordinates, stem_path: str) -> str:
+    """Save to <stem_path>_NNNNN.safetensors (stem_path from output_stem), claiming the next free counter
+    atomically.
 
     Two trainers or two ComfyUI instances on one models folder saving with the same prefix get distinct
     files: a name taken meanwhile is skipped, never overwritten (comfyui_pas.coords.save_numbered).
     """
-    folder, stem = os.path.split(output_stem(prefix))
+    folder, stem = os.path.split(stem_path)
     return save_numbered(coords, folder, stem)
 
 

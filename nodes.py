@@ -9,10 +9,10 @@ import torch
 from comfy_api.latest import io, ui
 
 from . import comfy_bridge as bridge
-from .comfyui_pas.coords import PASCoordinates
+from .comfyui_pas.coords import MAX_BASIS, PASCoordinates
 from .comfyui_pas.grids import parse_step_counts
 from .comfyui_pas.sampler import sample_pas
-from .comfyui_pas.search import DEFAULT_N_BASIS
+from .comfyui_pas.search import DEFAULT_N_BASIS, DEFAULT_TOLERANCE, LOSSES
 from .comfyui_pas.solvers import ORDER, SOLVER_CLASSES, SOLVERS, canonical_solver, solver_tooltip
 
 log = logging.getLogger("comfyui_pas")
@@ -112,12 +112,13 @@ class PASTrainer(io.ComfyNode):
                 io.Int.Input("teacher_nfe", default=100, min=4, max=2000,
                              tooltip="Model calls per trajectory for the Heun teacher (more is more accurate; "
                                      "24-48 suffice for euler, keep ~100 for ipndm: docs/ab-study.md)."),
-                io.Int.Input("n_basis", default=DEFAULT_N_BASIS, min=1, max=8,
+                io.Int.Input("n_basis", default=DEFAULT_N_BASIS, min=1, max=MAX_BASIS,
                              tooltip="Basis vectors per corrected step (the paper uses 4; 3 did as well or better "
                                      "in docs/ab-study.md)."),
-                io.Combo.Input("loss", options=["l1", "l2"], default="l1",
+                io.Combo.Input("loss", options=list(LOSSES), default=LOSSES[0],
                                tooltip="Distance to the teacher that the search minimises (the paper uses L1)."),
-                io.Float.Input("tolerance", default=0.01, min=0.0, max=1.0, step=0.001, round=0.0001,
+                io.Float.Input("tolerance", default=DEFAULT_TOLERANCE["relative"], min=0.0, max=1.0, step=0.001,
+                               round=0.0001,
                                tooltip="A step is corrected only if it lowers the loss by more than this "
                                        "fraction."),
                 io.String.Input("filename_prefix", default="PAS",
@@ -148,14 +149,15 @@ class PASTrainer(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, positive, negative, cfg, latent, sigmas=None, solver="euler", max_order=0, trajectories=16,
-                seed=0, teacher_nfe=100, n_basis=DEFAULT_N_BASIS, loss="l1", tolerance=0.01, filename_prefix="PAS",
+                seed=0, teacher_nfe=100, n_basis=DEFAULT_N_BASIS, loss=LOSSES[0],
+                tolerance=DEFAULT_TOLERANCE["relative"], filename_prefix="PAS",
                 clip=None, prompts="", grid=None, scheduler="karras", steps="4-8") -> io.NodeOutput:
         prompt_list = [line.strip() for line in (prompts or "").splitlines() if line.strip()]
         if prompt_list and clip is None:
             raise ValueError("The PAS Trainer got a prompt list but no CLIP: connect a CLIP (text encoder) "
                              "or clear the prompts to use 'positive'.")
         positives = [encode(clip, text) for text in prompt_list] if prompt_list else [positive]
-        bridge.output_stem(filename_prefix)  # a bad prefix fails before training, not after
+        stem = bridge.output_stem(filename_prefix)  # a bad prefix fails before training, not after
         grids, learn_steps = student_grids(model, grid or GRID_MODES[0], sigmas, scheduler, steps)
         metadata = {"cfg": cfg, "seed": seed, "prompts": prompt_list, "trained_at": bridge.timestamp(),
                     "grid_mode": grid or GRID_MODES[0], **bridge.describe_model(model)}
@@ -165,7 +167,7 @@ class PASTrainer(io.ComfyNode):
             model, positives, negative, cfg, latent, grids, trajectories=trajectories, seed=seed,
             learn_steps=learn_steps, metadata=metadata, solver=solver, max_order=max_order or None,
             n_basis=n_basis, loss=loss, tolerance=tolerance, teacher_nfe=teacher_nfe)
-        path = bridge.save_output(coords, filename_prefix)
+        path = bridge.save_output(coords, stem)
         name = os.path.relpath(path, bridge.pas_directory())
         summary = f"Saved {name}: {coords.describe()}\n{training_summary(report)}"
         log.info("PAS Trainer: %s", summary)

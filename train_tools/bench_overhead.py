@@ -41,12 +41,19 @@ SHAPE = (1, 4, 64, 64)
 STAND_IN_LOOPS = 20  # sample_pas runs per timing of the free stand-in denoiser
 
 
+def synchronize():
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
+
 def timed(fn, repeats):
-    """Median wall time of `repeats` calls of fn(), and all the times."""
+    """Median wall time of `repeats` calls of fn(), and all the times (the GPU's queue drained each time)."""
     times = []
     for _ in range(repeats):
+        synchronize()
         start = time.perf_counter()
         fn()
+        synchronize()
         times.append(time.perf_counter() - start)
     return statistics.median(times), times
 
@@ -61,9 +68,10 @@ def all_step_coords(sigmas, solver, max_order, n_basis, seed=0):
                           coordinates=coordinates)
 
 
-def sd15_denoiser(steps):
-    """(denoise(x, sigma), karras sigmas with `steps` steps) of the random SD1.5 UNet in a ModelPatcher."""
-    if not setup_comfy():
+def sd15_denoiser(steps, device="cpu"):
+    """(denoise(x, sigma), karras sigmas with `steps` steps) of the random SD1.5 UNet in a ModelPatcher, its
+    weights in the dtype ComfyUI picks for the device (fp16 on most GPUs)."""
+    if not setup_comfy(cpu=device == "cpu"):
         raise SystemExit(f"No ComfyUI host at {comfyui_dir()}: run `make host` (or set COMFYUI_DIR).")
     if str(TEST_PACKS) not in sys.path:
         sys.path.insert(0, str(TEST_PACKS))
@@ -71,12 +79,15 @@ def sd15_denoiser(steps):
     from pas_test_pack import tiny
 
     started = time.perf_counter()
-    patcher = tiny.make_model("eps", seed=0, unet_config=SD15_UNET)
-    model = patcher.model
+    import comfy.model_management
+
+    dtype = comfy.model_management.unet_dtype() if device != "cpu" else torch.float32
+    patcher = tiny.make_model("eps", seed=0, unet_config=dict(SD15_UNET, dtype=dtype))
+    model = patcher.model.to(device)
     params = sum(p.numel() for p in model.diffusion_model.parameters())
     print(f"SD1.5 UNet built: {params:,} parameters in {time.perf_counter() - started:.1f} s")
-    sigmas = comfy.samplers.calculate_sigmas(patcher.get_model_object("model_sampling"), "karras", steps).cpu()
-    context = torch.randn(1, 77, 768, generator=torch.Generator().manual_seed(1))
+    sigmas = comfy.samplers.calculate_sigmas(patcher.get_model_object("model_sampling"), "karras", steps).to(device)
+    context = torch.randn(1, 77, 768, generator=torch.Generator().manual_seed(1)).to(device)
 
     def denoise(x, sigma, **_):
         return model.apply_model(x, sigma, c_crossattn=context.expand(x.shape[0], -1, -1))
@@ -102,6 +113,7 @@ def parse_args(argv=None):
     parser.add_argument("--n-basis", type=int, default=4)
     parser.add_argument("--solvers", nargs="+", default=list(SOLVERS), choices=SOLVERS)
     parser.add_argument("--full-sampling", action="store_true", help="also time whole runs with the UNet")
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda for `make gpu-check`")
     return parser.parse_args(argv)
 
 
@@ -110,8 +122,8 @@ def main(argv=None):
     torch.manual_seed(0)
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, OMP_NUM_THREADS="
           f"{os.environ.get('OMP_NUM_THREADS')}")
-    denoise, sigmas = sd15_denoiser(options.steps)
-    x = torch.randn(SHAPE, generator=torch.Generator().manual_seed(2)) * float(sigmas[0])
+    denoise, sigmas = sd15_denoiser(options.steps, options.device)
+    x = (torch.randn(SHAPE, generator=torch.Generator().manual_seed(2)) * float(sigmas[0])).to(options.device)
     with torch.inference_mode():
         denoise(x, sigmas[:1])  # warm-up
         call_1, _ = timed(lambda: denoise(x, sigmas[:1]), options.repeats)

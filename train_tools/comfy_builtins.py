@@ -12,8 +12,8 @@ def comfyui_dir() -> Path:
     return Path(os.environ.get("COMFYUI_DIR", DEFAULT_COMFYUI_DIR))
 
 
-def setup_comfy() -> bool:
-    """Put the installed ComfyUI on sys.path, running on the CPU; False when it is not installed."""
+def setup_comfy(cpu: bool = True) -> bool:
+    """Put the installed ComfyUI on sys.path, on the CPU unless cpu=False; False when it is not installed."""
     root = comfyui_dir()
     if not (root / "comfy" / "k_diffusion" / "sampling.py").is_file():
         return False
@@ -21,7 +21,7 @@ def setup_comfy() -> bool:
         sys.path.insert(0, str(root))
     from comfy.cli_args import args
 
-    args.cpu = True  # must precede comfy.model_management's first import
+    args.cpu = cpu  # must precede comfy.model_management's first import
     return True
 
 

@@ -38,7 +38,8 @@ atexit.register(shutil.rmtree, BASE_DIR, ignore_errors=True)
 
 from comfy.cli_args import args  # noqa: E402
 
-args.cpu = True
+# `make gpu-check` sets PAS_TEST_DEVICE=cuda: ComfyUI then picks the GPU (and fp16 where it would).
+args.cpu = os.environ.get("PAS_TEST_DEVICE", "cpu") == "cpu"
 args.disable_api_nodes = True
 args.base_directory = str(BASE_DIR)
 
