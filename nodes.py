@@ -18,7 +18,27 @@ from .comfyui_pas.solvers import ORDER, SOLVER_CLASSES, SOLVERS, canonical_solve
 log = logging.getLogger("comfyui_pas")
 
 GRID_MODES = ("sigmas", "scheduler", "learned")
-CATEGORY = "sampling/custom_sampling/pas"
+def sampling_category() -> str:
+    """The PAS folder beside the host's own sampler folders, read from its KSamplerSelect node:
+    sampling/custom_sampling/pas on ComfyUI 0.3.x, model/sampling/pas on hosts (current ComfyUI) that file
+    their samplers, schedulers and guiders under model/sampling/."""
+    try:
+        from comfy_extras.nodes_custom_sampler import KSamplerSelect
+
+        samplers = KSamplerSelect.define_schema().category
+    except Exception:  # a host without that node or schema: the 0.3.x place
+        return "sampling/custom_sampling/pas"
+    return samplers.rsplit("/", 1)[0] + "/pas" if "/" in samplers else "sampling/custom_sampling/pas"
+
+
+def schema(**fields) -> io.Schema:
+    """io.Schema; search_aliases is passed only to hosts whose Schema has it (ComfyUI 0.3.75 does not)."""
+    if "search_aliases" not in getattr(io.Schema, "__dataclass_fields__", {}):
+        fields.pop("search_aliases", None)
+    return io.Schema(**fields)
+
+
+CATEGORY = sampling_category()
 PASCoords = io.Custom("PAS_COORDS")
 SOLVER_TOOLTIP = solver_tooltip() + " euler is DDIM in ComfyUI's sigma form."
 ORDERED = [cls for cls in SOLVER_CLASSES.values() if any(o.name == ORDER for o in cls.options)]
@@ -36,8 +56,10 @@ def coordinate_choices() -> list[str]:
 class PASSampler(io.ComfyNode):
     @classmethod
     def define_schema(cls):
-        return io.Schema(
+        return schema(
             node_id="PAS_Sampler",
+            search_aliases=["pas", "pas sampler", "ddim correction", "euler correction", "ipndm correction",
+                            "few step sampler"],
             display_name="PAS Sampler",
             category=CATEGORY,
             description=f"A base solver ({', '.join(SOLVERS)}; euler = DDIM) with PAS corrections, for "
@@ -80,8 +102,10 @@ class PASSampler(io.ComfyNode):
 class PASTrainer(io.ComfyNode):
     @classmethod
     def define_schema(cls):
-        return io.Schema(
+        return schema(
             node_id="PAS_Trainer",
+            search_aliases=["pas", "pas trainer", "sampler training", "train sampler", "ddim correction",
+                            "learn sampling coordinates"],
             display_name="PAS Trainer",
             category=CATEGORY,
             description="Learns PAS coordinates for this model, CFG and sigma grid from teacher trajectories, "
@@ -210,8 +234,9 @@ def encode(clip, text: str):
 class PASLoadCoordinates(io.ComfyNode):
     @classmethod
     def define_schema(cls):
-        return io.Schema(
+        return schema(
             node_id="PAS_LoadCoordinates",
+            search_aliases=["pas", "load pas", "pas coordinates", "sampler correction file"],
             display_name="PAS Load Coordinates",
             category=CATEGORY,
             description="Loads a PAS coordinates file from models/pas/ and shows what it was trained for.",
