@@ -66,10 +66,13 @@ def test_object_info_lists_the_pas_nodes(comfy_server):
     assert combo_options(sampler["input"]["required"]["coordinates"])[0] == "none"
     assert sampler["input"]["optional"]["pas_coords"][0] == "PAS_COORDS"
     trainer = info["PAS_Trainer"]
-    assert trainer["output"] == ["PAS_COORDS", "IMAGE"]
+    assert trainer["output"] == ["PAS_COORDS", "IMAGE", "SIGMAS"]
     assert trainer["output_node"] is True
-    assert {"model", "positive", "negative", "cfg", "latent", "sigmas"} <= set(trainer["input"]["required"])
-    assert {"clip", "prompts"} <= set(trainer["input"]["optional"])
+    assert {"model", "positive", "negative", "cfg", "latent", "solver"} <= set(trainer["input"]["required"])
+    assert {"sigmas", "clip", "prompts", "grid", "scheduler", "steps"} <= set(trainer["input"]["optional"])
+    solvers = combo_options(sampler["input"]["required"]["solver"])
+    assert solvers == ["euler", "ipndm", "ipndm_v", "deis", "dpmpp_2m", "res_multistep"]
+    assert info["PAS_LoadCoordinates"]["output"] == ["PAS_COORDS", "SIGMAS"]
 
 
 @pytest.fixture(scope="module")
