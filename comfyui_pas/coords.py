@@ -221,17 +221,25 @@ class PASCoordinates:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> PASCoordinates:
+        """Read a coordinates file; anything wrong with it is a PASFileError naming the file."""
         path = os.fspath(path)
         name = os.path.basename(path)
         if not os.path.isfile(path):
             raise PASFileError(f"PAS coordinates file not found: {path}")
+        try:
+            size = os.stat(path).st_size
+        except OSError as error:  # gone or unreadable since the check above
+            raise PASFileError(f"{name} cannot be read: {error}") from None
+        if size > MAX_FILE_BYTES:  # refused unread: a model checkpoint dropped into models/pas, say
+            raise PASFileError(f"{name} is {size / 2 ** 20:.1f} MiB; PAS coordinates files are a few KiB and files "
+                               f"above {MAX_FILE_BYTES // 2 ** 20} MiB are not read (is it a model checkpoint?)")
         try:
             tensors = load_file(path)
             from safetensors import safe_open
 
             with safe_open(path, framework="pt") as handle:
                 header = handle.metadata() or {}
-        except (SafetensorError, OSError, ValueError) as error:
+        except (SafetensorError, OSError, ValueError, TypeError, OverflowError, RuntimeError) as error:
             raise PASFileError(f"{name} is not a readable safetensors file (corrupt or truncated?): {error}") from None
         if header.get("format") != FILE_FORMAT:
             raise PASFileError(f"{name} is not a PAS coordinates file (format {header.get('format')!r})")
@@ -240,11 +248,17 @@ class PASCoordinates:
             raise PASFileError(f"{name} has format version {version!r}; this version of the pack reads "
                                f"versions {', '.join(READABLE_VERSIONS)}. Update the pack or retrain the coordinates.")
         try:
-            return cls(**_fields_from_file(tensors, header, version))
+            fields = _fields_from_file(tensors, header, version)
+            fields["metadata"] = _jsonable(fields["metadata"])  # as saved: NaN / inf from the JSON become None
+            return cls(**fields)
         except PASFileError as error:
             raise PASFileError(f"{name}: {error}") from None
+        except (ValueError, TypeError, OverflowError, KeyError, IndexError, AttributeError, RuntimeError) as error:
+            # values of a wrong type or size that the field checks do not name (found by the loader fuzz test)
+            raise PASFileError(f"{name}: malformed content ({type(error).__name__}: {error})") from None
 
 
+MAX_FILE_BYTES = 16 * 2 ** 20  # 64 grids of 1,000 steps with 8 basis vectors are about 5 MiB
 READABLE_VERSIONS = ("1", str(FORMAT_VERSION))
 V1_SOLVERS = ("euler", "ipndm")  # version 1 knew these, with a plain max_order header
 
