@@ -21,12 +21,13 @@ import comfy.supported_models_base
 import torch
 from comfy_api.latest import io
 
+from .nodes import CATEGORY as PAS_CATEGORY
 from .train_tools import demo_model
 from .train_tools.edm_unet import UNet, UNetConfig
 
 log = logging.getLogger("comfyui_pas")
 
-CATEGORY = "sampling/custom_sampling/pas/demo"
+CATEGORY = PAS_CATEGORY + "/demo"
 WEIGHTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "train_tools", "models")
 DEFAULT_WEIGHTS = "fashion_mnist_edm.safetensors"
 IMAGE_SIZE, MODEL_SIZE = 28, 32

@@ -18,6 +18,8 @@ from .comfyui_pas.solvers import ORDER, SOLVER_CLASSES, SOLVERS, canonical_solve
 log = logging.getLogger("comfyui_pas")
 
 GRID_MODES = ("sigmas", "scheduler", "learned")
+
+
 def sampling_category() -> str:
     """The PAS folder beside the host's own sampler folders, read from its KSamplerSelect node:
     sampling/custom_sampling/pas on ComfyUI 0.3.x, model/sampling/pas on hosts (current ComfyUI) that file

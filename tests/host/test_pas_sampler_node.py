@@ -112,7 +112,7 @@ def test_node_schema(nodes):
     for node in nodes.NODES:
         schema = node.define_schema()
         ids[schema.node_id] = schema.display_name
-        assert schema.category.startswith("sampling/custom_sampling/")
+        assert schema.category == nodes.CATEGORY and nodes.CATEGORY.endswith("/pas")
         for item in schema.inputs:
             assert item.tooltip, f"{schema.node_id}.{item.id} has no tooltip"
     assert ids == {"PAS_Sampler": "PAS Sampler", "PAS_Trainer": "PAS Trainer",

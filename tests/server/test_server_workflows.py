@@ -60,7 +60,8 @@ def test_object_info_lists_the_pas_nodes(comfy_server):
     info = comfy_server.get("/object_info")
     for node_id in ("PAS_Sampler", "PAS_Trainer", "PAS_LoadCoordinates"):
         assert node_id in info, f"{node_id} missing from /object_info"
-        assert info[node_id]["category"] == "sampling/custom_sampling/pas"
+        # beside the host's own sampler folder (sampling/custom_sampling/pas on 0.3.x)
+        assert info[node_id]["category"] == info["KSamplerSelect"]["category"].rsplit("/", 1)[0] + "/pas"
     sampler = info["PAS_Sampler"]
     assert sampler["output"] == ["SAMPLER"]
     assert combo_options(sampler["input"]["required"]["coordinates"])[0] == "none"
