@@ -199,38 +199,45 @@ def _log_ratio(sigma_a: float, sigma_b: float) -> float:
     return math.log(sigma_a) - math.log(sigma_b)
 
 
-class DPMSolverPP2M(Solver):
-    """DPM-Solver++(2M): D = (x - d_hat) / sigma, d_hat extrapolated from two denoised samples in log-sigma."""
+class TwoStepDataSolver(Solver):
+    """A rule on denoised samples that extrapolates from the previous one in t = -log sigma: first step and
+    a step onto 0 plain; otherwise weights from h_last = t_i - t_{i-1} and h = t_{i+1} - t_i."""
 
-    name, comfy_sampler = "dpmpp_2m", "dpmpp_2m"
     history_kind = "data"
 
     def step_weights(self, sigmas, step):
         s = self.sigma_values
         if step == 0 or s[step + 1] == 0:
             return (1.0,), 1.0
-        r = _log_ratio(s[step - 1], s[step]) / _log_ratio(s[step], s[step + 1])
-        return (1 + 1 / (2 * r), -1 / (2 * r)), 1.0
+        return self.two_step_weights(_log_ratio(s[step - 1], s[step]), _log_ratio(s[step], s[step + 1])), 1.0
+
+    def two_step_weights(self, h_last: float, h: float) -> tuple[float, float]:
+        raise NotImplementedError
 
 
-class ResMultistep(Solver):
+class DPMSolverPP2M(TwoStepDataSolver):
+    """DPM-Solver++(2M): D = (x - d_hat) / sigma, d_hat = (1 + 1/2r) d_i - (1/2r) d_{i-1}, r = h_last / h."""
+
+    name, comfy_sampler = "dpmpp_2m", "dpmpp_2m"
+
+    def two_step_weights(self, h_last, h):
+        r = h_last / h
+        return 1 + 1 / (2 * r), -1 / (2 * r)
+
+
+class ResMultistep(TwoStepDataSolver):
     """RES two-step exponential integrator (ComfyUI's res_multistep, eta 0): phi-function weights."""
 
     name, comfy_sampler = "res_multistep", "res_multistep"
-    history_kind = "data"
 
-    def step_weights(self, sigmas, step):
-        s = self.sigma_values
-        if step == 0 or s[step + 1] == 0:
-            return (1.0,), 1.0
-        h = _log_ratio(s[step], s[step + 1])
-        c2 = -_log_ratio(s[step - 1], s[step]) / h
+    def two_step_weights(self, h_last, h):
+        c2 = -h_last / h
         phi1 = math.expm1(-h) / -h
         phi2 = (phi1 - 1) / -h
         b_current, b_previous = phi1 - phi2 / c2, phi2 / c2
         # x_next = (sigma_next / sigma) x + h (b_cur d_i + b_prev d_{i-1}) = x + (1 - sigma_next / sigma)(d_hat - x)
         scale = h / -math.expm1(-h)
-        return (scale * b_current, scale * b_previous), 1.0
+        return scale * b_current, scale * b_previous
 
 
 SOLVER_CLASSES: dict[str, type[Solver]] = {
