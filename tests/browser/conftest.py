@@ -30,8 +30,16 @@ SETUP_HINT = "run `make browser` (scripts/setup_browser.sh)"
 FRONTENDS_SCRIPT = REPO / "scripts" / "setup_frontends.sh"
 # Files the example workflows name in model widgets: without them the newer frontend reports missing
 # models (the tests never load them; empty placeholders in the server's base directory suffice).
+# The same names as tests/browser/build_workflows.mjs (which needs them on the server it builds with).
 PLACEHOLDER_MODELS = ("checkpoints/v1-5-pruned-emaonly-fp16.safetensors",
-                      "pas/sd15/pas_euler_6steps_00001.safetensors")
+                      "checkpoints/sd_xl_base_1.0.safetensors",
+                      "checkpoints/sd3.5_medium.safetensors",
+                      "text_encoders/clip_l.safetensors",
+                      "text_encoders/clip_g.safetensors",
+                      "text_encoders/t5xxl_fp16.safetensors",
+                      "pas/sd15/pas_deis_karras_4-8_00001.safetensors",
+                      "pas/sdxl/pas_deis_karras_5_6_8_10_00001.safetensors",
+                      "pas/sd35m/pas_dpmpp_2m_learned_6_00001.safetensors")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -85,7 +85,8 @@ def page_report(node_driver, comfy_ui_server, frontend, tmp_path_factory):
 def test_the_example_workflows_exist_with_thumbnails():
     from PIL import Image
 
-    assert {DEMO, "pas_sd_train", "pas_sd_sample"} <= set(workflow_ids())
+    examples = {f"pas_{model}_{kind}" for model in ("sd", "sdxl", "sd35") for kind in ("train", "sample")}
+    assert {DEMO} | examples <= set(workflow_ids())
     for path in WORKFLOWS:
         workflow = json.loads(path.read_text())
         assert workflow.get("nodes") and "links" in workflow, f"{path.name} is not a UI-format workflow"
