@@ -1,7 +1,9 @@
 // Maintainer tool: (re)build workflows/*.json and their .jpg thumbnails in the real frontend.
 // Each workflow below is an API graph plus a layout; the frontend builds the graph (app.loadApiJson),
 // the layout is applied, and the frontend's own serializer writes the UI-format file.
-// usage: node build_workflows.mjs URL OUT_DIR [CHROMIUM]   (a ComfyUI server with this pack must run at URL)
+// usage: node build_workflows.mjs URL OUT_DIR [CHROMIUM]   (a ComfyUI server with this pack must run at URL,
+// with the model files the workflows name under its models/: empty placeholders will do, the names are
+// tests/browser/conftest.py's PLACEHOLDER_MODELS; docs/workflows.md shows the commands)
 import fs from 'node:fs';
 import path from 'node:path';
 import {
