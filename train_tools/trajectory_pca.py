@@ -16,7 +16,7 @@ variance each principal component explains. Three sets per sample:
 
 Prints a Markdown table (mean, spread and the worst sample of the cumulative share of the top 1-4
 components), writes <out>/trajectory_pca_<model>.json and draws --figure from every model whose JSON is in
-<out> (cumulative explained variance against the number of components).
+<out> (cumulative explained variance against the number of components); --from-json redraws them only.
 """
 from __future__ import annotations
 
@@ -34,6 +34,7 @@ from comfyui_pas.teacher import heun_states
 SETS = ("states", "directions", "x_T + directions")
 TOP = 4  # components reported in the table
 CURVE = 8  # components drawn in the figure
+FLOOR = 1e-10  # lowest unexplained share drawn (log axis)
 MODEL_TITLES = {"gmm": "Gaussian mixture (128-D, 16 components)", "fashion": "Fashion-MNIST demo model (32x32)"}
 DEFAULT_SAMPLES = {"gmm": 512, "fashion": 128}
 FIRST_SEED = 200_000  # away from the A/B study's training (0..) and held-out (100000..) seeds
@@ -153,22 +154,26 @@ def draw(results, path):
         top, bottom = axes[0, column], axes[1, column]
         for set_name, s in r["sets"].items():
             style = dict(color=colours[set_name], marker="o", markersize=4,
-                         linestyle="--" if set_name == "x_T + directions" else "-")
+                         linestyle="--" if set_name == "x_T + directions" else "-",
+                         zorder=3 if set_name == "states" else 2)
             top.plot(k, s["mean"], label=f"{set_name} ({s['vectors']} vectors)", **style)
             top.fill_between(k, s["p05"], s["p95"], color=colours[set_name], alpha=0.15, linewidth=0)
-            unexplained = [max(1 - v, 1e-12) for v in s["mean"]]
+            unexplained = [max(1 - v, FLOOR) for v in s["mean"]]
             bottom.plot(k, unexplained, **style)
-            bottom.fill_between(k, [max(1 - v, 1e-12) for v in s["p95"]], [max(1 - v, 1e-12) for v in s["p05"]],
+            bottom.fill_between(k, [max(1 - v, FLOOR) for v in s["p95"]], [max(1 - v, FLOOR) for v in s["p05"]],
                                 color=colours[set_name], alpha=0.15, linewidth=0)
         top.set_title(f"{MODEL_TITLES.get(r['model'], r['model'])}\n{r['samples']} trajectories, Heun "
                       f"{r['steps']} steps", fontsize=10)
         top.axhline(1.0, color="black", linewidth=0.5)
-        top.set_ylim(0.5, 1.01)
+        for panel in (top, bottom):
+            panel.axvline(3, color="black", linestyle=":", linewidth=1)
+        top.text(2.92, 0.705, "3 components\n(the paper's ~3-D claim)", fontsize=7, va="bottom", ha="right")
+        top.set_ylim(0.7, 1.005)
         top.set_ylabel("cumulative explained variance")
         top.grid(alpha=0.3)
         top.legend(loc="lower right", fontsize=8)
         bottom.set_yscale("log")
-        bottom.set_ylim(1e-6, 1)
+        bottom.set_ylim(FLOOR, 1)
         bottom.set_xlabel("number of principal components")
         bottom.set_ylabel("unexplained share (1 - cumulative)")
         bottom.set_xticks(k)
@@ -189,6 +194,7 @@ def parse_args(argv=None):
     parser.add_argument("--steps", type=int, default=40, help="EDM Heun intervals of each trajectory (2 calls each)")
     parser.add_argument("--figure", default=os.path.join("docs", "images", "trajectory_pca.png"),
                         help="PNG drawn from every model's JSON in --out ('' to skip)")
+    parser.add_argument("--from-json", action="store_true", help="run nothing: table and figure from --out's JSON")
     return parser.parse_args(argv)
 
 
@@ -197,7 +203,7 @@ def main(argv=None):
     torch.set_num_threads(1)
     os.makedirs(args.out, exist_ok=True)
     command = "python -m train_tools.trajectory_pca " + " ".join(argv if argv is not None else sys.argv[1:])
-    for name in args.model:
+    for name in [] if args.from_json else args.model:
         result = run_model(name, args.samples or DEFAULT_SAMPLES[name], args.steps)
         result["command"] = command
         with open(os.path.join(args.out, f"trajectory_pca_{name}.json"), "w") as handle:
