@@ -220,12 +220,17 @@ def student_grids(model, mode: str, sigmas, scheduler: str, steps: str):
 
 def training_summary(report: dict) -> str:
     settings = report["settings"]
+    schedule = report.get("schedule")  # grid 'learned': its teacher ran inside learn_schedule
+    calls = report["model_calls"] + (schedule["model_calls"] if schedule else 0)
+    seconds = report["teacher_seconds"] + report["search_seconds"] + (schedule["seconds"] if schedule else 0)
     parts = [f"{settings['n_trajectories']} trajectories ({settings['n_validation']} held out)",
-             f"teacher {settings['teacher']['nfe']} model calls each",
-             f"{report['teacher_seconds'] + report['search_seconds']:.1f} s"]
-    if report.get("val_final_plain") is not None:
-        parts.append(f"held-out final {settings['loss']} error {report['val_final_plain']:.4g} -> "
-                     f"{report['val_final_pas']:.4g}")
+             f"{calls} model calls in all", f"{seconds:.1f} s"]
+    if schedule:
+        parts.append(f"learned schedule ({schedule['objective']} objective)")
+    for grid in report["grids"]:
+        if grid.get("val_final_plain") is not None:
+            parts.append(f"{len(grid['sigmas']) - 1} steps: held-out error {grid['val_final_plain']:.4g} -> "
+                         f"{grid['val_final_pas']:.4g}")
     return "; ".join(parts)
 
 
