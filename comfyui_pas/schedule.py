@@ -9,6 +9,7 @@ PAS can train on the learned grid from the same teacher states (report["targets"
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import torch
 
@@ -37,17 +38,30 @@ def candidate_grid(sigma_min: float, sigma_max: float, count: int, append_zero: 
     return torch.unique(torch.cat(parts)).flip(0)
 
 
-def teacher_on_candidates(denoiser, x, grid, substeps):
-    """(states, denoised) of a Heun teacher at every candidate point; denoised[k] is the model output at
-    candidate k (none for the last point, where no step starts)."""
-    denoised = []
-    states = heun_states(denoiser, x, refine_sigmas(grid, substeps).to(x.device), substeps + 1,
-                         kept_outputs=denoised)
-    return states, denoised
+@dataclass
+class CandidateTeacher:
+    """A Heun teacher's states (K, N, ...) at the K candidate points and its model outputs (K-1, N, ...) there."""
+
+    grid: torch.Tensor
+    states: torch.Tensor
+    denoised: torch.Tensor
+
+    @classmethod
+    def run(cls, model, x, grid, substeps=DEFAULT_TEACHER_SUBSTEPS, **denoiser_args) -> CandidateTeacher:
+        """Integrate x over the candidate grid refined by `substeps` points per interval."""
+        denoiser = model if isinstance(model, Denoiser) else Denoiser(model, **denoiser_args)
+        outputs = []
+        states = heun_states(denoiser, x, refine_sigmas(grid, substeps).to(x.device), substeps + 1,
+                             kept_outputs=outputs)
+        return cls(grid.double().cpu(), states, torch.stack(outputs))
+
+    def rows(self, index) -> CandidateTeacher:
+        return CandidateTeacher(self.grid, self.states[:, index], self.denoised[:, index])
 
 
-def local_costs(states, denoised, grid) -> torch.Tensor:
+def local_costs(teacher: CandidateTeacher) -> torch.Tensor:
     """C[j, k] (j < k): mean squared error of one Euler step from the teacher at j to candidate k."""
+    states, denoised, grid = teacher.states, teacher.denoised, teacher.grid
     count = len(grid)
     costs = torch.full((count, count), float("inf"), dtype=torch.float64)
     values = grid.tolist()
@@ -96,14 +110,16 @@ def end_to_end_error(denoiser, x, grid, solver, options, target) -> float:
 @torch.no_grad()
 def learn_schedule(model, x, steps, *, solver="euler", max_order=None, sigma_min=None, sigma_max=None,
                    append_zero=False, candidates=DEFAULT_CANDIDATES, teacher_substeps=DEFAULT_TEACHER_SUBSTEPS,
-                   objective="local", extra_args=None, per_sample_args=None, chunk_size=None, progress=None):
+                   objective="local", extra_args=None, per_sample_args=None, chunk_size=None, progress=None,
+                   teacher: CandidateTeacher | None = None):
     """Learn a `steps`-step grid for `model` from the start points x (N, ..., already scaled by sigma_max).
 
     objective "local": the GITS dynamic programme on one-step (Euler) costs, no extra model call.
     objective "end_to_end": the base solver run on the training trajectories over the programme's grid and
     EDM grids of several rho, keeping the grid of least final error (N x steps model calls per candidate).
     Returns (sigmas float64, report); report["targets"] holds the teacher states at the learned points,
-    ready for train_pas(..., targets=...).
+    ready for train_pas(..., targets=...). A precomputed `teacher` (CandidateTeacher of the same x, objective
+    "local") is reused: one teacher run can serve every step count and solver.
     """
     solver = canonical_solver(solver)
     options = solver_options(solver, max_order)
@@ -118,10 +134,15 @@ def learn_schedule(model, x, steps, *, solver="euler", max_order=None, sigma_min
         raise ValueError("the start points contain NaN or inf")
     baselines = baseline_grids(int(steps), sigma_min, sigma_max, append_zero) if objective == "end_to_end" else {}
     grid = candidate_grid(sigma_min, sigma_max, int(candidates), append_zero, list(baselines.values()))
+    if teacher is not None:
+        if objective != "local":
+            raise ValueError("a precomputed teacher serves the 'local' objective only")
+        grid = teacher.grid
     if steps > len(grid) - 1:
         raise ValueError(f"{steps} steps need more than {len(grid)} candidates")
     count = x.shape[0]
-    teacher_calls = count * (2 * (len(grid) - 1) * (teacher_substeps + 1) - (1 if append_zero else 0))
+    teacher_calls = 0 if teacher is not None else \
+        count * (2 * (len(grid) - 1) * (teacher_substeps + 1) - (1 if float(grid[-1]) == 0 else 0))
     search_calls = count * steps * (len(END_TO_END_RHOS) + 1) if objective == "end_to_end" else 0
     total = max(1, teacher_calls + search_calls)
 
@@ -133,10 +154,12 @@ def learn_schedule(model, x, steps, *, solver="euler", max_order=None, sigma_min
 
     denoiser = Denoiser(model, extra_args, per_sample_args, chunk_size, tick)
     started = time.perf_counter()
-    states, denoised = teacher_on_candidates(denoiser, x, grid, int(teacher_substeps))
+    if teacher is None:
+        teacher = CandidateTeacher.run(denoiser, x, grid, int(teacher_substeps))
+    states = teacher.states
     if not torch.isfinite(states).all():
         raise ValueError("the teacher trajectories contain NaN or inf (is the model producing NaNs?)")
-    costs = local_costs(states, denoised, grid)
+    costs = local_costs(teacher)
     path = cheapest_path(costs, int(steps))
     choices = {"local": path}
     errors = {}

@@ -69,3 +69,18 @@ def test_candidate_grid_and_errors():
         learn_schedule(lambda x, s: x, torch.zeros(2, 3), 4)
     with pytest.raises(ValueError, match="objective"):
         learn_schedule(lambda x, s: x, torch.zeros(2, 3), 4, sigma_min=0.1, sigma_max=1.0, objective="fid")
+
+
+def test_one_candidate_teacher_serves_every_step_count(gmm):
+    from comfyui_pas.schedule import CandidateTeacher
+
+    x = seeded_noise(range(10), (96,)) * 80.0
+    grid = candidate_grid(0.002, 80.0, 20, False)
+    teacher = CandidateTeacher.run(gmm, x, grid, 1)
+    for steps in (4, 6):
+        direct, report = learn_schedule(gmm, x, steps, candidates=20)
+        reused, reused_report = learn_schedule(gmm, x, steps, candidates=20, teacher=teacher)
+        assert torch.equal(direct, reused) and reused_report["model_calls"] == 0
+        torch.testing.assert_close(reused_report["targets"], report["targets"])
+    with pytest.raises(ValueError, match="local"):
+        learn_schedule(gmm, x, 4, teacher=teacher, objective="end_to_end")
