@@ -81,7 +81,7 @@ def test_overlapping_seeds_are_refused(tmp_path):
 
 
 def test_target_checks_judge_hand_made_rows():
-    from train_tools.reproduce import fid_keys, format_targets, summary_table, target_checks
+    from train_tools.reproduce_report import fid_keys, format_targets, summary_table, target_checks
 
     def row(method, nfe, fid):
         return {"method": method, "nfe": nfe, "fid": fid, "rmse": fid / 100}
