@@ -32,6 +32,7 @@ import argparse
 import itertools
 import json
 import os
+import shlex
 import sys
 import time
 from collections.abc import Callable
@@ -364,6 +365,8 @@ def parse_args(argv=None):
                         help="held-out seeds on which the reference is compared with one of twice its NFE (0: skip)")
     parser.add_argument("--only", nargs="+", help="keep only the settings whose label contains one of these")
     parser.add_argument("--from-json", action="store_true", help="only rebuild the Markdown from <out>/<study>.json")
+    parser.add_argument("--merge", nargs="+", metavar="FOLDER",
+                        help="run nothing: one table per --study from these folders' JSON (rows joined, --only kept)")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
     for name, value in MODEL_DEFAULTS[args.model].items():
@@ -414,16 +417,42 @@ def rewrite_markdown(folder, study):
     return summary
 
 
+def merge_runs(folders, study, out, only=None, command=""):
+    """One table from the rows of several runs' <study>.json (e.g. two training-seed sets run apart), kept to
+    the settings whose label contains one of `only`; writes <out>/<study>.md and .json, returns the summary."""
+    rows, headers, seconds = [], [], 0.0
+    for folder in folders:
+        with open(os.path.join(folder, f"{study}.json")) as handle:
+            data = json.load(handle)
+        rows += [r for r in data["rows"] if not only or any(part in r.get("setting", "") for part in only)]
+        headers.append(f"`{folder}`: {data.get('header') or data['command']}")
+        seconds += data["seconds"]
+    if not rows:
+        raise ValueError(f"no rows of the {study} study in {folders} (--only {only})")
+    header = (f"Merged by `{command}` from {len(folders)} runs" + (f", settings matching {only}" if only else "")
+              + ":\n\n" + "\n".join(f"* {h}" for h in headers))
+    markdown, summary = STUDIES[study].render(rows, header)
+    os.makedirs(out, exist_ok=True)
+    write_markdown(out, study, markdown, rows, seconds)
+    with open(os.path.join(out, f"{study}.json"), "w") as handle:
+        json.dump({"study": study, "command": command, "header": header, "merged": list(folders), "summary": summary,
+                   "rows": rows, "seconds": seconds}, handle, indent=1, default=str)
+    return summary
+
+
 def main(argv=None):
     args = parse_args(argv)
     torch.set_num_threads(1)
     started = time.perf_counter()
     log = (lambda _: None) if args.quiet else (lambda text: print(text, flush=True))
     os.makedirs(args.out, exist_ok=True)
-    command = "python -m train_tools.ab_study " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = "python -m train_tools.ab_study " + shlex.join(argv if argv is not None else sys.argv[1:])
     session = Session(args, log)
     results = {}
     for name in args.study:
+        if args.merge:
+            results[name] = merge_runs(args.merge, name, args.out, args.only, command)
+            continue
         if args.from_json:
             results[name] = rewrite_markdown(args.out, name)
             continue

@@ -131,3 +131,18 @@ def test_budget_study_on_registry_solvers_counts_calls_with_the_teacher(tmp_path
     text = (tmp_path / "budget.md").read_text()
     assert "Model calls per training run" in text and "deis3 4" in text and "dpmpp_2m 4" in text
     assert "at most 1,000 model calls per run at NFE 4" in text
+
+
+def test_merge_joins_the_rows_of_two_runs(tmp_path):
+    common = ["--model", "gmm", "--study", "budget", "--nfe", "4", "--eval", "8", "--reps", "1", "--reference-nfe", "20",
+              "--check-reference", "0", "--budget-counts", "8", "--budget-teachers", "8", "16", "--solvers", "euler",
+              "--quiet"]
+    ab_study.main(common + ["--out", str(tmp_path / "a")])
+    ab_study.main(common + ["--first-rep", "1", "--only", "teacher 16", "--out", str(tmp_path / "b")])
+    summary = ab_study.main(["--model", "gmm", "--study", "budget", "--merge", str(tmp_path / "a"), str(tmp_path / "b"),
+                             "--only", "teacher 16", "--quiet", "--out", str(tmp_path / "m")])["budget"]
+    merged = json.loads((tmp_path / "m" / "budget.json").read_text())
+    assert sorted(r["rep"] for r in merged["rows"]) == [0, 1]
+    assert [s["setting"] for s in summary] == ["relative, N=8, teacher 16"]
+    text = (tmp_path / "m" / "budget.md").read_text()
+    assert "from 2 runs" in text and "'teacher 16'" in text  # the command keeps its quotes
