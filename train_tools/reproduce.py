@@ -19,14 +19,29 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from comfyui_pas import edm_sigmas, sample_pas, train_pas
+from comfyui_pas import edm_sigmas, learn_schedule, sample_pas, train_pas
+from comfyui_pas.grids import teacher_substeps as substeps_for
 from comfyui_pas.plot import save_error_curve
-from comfyui_pas.search import DEFAULT_N_BASIS, GUARDS
+from comfyui_pas.schedule import (
+    DEFAULT_CANDIDATES,
+    DEFAULT_TEACHER_SUBSTEPS,
+    CandidateTeacher,
+    candidate_grid,
+)
+from comfyui_pas.search import DEFAULT_N_BASIS, GUARDS, union_grid
 from comfyui_pas.solvers import SOLVERS, describe_solver, solver_options
-from comfyui_pas.teacher import teacher_states
+from comfyui_pas.teacher import teacher_nfe_for, teacher_states
 from train_tools.distributed import broadcast, gather_interleaved, init_distributed, map_seeds
 from train_tools.metrics import rmse
-from train_tools.reproduce_report import fid_keys, full_report, pas_label, plain_label, rewrite_report
+from train_tools.reproduce_report import (
+    LEARNED,
+    MULTI_GRID,
+    fid_keys,
+    full_report,
+    pas_label,
+    plain_label,
+    rewrite_report,
+)
 
 EVAL_SEED_START = 1_000_000  # training seeds start at 0 and stay far below
 # Sized for 2 CPU cores: Inception runs at ~3 images/s and each FID value spends 25-60 s in the
@@ -36,9 +51,10 @@ EVAL_SEED_START = 1_000_000  # training seeds start at 0 and stay far below
 # two PAS rows with the lowest RMSE (every row gets RMSE); "all" scores every row.
 PRESETS = {
     "quick": dict(nfe=[5], train=32, eval=100, teacher_nfe=100, reference_nfe=100, fid_ref=500,
-                  solvers=["euler", "ipndm", "deis", "dpmpp_2m"], builtins=["uni_pc"], fid_rows="all"),
+                  solvers=["euler", "ipndm", "deis", "dpmpp_2m"], builtins=["uni_pc"], fid_rows="all", learned=True,
+                  multigrid=False),
     "full": dict(nfe=[4, 5, 6, 8, 10], train=128, eval=400, teacher_nfe=100, reference_nfe=200, fid_ref=10000,
-                 solvers=list(SOLVERS), builtins=["uni_pc"], fid_rows="contenders"),
+                 solvers=list(SOLVERS), builtins=["uni_pc"], fid_rows="contenders", learned=True, multigrid=True),
 }
 
 
@@ -103,15 +119,17 @@ def builtin_run(sampler, model, sigmas):
     return run
 
 
-def train_all(model, sigmas, targets, solvers, args, rank, world, out, log):
-    """PAS for every solver on one grid, solver i trained on rank i % world; every rank gets all coords."""
+def train_all(model, sigmas, targets, solvers, args, rank, world, out, log, tag):
+    """PAS for every solver on one grid (or a list of grids), solver i trained on rank i % world; every rank
+    gets all coords; rank 0 saves them as coords/<solver>_<tag>.safetensors."""
     trained = {}
     for index, name in enumerate(solvers):
         result = None
         if index % world == rank:
             t1 = time.perf_counter()
+            start = sigmas[0] if isinstance(sigmas, torch.Tensor) else sigmas[0][0]
             coords, report = train_pas(model, noise(range(args.train_seed_start, args.train_seed_start + args.train))
-                                       * sigmas[0], sigmas, solver=name, targets=targets, chunk_size=args.batch,
+                                       * start, sigmas, solver=name, targets=targets, chunk_size=args.batch,
                                        n_basis=args.n_basis, guard=args.guard, loss=args.loss)
             report["search_seconds"] = time.perf_counter() - t1
             result = (coords, report)
@@ -119,9 +137,45 @@ def train_all(model, sigmas, targets, solvers, args, rank, world, out, log):
     for index, name in enumerate(solvers):
         trained[name] = broadcast_from(trained[name], index % world, rank, world)
         if rank == 0:
-            trained[name][0].save(out / "coords" / f"{name}_nfe{len(sigmas) - 1}.safetensors")
-            log(f"    {pas_label(name)}: corrected steps {trained[name][0].steps}")
+            trained[name][0].save(out / "coords" / f"{name}_{tag}.safetensors")
+            log(f"    {name} ({tag}): corrected steps {[g.steps for g in trained[name][0].grids]}")
     return trained
+
+
+def candidate_teacher(model, seeds, args, rank, world):
+    """One Heun teacher over the learned schedules' candidate grid, sharded over the seeds (every NFE and solver
+    learns from it: learn_schedule's local objective needs no further model call)."""
+    grid = candidate_grid(model.sigma_min, model.sigma_max, DEFAULT_CANDIDATES, False)
+
+    def run(batch):
+        teacher = CandidateTeacher.run(model, noise(batch) * grid[0].float(), grid, DEFAULT_TEACHER_SUBSTEPS)
+        return torch.cat([teacher.states, teacher.denoised]).transpose(0, 1)
+
+    both = map_seeds(run, seeds, args.batch, rank, world).transpose(0, 1)
+    return CandidateTeacher(grid, both[:len(grid)], both[len(grid):])
+
+
+def train_multigrid(model, seeds, args, rank, world, out, log):
+    """One file per solver for every NFE's grid from one teacher run over their union; and the model calls of
+    that training next to one training at the largest NFE (teacher + search, counted)."""
+    grids = [edm_sigmas(n, model.sigma_min, model.sigma_max).float() for n in args.nfe]
+    union = union_grid(grids)
+    states = map_seeds(teacher_run(model, union.float(), args.teacher_nfe, False), seeds, args.batch, rank,
+                       world).transpose(0, 1)
+    position = {value: index for index, value in enumerate(union.float().double().tolist())}
+    targets = [states[[position[v] for v in grid.double().tolist()]] for grid in grids]
+    multi = train_all(model, grids, targets, args.solvers, args, rank, world, out, log, "multigrid")
+    return multi, len(seeds) * teacher_nfe_for(union, substeps_for(union, args.teacher_nfe))
+
+
+def multigrid_cost(multi, union_teacher_calls, reports, args):
+    """Model calls of the multi-grid training against one training at the largest NFE, per solver."""
+    largest = max(args.nfe)
+    grid = edm_sigmas(largest)
+    single_teacher = args.train * teacher_nfe_for(grid, substeps_for(grid, args.teacher_nfe))
+    return {name: {"multi": union_teacher_calls + multi[name][1]["model_calls"],
+                   "single_largest": single_teacher + reports[(name, largest)]["model_calls"], "largest_nfe": largest}
+            for name in args.solvers}
 
 
 def main(argv=None):
@@ -142,6 +196,9 @@ def main(argv=None):
     parser.add_argument("--no-comfy", action="store_true", help="plain rows from our solvers, not ComfyUI's functions")
     parser.add_argument("--fid-rows", choices=["all", "contenders"], help="which rows get FID (all get RMSE)")
     parser.add_argument("--loss", default="l1", help="PAS fit loss")
+    parser.add_argument("--learned", action=argparse.BooleanOptionalAction, help="rows on learned schedules")
+    parser.add_argument("--multigrid", action=argparse.BooleanOptionalAction,
+                        help="rows from one file trained on every NFE's grid")
     parser.add_argument("--n-basis", type=int, default=DEFAULT_N_BASIS, help="PAS basis vectors per corrected step")
     parser.add_argument("--guard", choices=GUARDS, default=GUARDS[0],
                         help="held-out check of each step (comfyui_pas.search.GUARDS); none: the paper's rule")
@@ -189,13 +246,20 @@ def main(argv=None):
         samples[(method, nfe)] = map_seeds(run, eval_seeds, args.batch, rank, world)
         rows.append(dict(method=method, nfe=nfe, rmse=rmse(samples[(method, nfe)], reference), **fields))
 
+    train_x = noise(train_seeds) * model.sigma_max
+    extra_info = {}
+    candidates = candidate_teacher(model, train_seeds, args, rank, world) if args.learned else None
+    multi = None
+    if args.multigrid:
+        multi, union_teacher_calls = train_multigrid(model, train_seeds, args, rank, world, out, log)
+
     for nfe in args.nfe:
         sigmas = edm_sigmas(nfe, model.sigma_min, model.sigma_max).float()
         t0 = time.perf_counter()
         targets = map_seeds(teacher_run(model, sigmas, args.teacher_nfe, False), train_seeds, args.batch, rank,
                             world).transpose(0, 1)
         teacher_seconds = time.perf_counter() - t0
-        trained = train_all(model, sigmas, targets, args.solvers, args, rank, world, out, log)
+        trained = train_all(model, sigmas, targets, args.solvers, args, rank, world, out, log, f"nfe{nfe}")
         for name in args.solvers:
             coords, report = trained[name]
             reports[(name, nfe)] = report
@@ -206,21 +270,44 @@ def main(argv=None):
                     params=coords.n_parameters, teacher_s=teacher_seconds, search_s=report["search_seconds"])
         for name, fn in extra.items():
             add_row(plain_label(name, True), nfe, builtin_run(fn, model, sigmas))
+        if multi:
+            for name in args.solvers:
+                coords = multi[name][0]
+                add_row(pas_label(name, MULTI_GRID), nfe, pas_run(model, sigmas, name, coords),
+                        solver=coords.solver_label(), steps=coords.entry_for(sigmas).steps,
+                        params=coords.entry_for(sigmas).coordinates.numel())
+        if candidates is not None:
+            learned, schedule = learn_schedule(model, train_x, nfe, teacher=candidates)  # no model call
+            learned = learned.float()
+            log(f"    learned schedule, {nfe} steps: {[round(v, 4) for v in learned.tolist()]}")
+            trained = train_all(model, learned, schedule["targets"], args.solvers, args, rank, world, out, log,
+                                f"learned_nfe{nfe}")
+            for name in args.solvers:
+                coords, report = trained[name]
+                plain = builtin_run(comfy[name], model, learned) if name in comfy else pas_run(model, learned, name, None)
+                add_row(plain_label(name, name in comfy, LEARNED), nfe, plain, solver=coords.solver_label(),
+                        steps=[], params=0, sigmas=learned.tolist())
+                add_row(pas_label(name, LEARNED), nfe, pas_run(model, learned, name, coords),
+                        solver=coords.solver_label(), steps=coords.steps, params=coords.n_parameters,
+                        search_s=report["search_seconds"])
         log(f"  NFE {nfe} sampled ({time.perf_counter() - started:.0f} s)")
 
+    if multi:
+        extra_info["multigrid_cost"] = multigrid_cost(multi, union_teacher_calls, reports, args)
+        log(f"  multi-grid training cost: {extra_info['multigrid_cost']}")
     fid_scores, fid_seconds = {}, 0.0
     if not args.no_fid:
         t0 = time.perf_counter()
         fid_scores = score_fid({key: samples[key] for key in fid_keys(rows, args.fid_rows)}, args.fid_ref, rank, world)
         fid_seconds = time.perf_counter() - t0
     if rank == 0:
-        finish(args, out, model, samples, rows, reports, started, fid_scores, fid_seconds)
+        finish(args, out, model, samples, rows, reports, started, fid_scores, fid_seconds, extra_info)
     if world > 1:
         dist.barrier()
         dist.destroy_process_group()
 
 
-def finish(args, out, model, samples, rows, reports, started, fid_scores, fid_seconds):
+def finish(args, out, model, samples, rows, reports, started, fid_scores, fid_seconds, extra=None):
     from train_tools.demo_model import image_grid
     from train_tools.fashion_mnist import to_uint8
 
@@ -242,10 +329,10 @@ def finish(args, out, model, samples, rows, reports, started, fid_scores, fid_se
 
         save_file({f"{method}@{nfe}": images.contiguous() for (method, nfe), images in samples.items()},
                   str(out / "samples.safetensors"))
-    table = full_report(rows, args)
+    table = full_report(rows, args, extra)
     (out / "results.md").write_text(table + "\n")
     with open(out / "results.json", "w") as handle:
-        json.dump({"args": vars(args), "rows": rows, "fid_seconds": fid_seconds,
+        json.dump({"args": vars(args), "rows": rows, "fid_seconds": fid_seconds, "extra": extra or {},
                    "total_seconds": time.perf_counter() - started,
                    "model": getattr(model, "metadata", {})}, handle, indent=1)
     print(table)

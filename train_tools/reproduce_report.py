@@ -8,44 +8,67 @@ from pathlib import Path
 
 from comfyui_pas.search import DEFAULT_N_BASIS, GUARDS
 
-
-def pas_label(solver: str) -> str:
-    return f"{solver}+PAS"
-
-
-def plain_label(solver: str, comfy: bool) -> str:
-    return f"comfy {solver}" if comfy else solver
+# Row kinds: PAS on the preset's EDM grid, on a learned schedule, or from one file trained on every NFE's grid.
+LEARNED, MULTI_GRID = " [learned]", " [multi-grid]"
+BASE_SUFFIX = {"": "", LEARNED: LEARNED, MULTI_GRID: ""}  # where each kind's uncorrected row is
 
 
-def base_of(method: str) -> str:
-    """'deis+PAS' -> 'deis'."""
-    return method[:-len("+PAS")] if method.endswith("+PAS") else method
+def pas_label(solver: str, kind: str = "") -> str:
+    return f"{solver}+PAS{kind}"
+
+
+def plain_label(solver: str, comfy: bool, kind: str = "") -> str:
+    """ComfyUI's own function on the EDM grid is a built-in ('comfy deis'); on a learned grid it is not."""
+    return f"comfy {solver}" if comfy and not kind else f"{solver}{kind}"
+
+
+def split_method(method: str) -> tuple[str, bool, str]:
+    """'deis+PAS [learned]' -> ('deis', True, ' [learned]'); 'comfy deis' -> ('deis', False, '')."""
+    kind = next((k for k in (LEARNED, MULTI_GRID) if method.endswith(k)), "")
+    core = method[:len(method) - len(kind)]
+    corrected = core.endswith("+PAS")
+    core = core[:-len("+PAS")] if corrected else core
+    return core.removeprefix("comfy "), corrected, kind
+
+
+def is_builtin(method: str) -> bool:
+    return method.startswith("comfy ")
+
+
+def base_rows(method: str) -> list[str]:
+    """The uncorrected rows a PAS row is judged against (ComfyUI's function first)."""
+    solver, _, kind = split_method(method)
+    return [plain_label(solver, True, BASE_SUFFIX[kind]), plain_label(solver, False, BASE_SUFFIX[kind])]
 
 
 def fid_keys(rows, policy):
-    """The (method, nfe) keys that get FID: every row, or the teacher, every built-in and the two PAS rows of
-    lowest RMSE at each NFE."""
+    """The (method, nfe) keys that get FID: every row, or the teacher, every built-in, and at each NFE the PAS row
+    of lowest RMSE of each kind with the same solver's row of the other kinds (for the learned-vs-EDM check)."""
     keys = [("teacher", 0) if r["nfe"] == 0 else (r["method"], r["nfe"]) for r in rows]
     if policy == "all":
         return keys
-    chosen = [("teacher", 0)] + [(r["method"], r["nfe"]) for r in rows if r["method"].startswith("comfy ")]
+    chosen = {("teacher", 0)} | {(r["method"], r["nfe"]) for r in rows if is_builtin(r["method"])}
     for nfe in sorted({r["nfe"] for r in rows if r["nfe"] > 0}):
-        pas = sorted((r for r in rows if r["nfe"] == nfe and r["method"].endswith("+PAS")), key=lambda r: r["rmse"])
-        chosen += [(r["method"], nfe) for r in pas[:2]]
+        pas = [r for r in rows if r["nfe"] == nfe and split_method(r["method"])[1]]
+        for kind in (k for k in BASE_SUFFIX if any(split_method(r["method"])[2] == k for r in pas)):
+            best = min((r for r in pas if split_method(r["method"])[2] == kind), key=lambda r: r["rmse"])
+            solver = split_method(best["method"])[0]
+            chosen |= {(pas_label(solver, other), nfe) for other in BASE_SUFFIX}
+            chosen |= {(base, nfe) for base in base_rows(best["method"])}
     return [key for key in keys if key in chosen]
 
 
-def full_report(rows, args):
+def full_report(rows, args, extra=None):
     return "\n\n".join([format_table(rows, args), "Best PAS row against the best built-in:", summary_table(rows),
-                        format_targets(target_checks(rows, "fid"), "FID"),
-                        format_targets(target_checks(rows, "rmse"), "RMSE vs the reference")])
+                        format_targets(target_checks(rows, "fid", extra), "FID"),
+                        format_targets(target_checks(rows, "rmse", extra), "RMSE vs the reference")])
 
 
 def rewrite_report(results_json):
     """Re-judge a finished run: rebuild results.md (table and targets) beside its results.json and print it."""
     path = Path(results_json)
     saved = json.loads(path.read_text())
-    report = full_report(saved["rows"], argparse.Namespace(**saved["args"]))
+    report = full_report(saved["rows"], argparse.Namespace(**saved["args"]), saved.get("extra"))
     (path.parent / "results.md").write_text(report + "\n")
     print(report)
 
@@ -73,29 +96,26 @@ def _change(new, old):
     return (new - old) / old
 
 
-def target_checks(rows, metric="fid"):
-    """The issue's targets, judged from the rows: [(target, met, evidence)]. Rows without the metric (no
-    FID run, or a row not scored) are left out."""
+def target_checks(rows, metric="fid", extra=None):
+    """The issues' targets, judged from the rows: [(target, met, evidence)]. Rows without the metric (no FID run,
+    or a row not scored) are left out; `extra` holds the run's model-call counts for the cost target."""
     value = {(r["method"], r["nfe"]): r[metric] for r in rows if metric in r}
     digits = 2 if metric == "fid" else 4
     nfes = sorted({nfe for _, nfe in value if nfe > 0})
     checks = []
-    pairs = []  # (nfe, base method, base value, PAS value)
+    pairs = {}  # (PAS method, nfe) -> (uncorrected value, PAS value)
     for (method, nfe), corrected in sorted(value.items(), key=lambda item: (item[0][1], item[0][0])):
-        if not method.endswith("+PAS"):
-            continue
-        solver = base_of(method)
-        for base in (plain_label(solver, True), plain_label(solver, False)):
-            if (base, nfe) in value:
-                pairs.append((nfe, method, value[(base, nfe)], corrected))
-                break
+        if split_method(method)[1]:
+            base = next((b for b in base_rows(method) if (b, nfe) in value), None)
+            if base is not None:
+                pairs[(method, nfe)] = (value[(base, nfe)], corrected)
     if pairs:
-        worse = [f"{m} NFE {n}: {b:.{digits}f} -> {p:.{digits}f}" for n, m, b, p in pairs if p > b]
+        worse = [f"{m} NFE {n}: {b:.{digits}f} -> {p:.{digits}f}" for (m, n), (b, p) in pairs.items() if p > b]
         checks.append(("every solver+PAS is never worse than the same solver uncorrected", not worse,
                        "; ".join(worse) if worse else f"{len(pairs)} pairs, none worse"))
     for n in nfes:
-        pas = {m: v for (m, k), v in value.items() if k == n and m.endswith("+PAS")}
-        comfy = {m: v for (m, k), v in value.items() if k == n and m.startswith("comfy ")}
+        pas = {m: v for (m, k), v in value.items() if k == n and split_method(m)[1]}
+        comfy = {m: v for (m, k), v in value.items() if k == n and is_builtin(m)}
         if pas and comfy:
             best_pas, best_comfy = min(pas, key=pas.get), min(comfy, key=comfy.get)
             margin = 1 - pas[best_pas] / comfy[best_comfy]
@@ -105,6 +125,33 @@ def target_checks(rows, metric="fid"):
             checks.append((target, margin > wanted,
                            f"{best_pas} {pas[best_pas]:.{digits}f} vs {best_comfy} {comfy[best_comfy]:.{digits}f} "
                            f"({-margin:+.1%})"))
+    learned = [(m, n, v, value[(pas_label(split_method(m)[0]), n)]) for (m, n), v in value.items()
+               if split_method(m)[2] == LEARNED and split_method(m)[1] and n in (4, 5, 6)
+               and (pas_label(split_method(m)[0]), n) in value]
+    if learned:
+        wanted = 0.10 if metric == "rmse" else 0.0
+        checks.append(("learned schedule + PAS beats the EDM (karras) grid + PAS at NFE 4-6"
+                       + (" by at least 10%" if wanted else ""),
+                       all(1 - v / k > wanted for _, _, v, k in learned),
+                       ", ".join(f"{m} NFE {n}: {k:.{digits}f} -> {v:.{digits}f} ({v / k - 1:+.0%})"
+                                 for m, n, v, k in sorted(learned, key=lambda t: (t[1], t[0])))))
+    multi = []
+    for (m, n), (b, v) in pairs.items():
+        single = (pas_label(split_method(m)[0]), n)
+        if split_method(m)[2] == MULTI_GRID and single in pairs and pairs[single][0] > pairs[single][1]:
+            multi.append((m, n, (b - v) / (pairs[single][0] - pairs[single][1])))
+    if multi and metric == "rmse":
+        checks.append(("the multi-grid file keeps at least 90% of each grid's single-run gain",
+                       all(kept >= 0.9 for _, _, kept in multi),
+                       ", ".join(f"{m} NFE {n}: {kept:.0%}" for m, n, kept in sorted(multi, key=lambda t: (t[0], t[1])))))
+    cost = (extra or {}).get("multigrid_cost")
+    if cost and metric == "rmse":
+        ratios = {solver: c["multi"] / c["single_largest"] for solver, c in cost.items()}
+        largest = next(iter(cost.values())).get("largest_nfe", "the largest")
+        checks.append((f"one training for every NFE costs at most 1.5x the model calls of one training at NFE {largest}",
+                       all(r <= 1.5 for r in ratios.values()),
+                       ", ".join(f"{solver} {cost[solver]['multi']} vs {cost[solver]['single_largest']} calls ({r:.2f}x)"
+                                 for solver, r in ratios.items())))
     return checks
 
 
@@ -113,8 +160,8 @@ def summary_table(rows):
     lines = ["| NFE | metric | best PAS row | value | best built-in | value | change |", "|---|---|---|---|---|---|---|"]
     for nfe in sorted({r["nfe"] for r in rows if r["nfe"] > 0}):
         for metric, digits in (("fid", 2), ("rmse", 4)):
-            pas = [r for r in rows if r["nfe"] == nfe and r["method"].endswith("+PAS") and metric in r]
-            comfy = [r for r in rows if r["nfe"] == nfe and r["method"].startswith("comfy ") and metric in r]
+            pas = [r for r in rows if r["nfe"] == nfe and split_method(r["method"])[1] and metric in r]
+            comfy = [r for r in rows if r["nfe"] == nfe and is_builtin(r["method"]) and metric in r]
             if not pas or not comfy:
                 continue
             best_pas, best_comfy = min(pas, key=lambda r: r[metric]), min(comfy, key=lambda r: r[metric])
