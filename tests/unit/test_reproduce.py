@@ -36,7 +36,8 @@ def test_two_process_run_equals_single_process(tmp_path):
         assert torch.equal(one[key], two[key]), key  # batch 1: every seed is evaluated alone in both runs
     rows = json.loads((tmp_path / "one" / "results.json").read_text())["rows"]
     assert {r["method"] for r in rows} == {"teacher (Heun 8 NFE)", "comfy euler", "euler+PAS", "comfy ipndm",
-                                           "ipndm+PAS"}
+                                           "ipndm+PAS", "euler [learned]", "euler+PAS [learned]", "ipndm [learned]",
+                                           "ipndm+PAS [learned]"}
     assert (tmp_path / "one" / "coords" / "euler_nfe4.safetensors").is_file()
     assert (tmp_path / "one" / "error_curve_euler_nfe4.png").is_file()
     written = (tmp_path / "one" / "results.md").read_text()
