@@ -161,6 +161,33 @@ def solver_table(rows):
     return "\n".join(lines)
 
 
+SHARE_FLOOR = 0.02  # a best score below 2 points gives no meaningful share: show the raw score instead
+
+
+def _share(value, best):
+    return f"{100 * value / best:.0f}%" if best >= SHARE_FLOOR else f"({pct(value)})"
+
+
+def share_table(rows, summary):
+    """Per setting: its calls at the largest NFE and each score as a share of the best setting's (the 90% rule),
+    overall (RMSE gain, median) and per solver (RMSE gain, median)."""
+    nfe = largest_nfe(summary)
+    families = list(dict.fromkeys(solver_label(r["solver"], r["order"]) for r in rows))
+    parts = {f: summarise([r for r in rows if solver_label(r["solver"], r["order"]) == f]) for f in families}
+    best_gain, best_median = max(s["mean_gain"] for s in summary), max(median_gain(s) for s in summary)
+    head = " | ".join(f"{f} gain / median" for f in families)
+    lines = [f"| setting | calls at NFE {nfe} | RMSE gain | median | {head} |", "|---" * (len(families) + 4) + "|"]
+    for i, s in enumerate(summary):
+        cells = []
+        for f in families:
+            mine = parts[f]
+            g, m = max(x["mean_gain"] for x in mine), max(median_gain(x) for x in mine)
+            cells.append(f"{_share(mine[i]['mean_gain'], g)} / {_share(median_gain(mine[i]), m)}")
+        lines.append(f"| {s['setting']} | {calls_at(s, nfe):,.0f} | {_share(s['mean_gain'], best_gain)} | "
+                     f"{_share(median_gain(s), best_median)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def study_markdown(study, rows, header):
     """A study that varies knobs of the baseline: summary, per-solver and per-case tables, the choices."""
     summary = summarise(rows)
@@ -172,6 +199,10 @@ def study_markdown(study, rows, header):
              case_table(summary, "median_change"), "",
              "Model calls per training run (counted: teacher + search + guard roll-outs; mean over solvers and "
              "repetitions):", "", calls_table(summary), ""]
+    if study == "budget":
+        parts += ["Share of the best setting's score (mean RMSE gain; mean median improvement), overall and per "
+                  "solver (each against that solver's best; in brackets: the raw score where the best is under "
+                  f"{100 * SHARE_FLOOR:.0f} points):", "", share_table(rows, summary), ""]
     if choice is not None:
         parts.append(f"Cheapest setting with >= 90% of the best mean RMSE gain: **{choice['setting']}** "
                      f"({pct(choice['mean_gain'])}, {choice['mean_calls']:,.0f} model calls per training run).")
@@ -194,7 +225,8 @@ def calls_markdown(rows, header):
     """End-to-end training runs (teacher included): the model calls train_pas reports, against the formula."""
     lines = ["### calls", "", header, "",
              "| solver | NFE | N (held out) | teacher NFE: asked / actual | teacher calls | search calls | "
-             "guard roll-outs (bound) | report['model_calls'] | formula bound | accepted steps |",
+             "guard roll-outs (bound) | report['model_calls'] | bound N (T + NFE) + n_val (NFE + NFE (NFE - 1) / 2) | "
+             "accepted steps |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {solver_label(r['solver'], r['order'])} | {r['nfe']} | {r['n_train']} ({r['n_validation']}) | "

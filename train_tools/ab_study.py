@@ -309,6 +309,7 @@ class Study:
     run: Callable
     render: Callable
     checks_reference: bool = False  # its header names the reference's own error (--check-reference)
+    scores: bool = True  # it scores on the held-out seeds (its header names them and the reference)
 
 
 STUDIES = {
@@ -317,7 +318,7 @@ STUDIES = {
     "transfer": Study(run_transfer, transfer_markdown),
     "subsets": Study(run_subsets, subsets_markdown),
     "teacher-error": Study(run_teacher_error, teacher_error_markdown),
-    "calls": Study(run_calls, calls_markdown),
+    "calls": Study(run_calls, calls_markdown, scores=False),
 }
 
 
@@ -383,8 +384,11 @@ def parse_args(argv=None):
     return args
 
 
-def make_header(args, command, reference_error=None):
+def make_header(args, command, reference_error=None, scores=True):
     """One paragraph naming the model, seeds, repetitions, NFEs, reference, baseline and the command."""
+    if not scores:
+        return (f"{args.model}: training runs only (nothing scored), repetition(s) {args.first_rep}.."
+                f"{args.first_rep + args.reps - 1}, NFE {args.nfe}; baseline {baseline(args)}. Command: `{command}`")
     text = (f"{args.model}: held-out seeds {EVAL_SEED_OFFSET}..{EVAL_SEED_OFFSET + args.eval - 1}, "
             f"{args.reps} repetition(s) with disjoint training seeds"
             + (f" (from repetition {args.first_rep})" if getattr(args, "first_rep", 0) else "")
@@ -457,7 +461,8 @@ def main(argv=None):
             results[name] = rewrite_markdown(args.out, name)
             continue
         study, t0 = STUDIES[name], time.perf_counter()
-        header = make_header(args, command, session.reference_error() if study.checks_reference else None)
+        header = make_header(args, command, session.reference_error() if study.checks_reference else None,
+                             study.scores)
         rows = study.run(session)
         markdown, summary = study.render(rows, header)
         seconds = time.perf_counter() - t0
