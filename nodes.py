@@ -18,6 +18,8 @@ from .comfyui_pas.solvers import ORDER, SOLVER_CLASSES, SOLVERS, canonical_solve
 log = logging.getLogger("comfyui_pas")
 
 GRID_MODES = ("sigmas", "scheduler", "learned")
+# The PAS Trainer's budget defaults: at most 1,000 model calls per grid at 3-10 steps (docs/ab-study.md)
+TRAINER_TRAJECTORIES, TRAINER_TEACHER_NFE = 12, 48
 
 
 def sampling_category() -> str:
@@ -127,17 +129,19 @@ class PASTrainer(io.ComfyNode):
                                         "you will sample with (steps, scheduler, denoise, splits)."),
                 io.Combo.Input("solver", options=list(SOLVERS), default="euler", tooltip=SOLVER_TOOLTIP),
                 io.Int.Input("max_order", default=0, min=0, max=ORDER_LIMIT, tooltip=ORDER_TOOLTIP),
-                io.Int.Input("trajectories", default=16, min=4, max=4096,
+                io.Int.Input("trajectories", default=TRAINER_TRAJECTORIES, min=4, max=4096,
                              tooltip="Number of teacher trajectories (noise samples); a quarter is held out to "
-                                     "guard against over-fitting. A run costs about trajectories x (teacher_nfe + "
-                                     "steps) model calls plus short held-out roll-outs: ~1,900 with the defaults "
-                                     "(16 x (100 + 10) + roll-outs), 260x fewer than the paper's 5,000 "
-                                     "trajectories. 16 matched 128-256 in docs/ab-study.md."),
+                                     "guard against over-fitting. Budget per grid with the defaults (12 "
+                                     "trajectories, teacher_nfe 48): trajectories x (teacher NFE + steps) plus "
+                                     "held-out roll-outs, at most 1,000 model calls for 3-10 steps (645 at 4 "
+                                     "karras-like steps, ~970 at 10), within 90% of the best held-out gain "
+                                     "(docs/ab-study.md, 'Budget per grid'). grid 'learned' adds its own teacher: "
+                                     "trajectories x 188 calls."),
                 io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
                              tooltip="Seed of the trajectories' noise."),
-                io.Int.Input("teacher_nfe", default=100, min=4, max=2000,
-                             tooltip="Model calls per trajectory for the Heun teacher (more is more accurate; "
-                                     "24-48 suffice for euler, keep ~100 for ipndm: docs/ab-study.md)."),
+                io.Int.Input("teacher_nfe", default=TRAINER_TEACHER_NFE, min=4, max=2000,
+                             tooltip="Model calls per trajectory for the Heun teacher (more is more accurate; 48 "
+                                     "kept >= 90% of the best gain in docs/ab-study.md; ~100 is safer for ipndm)."),
                 io.Int.Input("n_basis", default=DEFAULT_N_BASIS, min=1, max=MAX_BASIS,
                              tooltip="Basis vectors per corrected step (the paper uses 4; 3 did as well or better "
                                      "in docs/ab-study.md)."),
@@ -174,8 +178,8 @@ class PASTrainer(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, model, positive, negative, cfg, latent, sigmas=None, solver="euler", max_order=0, trajectories=16,
-                seed=0, teacher_nfe=100, n_basis=DEFAULT_N_BASIS, loss=LOSSES[0],
+    def execute(cls, model, positive, negative, cfg, latent, sigmas=None, solver="euler", max_order=0,
+                trajectories=TRAINER_TRAJECTORIES, seed=0, teacher_nfe=TRAINER_TEACHER_NFE, n_basis=DEFAULT_N_BASIS, loss=LOSSES[0],
                 tolerance=DEFAULT_TOLERANCE["relative"], filename_prefix="PAS",
                 clip=None, prompts="", grid=None, scheduler="karras", steps="4-8") -> io.NodeOutput:
         prompt_list = [line.strip() for line in (prompts or "").splitlines() if line.strip()]

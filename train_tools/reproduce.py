@@ -195,6 +195,7 @@ def main(argv=None):
     parser.add_argument("--builtins", nargs="*", help="extra ComfyUI samplers without a PAS row (needs the host)")
     parser.add_argument("--no-comfy", action="store_true", help="plain rows from our solvers, not ComfyUI's functions")
     parser.add_argument("--fid-rows", choices=["all", "contenders"], help="which rows get FID (all get RMSE)")
+    parser.add_argument("--fid-nfe", type=int, nargs="+", help="NFE whose rows get FID (default: every NFE)")
     parser.add_argument("--loss", default="l1", help="PAS fit loss")
     parser.add_argument("--learned", action=argparse.BooleanOptionalAction, help="rows on learned schedules")
     parser.add_argument("--multigrid", action=argparse.BooleanOptionalAction,
@@ -298,7 +299,8 @@ def main(argv=None):
     fid_scores, fid_seconds = {}, 0.0
     if not args.no_fid:
         t0 = time.perf_counter()
-        fid_scores = score_fid({key: samples[key] for key in fid_keys(rows, args.fid_rows)}, args.fid_ref, rank, world)
+        keys = [key for key in fid_keys(rows, args.fid_rows) if not args.fid_nfe or key[1] in (0, *args.fid_nfe)]
+        fid_scores = score_fid({key: samples[key] for key in keys}, args.fid_ref, rank, world)
         fid_seconds = time.perf_counter() - t0
     if rank == 0:
         finish(args, out, model, samples, rows, reports, started, fid_scores, fid_seconds, extra_info)

@@ -75,7 +75,9 @@ def rewrite_report(results_json):
 
 def format_table(rows, args):
     fid_note = "no FID" if args.no_fid else (f"FID of {args.eval} samples vs {args.fid_ref} Fashion-MNIST test images "
-                                             f"({getattr(args, 'fid_rows', 'all')} rows)")
+                                             f"({getattr(args, 'fid_rows', 'all')} rows"
+                                             + (f" at NFE {args.fid_nfe}" if getattr(args, "fid_nfe", None) else "")
+                                             + ")")
     lines = [f"Fashion-MNIST demo model; {fid_note}; RMSE vs a Heun {args.reference_nfe}-NFE reference on the same "
              f"seeds (training teacher: Heun ~{args.teacher_nfe} NFE on the refined student grid); PAS ({getattr(args, 'n_basis', DEFAULT_N_BASIS)} basis vectors, {getattr(args, 'loss', 'l1')} fit, guard "
              f"{getattr(args, 'guard', GUARDS[0])}) trained on {args.train} trajectories (seeds {args.train_seed_start}+), evaluated on seeds "
