@@ -24,6 +24,10 @@ from .teacher import Denoiser, teacher_nfe_for, teacher_states
 DEFAULT_PARAMETERIZATION = "relative"
 DEFAULT_N_BASIS = 3
 DEFAULT_TOLERANCE = {"relative": 0.01, "absolute": 1e-4}
+# FID-safe acceptance (docs/objective-study.md): a held-out RMSE gain below this fraction is not worth a step's
+# side effects, and the last step (onto the grid's end) is left to the solver.
+DEFAULT_MIN_HELD_OUT_GAIN = 0.05
+DEFAULT_CORRECT_LAST_STEP = False
 LOSSES = ("l1", "l2")
 # Held-out checks of a candidate step (each on the final samples of held-out trajectories):
 # mean: their RMSE drops; validation: mean, and the median sample's error drops too; spectral: validation, and
@@ -114,12 +118,12 @@ def _mean_square(errors: torch.Tensor) -> float:
     return float(errors.square().mean())
 
 
-def guard_passes(before: HeldOutErrors, after: HeldOutErrors, guard: str = "validation") -> bool:
-    """The held-out check named by `guard` (see GUARDS); the median rule keeps a rare large fix from hiding a
-    majority made worse, nor the reverse."""
+def guard_passes(before: HeldOutErrors, after: HeldOutErrors, guard: str = "validation", min_gain: float = 0.0) -> bool:
+    """The held-out check named by `guard` (see GUARDS): the held-out RMSE must drop by more than the fraction
+    min_gain; the median rule keeps a rare large fix from hiding a majority made worse, nor the reverse."""
     if guard == "none":
         return True
-    ok = _mean_square(after.rmse) < _mean_square(before.rmse)
+    ok = _mean_square(after.rmse) ** 0.5 < (1 - min_gain) * _mean_square(before.rmse) ** 0.5
     if guard in ("validation", "spectral"):
         ok = ok and float(after.rmse.median()) < float(before.rmse.median())
     if guard == "spectral" and after.high_pass is not None:
@@ -160,6 +164,8 @@ class SearchSettings:
     parameterization: str = DEFAULT_PARAMETERIZATION
     guard: str = GUARDS[0]
     validation_fraction: float = 0.25
+    min_held_out_gain: float = 0.0
+    correct_last_step: bool = True
 
     def __post_init__(self):
         if self.loss not in LOSSES:
@@ -260,7 +266,9 @@ def search_grid(denoiser, x, sigmas, targets, solver, options, settings: SearchS
         target = targets[step + 1]
         entry = {"step": step, "sigma": sigma_values[step], "sigma_next": sigma_values[step + 1],
                  "loss_plain": criterion(plain_next[train_rows], target[train_rows], settings.loss),
-                 "loss_corrected": None, "feasible": basis_is_feasible(step + 2, settings.n_basis),
+                 "loss_corrected": None,
+                 "feasible": basis_is_feasible(step + 2, settings.n_basis) and (
+                     settings.correct_last_step or step < steps - 1),
                  "accepted": False, "coordinates": None, "val_final_before": _rms(val_errors),
                  "val_final_corrected": None}
         used, next_points = direction, plain_next
@@ -286,7 +294,7 @@ def search_grid(denoiser, x, sigmas, targets, solver, options, settings: SearchS
                 entry["val_final_corrected"] = _rms(candidate_errors)
                 entry["val_high_pass_before"] = _rms(val_errors, fine=True)
                 entry["val_high_pass_corrected"] = _rms(candidate_errors, fine=True)
-                guard_ok = guard_passes(val_errors, candidate_errors, settings.guard)
+                guard_ok = guard_passes(val_errors, candidate_errors, settings.guard, settings.min_held_out_gain)
             if local_ok and guard_ok:
                 entry["accepted"] = True
                 accepted.append(step)
@@ -308,7 +316,8 @@ def search_grid(denoiser, x, sigmas, targets, solver, options, settings: SearchS
 def train_pas(model, x, sigmas, *, solver="euler", max_order=None, n_basis=DEFAULT_N_BASIS, loss="l1",
               tolerance=None, tolerance_mode="relative", parameterization=DEFAULT_PARAMETERIZATION,
               teacher_substeps=None, teacher_nfe=100, extra_args=None, chunk_size=None, progress=None,
-              per_sample_args=None, validation_fraction=0.25, guard=GUARDS[0], targets=None, metadata=None):
+              per_sample_args=None, validation_fraction=0.25, guard=GUARDS[0], targets=None, metadata=None,
+              min_held_out_gain=DEFAULT_MIN_HELD_OUT_GAIN, correct_last_step=DEFAULT_CORRECT_LAST_STEP):
     """Learn PAS coordinates for `model` on the student grid `sigmas` (or on several grids: one teacher run
     serves them all) from the start points x (N, ...).
 
@@ -319,7 +328,8 @@ def train_pas(model, x, sigmas, *, solver="euler", max_order=None, n_basis=DEFAU
     solver = canonical_solver(solver)
     options = solver_options(solver, max_order)
     grids = as_grid_list(sigmas)
-    settings = SearchSettings(n_basis, loss, tolerance, tolerance_mode, parameterization, guard, validation_fraction)
+    settings = SearchSettings(n_basis, loss, tolerance, tolerance_mode, parameterization, guard, validation_fraction,
+                              float(min_held_out_gain), bool(correct_last_step))
     if not torch.isfinite(x).all():
         raise ValueError("the start points contain NaN or inf")
     count = x.shape[0]
@@ -379,7 +389,8 @@ def _grid_report(result: _GridResult) -> dict:
 def _training_report(results, settings, count, n_val, teacher_info, metadata, latent_shape):
     """(report, file metadata): the first grid's report at the top level (one-grid callers), all in 'grids'."""
     recorded = {"loss": settings.loss, "tolerance": settings.tolerance, "tolerance_mode": settings.tolerance_mode,
-                "guard": settings.guard, "validation_fraction": settings.validation_fraction if n_val else 0.0,
+                "guard": settings.guard, "min_held_out_gain": settings.min_held_out_gain,
+                "correct_last_step": settings.correct_last_step, "validation_fraction": settings.validation_fraction if n_val else 0.0,
                 "n_trajectories": count, "n_validation": n_val, "teacher": teacher_info,
                 "latent_shape": list(latent_shape)}
     grids = [_grid_report(result) for result in results]
