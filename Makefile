@@ -39,8 +39,8 @@ test-server: venv host
 test-browser: venv host browser
 	$(PY) -m pytest -q tests/browser
 
-demo: venv host dataset fid-weights
-	$(PY) -m train_tools.demo
+demo: venv host dataset fid-weights   ## the quick preset on 2 processes (seeds, teacher and FID rows shared)
+	$(PY) -m torch.distributed.run --standalone --nproc-per-node $(REPRODUCE_PROCS) -m train_tools.demo
 
 bench: venv host   ## every solver with and without PAS on the mixture, then the per-solver correction overhead
 	$(PY) -m train_tools.bench_gmm --out out/bench_gmm.json

@@ -34,6 +34,7 @@ from comfyui_pas.teacher import teacher_nfe_for, teacher_states
 from train_tools.distributed import broadcast, gather_interleaved, init_distributed, map_seeds
 from train_tools.metrics import rmse
 from train_tools.reproduce_report import (
+    FID_POLICIES,
     LEARNED,
     MULTI_GRID,
     fid_keys,
@@ -47,12 +48,10 @@ EVAL_SEED_START = 1_000_000  # training seeds start at 0 and stay far below
 # Sized for 2 CPU cores: Inception runs at ~3 images/s and each FID value spends 25-60 s in the
 # 2048x2048 matrix square root, so the number of FID rows times the evaluation size sets the time.
 # Every solver's uncorrected row is ComfyUI's own function (tests/host prove ours equal to it); uni_pc has no
-# PAS counterpart (see docs/solvers.md). FID rows: "contenders" scores every built-in and, at each NFE, the
-# two PAS rows with the lowest RMSE (every row gets RMSE); "all" scores every row.
+# PAS counterpart (see docs/solvers.md). Every row gets RMSE; which get FID: see reproduce_report.fid_keys.
 PRESETS = {
     "quick": dict(nfe=[5], train=32, eval=100, teacher_nfe=100, reference_nfe=100, fid_ref=500,
-                  solvers=["euler", "ipndm", "deis", "dpmpp_2m"], builtins=["uni_pc"], fid_rows="all", learned=True,
-                  multigrid=False),
+                  solvers=["euler", "deis", "dpmpp_2m"], builtins=[], fid_rows="best", learned=True, multigrid=False),
     "full": dict(nfe=[4, 5, 6, 8, 10], train=128, eval=400, teacher_nfe=100, reference_nfe=200, fid_ref=10000,
                  solvers=list(SOLVERS), builtins=["uni_pc"], fid_rows="contenders", learned=True, multigrid=True),
 }
@@ -194,7 +193,7 @@ def main(argv=None):
     parser.add_argument("--no-fid", action="store_true", help="RMSE only")
     parser.add_argument("--builtins", nargs="*", help="extra ComfyUI samplers without a PAS row (needs the host)")
     parser.add_argument("--no-comfy", action="store_true", help="plain rows from our solvers, not ComfyUI's functions")
-    parser.add_argument("--fid-rows", choices=["all", "contenders"], help="which rows get FID (all get RMSE)")
+    parser.add_argument("--fid-rows", choices=FID_POLICIES, help="which rows get FID (all get RMSE)")
     parser.add_argument("--fid-nfe", type=int, nargs="+", help="NFE whose rows get FID (default: every NFE)")
     parser.add_argument("--loss", default="l1", help="PAS fit loss")
     parser.add_argument("--learned", action=argparse.BooleanOptionalAction, help="rows on learned schedules")

@@ -41,9 +41,13 @@ def base_rows(method: str) -> list[str]:
     return [plain_label(solver, True, BASE_SUFFIX[kind]), plain_label(solver, False, BASE_SUFFIX[kind])]
 
 
+FID_POLICIES = ("all", "contenders", "best")
+
+
 def fid_keys(rows, policy):
-    """The (method, nfe) keys that get FID: every row, or the teacher, every built-in, and at each NFE the PAS row
-    of lowest RMSE of each kind with the same solver's row of the other kinds (for the learned-vs-EDM check)."""
+    """The (method, nfe) keys that get FID: every row ("all"); or the teacher, every built-in and at each NFE the
+    PAS row of lowest RMSE of each kind ("best"), with the same solver's rows of the other kinds and their
+    uncorrected rows ("contenders", for the learned-vs-EDM and never-worse checks)."""
     keys = [("teacher", 0) if r["nfe"] == 0 else (r["method"], r["nfe"]) for r in rows]
     if policy == "all":
         return keys
@@ -53,8 +57,10 @@ def fid_keys(rows, policy):
         for kind in (k for k in BASE_SUFFIX if any(split_method(r["method"])[2] == k for r in pas)):
             best = min((r for r in pas if split_method(r["method"])[2] == kind), key=lambda r: r["rmse"])
             solver = split_method(best["method"])[0]
-            chosen |= {(pas_label(solver, other), nfe) for other in BASE_SUFFIX}
-            chosen |= {(base, nfe) for base in base_rows(best["method"])}
+            chosen.add((best["method"], nfe))
+            if policy == "contenders":
+                chosen |= {(pas_label(solver, other), nfe) for other in BASE_SUFFIX}
+                chosen |= {(base, nfe) for base in base_rows(best["method"])}
     return [key for key in keys if key in chosen]
 
 
