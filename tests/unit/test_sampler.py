@@ -94,3 +94,23 @@ def test_unknown_solver_and_order_are_rejected(gmm):
         sample_pas(gmm, x, GRIDS["edm"], solver="heun")
     with pytest.raises(ValueError, match="max_order"):
         sample_pas(gmm, x, GRIDS["edm"], solver="ipndm", max_order=5)
+
+
+@pytest.mark.parametrize("solver", ["euler", "ipndm", "ipndm_v", "deis", "dpmpp_2m", "res_multistep"])
+def test_corrections_add_no_model_call(gmm, solver):
+    """With coordinates at every feasible step, sampling still calls the model once per step."""
+    from comfyui_pas import PASCoordinates
+
+    sigmas = GRIDS["to_zero"]
+    steps = list(range(1, len(sigmas) - 1))
+    coords = PASCoordinates(sigmas, solver, None, 2, steps, torch.tensor([[1.02, 0.01]] * len(steps)), "relative")
+    calls = []
+
+    def counting(x, sigma, **kwargs):
+        calls.append(float(sigma[0]))
+        return gmm(x, sigma)
+
+    x = seeded_noise(range(3), (96,)) * sigmas[0]
+    corrected = sample_pas(counting, x, sigmas, solver=solver, coords=coords)
+    assert calls == pytest.approx(sigmas[:-1].tolist())
+    assert not torch.allclose(corrected, sample_pas(gmm, x, sigmas, solver=solver))
