@@ -53,7 +53,8 @@ PRESETS = {
     "quick": dict(nfe=[5], train=32, eval=100, teacher_nfe=100, reference_nfe=100, fid_ref=500,
                   solvers=["euler", "deis", "dpmpp_2m"], builtins=[], fid_rows="best", learned=True, multigrid=False),
     "full": dict(nfe=[4, 5, 6, 8, 10], train=128, eval=400, teacher_nfe=100, reference_nfe=200, fid_ref=10000,
-                 solvers=list(SOLVERS), builtins=["uni_pc"], fid_rows="contenders", learned=True, multigrid=True),
+                 solvers=list(SOLVERS), builtins=["uni_pc"], fid_rows="contenders", fid_nfe=[4, 5, 6], learned=True,
+                 multigrid=True),
 }
 
 
