@@ -233,6 +233,11 @@ class PhasedProgress:
         self.bar.update_absolute(self.bar.total)  # the search may skip calls the estimate counted
 
 
+# The trainer's 'learned' grid: the DP grid or an EDM grid of several rho, whichever the solver itself rolls out
+# best on the training trajectories (the local objective alone suits Euler-like solvers, not dpmpp_2m / RES).
+LEARNED_OBJECTIVE = "end_to_end"
+
+
 def train(model, positives: list, negative, cfg: float, latent: dict, grids: list[torch.Tensor], *,
           trajectories: int, seed: int, learn_steps: int | None = None, **train_options):
     """PAS teacher and search inside ComfyUI on one or several grids (one teacher run), or on a schedule learned
@@ -247,7 +252,7 @@ def train(model, positives: list, negative, cfg: float, latent: dict, grids: lis
         model_sampling = model.get_model_object("model_sampling")
         learned, schedule = learn_schedule(
             denoiser, x, learn_steps, sigma_min=float(model_sampling.sigma_min),
-            sigma_max=float(model_sampling.sigma_max), append_zero=True,
+            sigma_max=float(model_sampling.sigma_max), append_zero=True, objective=LEARNED_OBJECTIVE,
             progress=progress.phase(expected_rest=trajectories * learn_steps * 2), **solver_args, **model_args)
         coords, report = train_pas(denoiser, x, learned.to(x.dtype), targets=schedule.pop("targets"),
                                    progress=progress.phase(), **model_args, **train_options)

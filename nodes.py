@@ -135,8 +135,8 @@ class PASTrainer(io.ComfyNode):
                                      "trajectories, teacher_nfe 48): trajectories x (teacher NFE + steps) plus "
                                      "held-out roll-outs, at most 1,000 model calls for 3-10 steps (645 at 4 "
                                      "karras-like steps, ~970 at 10), within 90% of the best held-out gain "
-                                     "(docs/ab-study.md, 'Budget per grid'). grid 'learned' adds its own teacher: "
-                                     "trajectories x 188 calls."),
+                                     "(docs/ab-study.md, 'Budget per grid'). grid 'learned' adds its own teacher on "
+                                     "~70 candidate sigmas and roll-outs: about trajectories x 300 calls at 5 steps."),
                 io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
                              tooltip="Seed of the trajectories' noise."),
                 io.Int.Input("teacher_nfe", default=TRAINER_TEACHER_NFE, min=4, max=2000,
@@ -162,7 +162,9 @@ class PASTrainer(io.ComfyNode):
                                tooltip="sigmas: train on the connected SIGMAS. scheduler: one file for every step "
                                        "count in 'steps', each grid as BasicScheduler computes it with 'scheduler' "
                                        "(one teacher run serves them all). learned: learn a schedule with the "
-                                       "first count in 'steps' from the teacher (GITS-style), then train on it."),
+                                       "first count in 'steps' from the teacher (GITS-style dynamic programme, "
+                                       "kept only if the solver rolls out better on it than on EDM grids of "
+                                       "several rho), then train on it."),
                 io.Combo.Input("scheduler", options=list(comfy.samplers.SCHEDULER_NAMES), default="karras",
                                optional=True, tooltip="The ComfyUI scheduler for grid 'scheduler'."),
                 io.String.Input("steps", default="4-8", optional=True,

@@ -293,7 +293,7 @@ def test_learned_mode_outputs_the_grid_it_trained_on(nodes, pas_dir, tiny_models
     model_sampling = model.get_model_object("model_sampling")
     assert len(sigmas) == 6 and float(sigmas[-1]) == 0.0
     assert abs(float(sigmas[0]) - float(model_sampling.sigma_max)) < 1e-6
-    assert coords.metadata["schedule"]["objective"] == "local" and coords.metadata["scheduler"] == "learned"
+    assert coords.metadata["schedule"]["objective"] == "end_to_end" and coords.metadata["scheduler"] == "learned"
     summary = out.ui.as_dict()["text"][0]
     assert "learned schedule" in summary and "None" not in summary and "5 steps: held-out error" in summary
     assert updates[-1][0] == updates[-1][1] and all(v <= t for v, t in updates)
