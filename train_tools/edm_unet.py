@@ -29,6 +29,7 @@ class UNetConfig:
     fourier_dim: int = 64
     dropout: float = 0.0
     sigma_data: float = 0.5
+    num_classes: int = 0  # > 0: class-conditional; label -1 (or none) is the unconditional branch
     extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
@@ -123,6 +124,12 @@ class UNet(nn.Module):
         self.emb_mlp = nn.Sequential(
             nn.Linear(cfg.fourier_dim, cfg.emb_dim), nn.SiLU(), nn.Linear(cfg.emb_dim, cfg.emb_dim)
         )
+        # Row num_classes is the "no class" row: padding_idx keeps it zero, so unconditional = no class term.
+        # Zero-initialised, so a conditional net made from unconditional weights starts as that net.
+        self.num_classes = int(cfg.num_classes)
+        if self.num_classes:
+            self.class_emb = nn.Embedding(self.num_classes + 1, cfg.emb_dim, padding_idx=self.num_classes)
+            nn.init.zeros_(self.class_emb.weight)
         self.conv_in = nn.Conv2d(cfg.img_channels, ch[0], 3, padding=1)
         self.down_blocks, self.downsamples, skip_ch = nn.ModuleList(), nn.ModuleList(), []
         cur = ch[0]
@@ -151,8 +158,11 @@ class UNet(nn.Module):
         nn.init.zeros_(self.conv_out.weight)
         nn.init.zeros_(self.conv_out.bias)
 
-    def forward(self, x: torch.Tensor, c_noise: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, c_noise: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         emb = self.emb_mlp(self.fourier(c_noise).to(x.dtype))
+        if self.num_classes and labels is not None:
+            rows = torch.where(labels < 0, torch.full_like(labels, self.num_classes), labels)
+            emb = emb + self.class_emb(rows).to(emb.dtype)
         h = self.conv_in(x)
         skips = []
         for blocks, down in zip(self.down_blocks, self.downsamples, strict=True):
@@ -180,7 +190,11 @@ def edm_scalings(sigma: torch.Tensor, sigma_data: float) -> tuple[torch.Tensor, 
 
 
 class EDMDenoiser(nn.Module):
-    """k-diffusion denoiser D(x; sigma) around `UNet` (unconditional; extra args are ignored)."""
+    """k-diffusion denoiser D(x; sigma, class_labels) around `UNet`.
+
+    `class_labels`: None or a (B,) integer tensor, -1 meaning unconditional; an unconditional net
+    (num_classes 0) ignores it. Other extra args are ignored.
+    """
 
     sigma_min = 0.002
     sigma_max = 80.0
@@ -191,12 +205,18 @@ class EDMDenoiser(nn.Module):
         self.sigma_data = float(self.config.sigma_data)
         self.unet = UNet(self.config)
 
-    def forward(self, x: torch.Tensor, sigma: torch.Tensor | float, **extra_args) -> torch.Tensor:
+    @property
+    def num_classes(self) -> int:
+        return self.unet.num_classes
+
+    def forward(self, x: torch.Tensor, sigma: torch.Tensor | float, class_labels: torch.Tensor | None = None,
+                **extra_args) -> torch.Tensor:
         if x.ndim != 4:
             raise ValueError(f"x must be (B, C, H, W), got shape {tuple(x.shape)}")
         sigma = self._sigma_per_sample(sigma, x)
+        labels = self._labels_per_sample(class_labels, x) if self.num_classes else None
         c_skip, c_out, c_in, c_noise = (c.to(x.dtype) for c in edm_scalings(sigma, self.sigma_data))
-        f_x = self.unet(x * c_in[:, None, None, None], c_noise)
+        f_x = self.unet(x * c_in[:, None, None, None], c_noise, labels)
         return c_skip[:, None, None, None] * x + c_out[:, None, None, None] * f_x
 
     @staticmethod
@@ -209,6 +229,18 @@ class EDMDenoiser(nn.Module):
         if not bool((sigma > 0).all()):
             raise ValueError("sigma must be > 0 (the denoiser is not defined at sigma = 0)")
         return sigma
+
+    def _labels_per_sample(self, labels: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor | None:
+        if labels is None:
+            return None
+        labels = torch.as_tensor(labels, device=x.device).reshape(-1).long()
+        if labels.numel() == 1:
+            labels = labels.expand(x.shape[0])
+        if labels.numel() != x.shape[0]:
+            raise ValueError(f"class_labels must have one label per sample ({x.shape[0]}), got {labels.numel()}")
+        if bool(((labels < -1) | (labels >= self.num_classes)).any()):
+            raise ValueError(f"class_labels must be -1 (unconditional) or 0..{self.num_classes - 1}")
+        return labels
 
     def param_count(self) -> int:
         return sum(p.numel() for p in self.parameters())

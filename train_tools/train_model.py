@@ -48,6 +48,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--channels", type=str, default="24,48,96")
     p.add_argument("--blocks-per-level", type=int, default=1)
     p.add_argument("--no-attention", action="store_true")
+    p.add_argument("--num-classes", type=int, default=0, help="> 0: class-conditional model (10 for Fashion-MNIST)")
+    p.add_argument("--label-dropout", type=float, default=0.15,
+                   help="conditional: share of batches' labels replaced by 'unconditional' (for CFG)")
+    p.add_argument("--init-from", type=Path, default=None,
+                   help="start from these weights (e.g. the unconditional model; new class rows start at zero)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     p.add_argument("--log-every", type=int, default=100)
@@ -62,7 +67,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def model_config(args: argparse.Namespace) -> UNetConfig:
     channels = tuple(int(c) for c in args.channels.split(","))
     return UNetConfig(channels=channels, blocks_per_level=args.blocks_per_level,
-                      attention_lowest=not args.no_attention)
+                      attention_lowest=not args.no_attention, num_classes=args.num_classes)
 
 
 def training_config(args: argparse.Namespace) -> dict:
@@ -70,6 +75,10 @@ def training_config(args: argparse.Namespace) -> dict:
             "seed", "threads")
     cfg = {k: getattr(args, k) for k in keys}
     cfg["flip"] = not args.no_flip
+    if args.num_classes:
+        cfg["label_dropout"] = args.label_dropout
+    if args.init_from is not None:
+        cfg["init_from"] = args.init_from.name
     return cfg
 
 
@@ -86,24 +95,40 @@ def learning_rate(step: int, progress: float, args: argparse.Namespace) -> float
     return args.lr_final + (args.lr - args.lr_final) * cos
 
 
-def edm_loss(model: EDMDenoiser, y: torch.Tensor, gen: torch.Tensor, args: argparse.Namespace) -> torch.Tensor:
+def edm_loss(model: EDMDenoiser, y: torch.Tensor, gen: torch.Tensor, args: argparse.Namespace,
+             labels: torch.Tensor | None = None) -> torch.Tensor:
     """EDM training loss: log-normal sigma, weight (s^2 + sd^2) / (s sd)^2."""
     b = y.shape[0]
     sigma = (torch.randn(b, generator=gen) * args.p_std + args.p_mean).exp()
     noise = torch.randn(y.shape, generator=gen) * sigma[:, None, None, None]
     sd = model.sigma_data
     weight = (sigma**2 + sd**2) / (sigma * sd) ** 2
-    per_sample = ((model(y + noise, sigma) - y) ** 2).mean(dim=(1, 2, 3))
+    per_sample = ((model(y + noise, sigma, class_labels=labels) - y) ** 2).mean(dim=(1, 2, 3))
     return (weight * per_sample).mean()
 
 
-def sample_batch(images: torch.Tensor, gen: torch.Generator, batch: int, flip: bool) -> torch.Tensor:
+def sample_batch(images: torch.Tensor, gen: torch.Generator, batch: int, flip: bool,
+                 labels: torch.Tensor | None = None, label_dropout: float = 0.0):
+    """A random batch in model space and, with `labels`, its labels (-1 where dropped for CFG)."""
     idx = torch.randint(0, images.shape[0], (batch,), generator=gen)
     y = fashion_mnist.to_model_space(images[idx])
     if flip:
         mask = torch.rand(batch, generator=gen) < 0.5
         y = torch.where(mask[:, None, None, None], y.flip(-1), y)
-    return y
+    if labels is None:
+        return y, None
+    drop = torch.rand(batch, generator=gen) < label_dropout
+    return y, torch.where(drop, torch.full_like(labels[idx], -1), labels[idx])
+
+
+def init_weights(model: EDMDenoiser, path: Path) -> None:
+    """Load `path` into `model`; only the class embedding may be missing (it stays zero)."""
+    from train_tools.demo_model import read_weights
+
+    tensors, _ = read_weights(path)
+    missing, unexpected = model.load_state_dict(tensors, strict=False)
+    if unexpected or any(not k.startswith("unet.class_emb") for k in missing):
+        raise SystemExit(f"--init-from {path}: weights do not fit (missing {missing}, unexpected {unexpected})")
 
 
 def export_weights(ema: EDMDenoiser, path: Path, metadata: dict) -> None:
@@ -145,11 +170,14 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     torch.set_num_threads(args.threads)
     images = torch.from_numpy(fashion_mnist.load_images("train", args.data_dir))
+    labels = torch.from_numpy(fashion_mnist.load_labels("train", args.data_dir)).long() if args.num_classes else None
     data_md5 = fashion_mnist.images_md5("train", args.data_dir)
     cfg = model_config(args)
 
     torch.manual_seed(args.seed)
     model = EDMDenoiser(cfg)
+    if args.init_from is not None:
+        init_weights(model, args.init_from)
     ema = copy.deepcopy(model).requires_grad_(False)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     gen = torch.Generator().manual_seed(args.seed)
@@ -190,8 +218,8 @@ def main(argv: list[str] | None = None) -> None:
         lr = learning_rate(step, progress, args)
         for group in opt.param_groups:
             group["lr"] = lr
-        y = sample_batch(images, gen, args.batch, flip=not args.no_flip)
-        loss = edm_loss(model, y, gen, args)
+        y, batch_labels = sample_batch(images, gen, args.batch, not args.no_flip, labels, args.label_dropout)
+        loss = edm_loss(model, y, gen, args, batch_labels)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
