@@ -9,3 +9,8 @@ def seeded_noise(seeds, shape, dtype: torch.dtype = torch.float64) -> torch.Tens
     sample does not depend on its batch."""
     return torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(int(s)), dtype=dtype)
                         for s in seeds])
+
+# Seed ranges of every offline tool, far apart so that no two uses overlap.
+TRAIN_SEED_START = 0  # PAS training trajectories
+EVAL_SEED_START = 1_000_000  # samples that are scored
+REFERENCE_SEED_START = 2_000_000  # the teacher's own samples, the reference of the distribution metrics
