@@ -1,0 +1,107 @@
+"""The quality bench's metrics against independent computations, and its paired intervals on planted cases."""
+import numpy as np
+import pytest
+import torch
+from pytorch_fid.fid_score import calculate_frechet_distance
+
+from train_tools.guided import GuidedModel, labels_for
+from train_tools.quality import FrechetReference, Judge, KIDReference, Scored
+
+
+def _gaussian(n, d, shift=0.0, scale=1.0, seed=0):
+    rng = np.random.default_rng(seed)
+    mix = rng.normal(size=(d, d)) / np.sqrt(d)
+    return (rng.normal(size=(n, d)) * scale) @ (np.eye(d) + 0.3 * mix) + shift
+
+
+@pytest.mark.parametrize("n", [300, 40])  # d <= n (d x d path) and d > n (Gram path)
+def test_frechet_matches_pytorch_fid(n):
+    ref, feats = _gaussian(500, 64, seed=1), _gaussian(n, 64, shift=0.2, scale=1.1, seed=2)
+    expected = calculate_frechet_distance(feats.mean(0), np.cov(feats, rowvar=False),
+                                          ref.mean(0), np.cov(ref, rowvar=False))
+    assert FrechetReference(ref).distance(feats) == pytest.approx(expected, rel=1e-6, abs=1e-8)
+
+
+def test_kid_matches_the_unbiased_estimator_by_hand():
+    x, y = _gaussian(30, 8, shift=0.5, seed=3), _gaussian(40, 8, seed=4)
+
+    def k(a, b):
+        return (a @ b / len(a) + 1) ** 3
+
+    xx = sum(k(x[i], x[j]) for i in range(30) for j in range(30) if i != j) / (30 * 29)
+    yy = sum(k(y[i], y[j]) for i in range(40) for j in range(40) if i != j) / (40 * 39)
+    xy = sum(k(x[i], y[j]) for i in range(30) for j in range(40)) / (30 * 40)
+    ref = KIDReference(y)
+    assert ref.distance(ref.prepare(x)) == pytest.approx(1000 * (xx + yy - 2 * xy), rel=1e-9)
+
+
+def test_kid_is_near_zero_for_the_same_distribution_and_positive_for_a_shift():
+    ref = KIDReference(_gaussian(800, 16, seed=5))
+    same = ref.distance(ref.prepare(_gaussian(400, 16, seed=6)))
+    shifted = ref.distance(ref.prepare(_gaussian(400, 16, shift=0.3, seed=6)))
+    assert abs(same) < 0.2 * shifted and shifted > 0
+
+
+def _scored(judge, feats, refs):
+    out = Scored()
+    for name, ref in refs.items():
+        rotated = feats @ ref.root
+        out.values[name] = ref.distance(feats)
+        out.boots[name] = np.array([ref.distance(feats[i], rotated[i]) for i in judge.idx])
+    return out
+
+
+def test_paired_interval_detects_a_small_planted_shift_and_not_a_null():
+    ref = {"fd": FrechetReference(_gaussian(2000, 16, seed=7))}
+    judge = Judge(500, {"x": _gaussian(50, 16, seed=8)}, n_boot=300, seed=1)
+    base = _gaussian(500, 16, shift=0.3, seed=9)
+    a, b = _scored(judge, base, ref), _scored(judge, base + 0.01, ref)  # same seeds, b slightly further away
+    diff = Judge.difference(b, a, "fd")
+    assert diff.low > 0 and diff.excludes_zero()
+    null = Judge.difference(a, _scored(judge, base.copy(), ref), "fd")
+    assert null.low == null.high == 0 and not null.excludes_zero()
+    # Unpaired noise of a different seed set is far larger than the planted gap.
+    other = _scored(judge, _gaussian(500, 16, shift=0.3, seed=10), ref)
+    assert abs(other.values["fd"] - a.values["fd"]) > diff.value
+
+
+def test_judge_scores_rmse_and_class_accuracy_per_seed():
+    from train_tools import classifier, fashion_mnist
+
+    images, labels = fashion_mnist.load_images("test")[:200], fashion_mnist.load_labels("test")[:200]
+    feats = classifier.features(fashion_mnist.load_images("test")[200:1200])
+    teacher = torch.zeros(200, 1, 4, 4)
+    finals = torch.full((200, 1, 4, 4), 0.5)
+    judge = Judge(200, {"data": feats}, teacher_finals=teacher, labels=labels, n_boot=50)
+    scored = judge.score(images, finals)
+    assert scored.values["rmse"] == pytest.approx(0.5)
+    assert scored.values["acc"] == pytest.approx(classifier.accuracy(classifier.load_classifier(), images, labels))
+    assert scored.values["acc"] > 0.85  # the test split is classified well (the committed model's ~92%)
+    with pytest.raises(ValueError, match="200 seeds"):
+        judge.score(images[:10])
+
+
+class _TwoBranch(torch.nn.Module):
+    """A conditional 'model' whose output depends on the label in a known way."""
+
+    num_classes = 10
+    sigma_min, sigma_max = 0.002, 80.0
+
+    def forward(self, x, sigma, class_labels=None):
+        sigma = torch.as_tensor(sigma).reshape(-1, 1, 1, 1)
+        shift = torch.zeros(x.shape[0]) if class_labels is None else (class_labels.float() + 1)
+        return x / (1 + sigma) + shift.reshape(-1, 1, 1, 1)
+
+
+def test_guided_model_combines_branches_as_comfyui_cfg():
+    model, x, sigma = _TwoBranch(), torch.randn(4, 1, 2, 2), torch.tensor([1.5] * 4)
+    labels = labels_for([3, 14, 25, 6])
+    assert labels.tolist() == [3, 4, 5, 6]
+    cond, uncond = model(x, sigma, labels), model(x, sigma, torch.full_like(labels, -1))
+    torch.testing.assert_close(GuidedModel(model, 4.0)(x, sigma, class_labels=labels), uncond + 4.0 * (cond - uncond))
+    torch.testing.assert_close(GuidedModel(model, 1.0)(x, sigma, class_labels=labels), cond)
+    assert GuidedModel(model, 4.0).calls_per_eval() == 2
+    bound = GuidedModel(model, 4.0).bind([3, 14, 25, 6])
+    torch.testing.assert_close(bound(x, sigma), uncond + 4.0 * (cond - uncond))
+    with pytest.raises(ValueError, match="bound to 4 seeds"):
+        bound(x[:2], sigma[:2])
