@@ -103,8 +103,10 @@ class Interval:
 
 
 def percentile_interval(value: float, boots: np.ndarray) -> Interval:
-    low, high = np.percentile(boots, [2.5, 97.5])
-    return Interval(float(value), float(low), float(high))
+    """The basic (reverse-percentile) bootstrap interval [2v - q97.5, 2v - q2.5]: it carries the resampling
+    bias of a statistic such as FD (resampled sets hold duplicates, which inflate it) back to the value."""
+    q_low, q_high = np.percentile(boots, [2.5, 97.5])
+    return Interval(float(value), float(2 * value - q_high), float(2 * value - q_low))
 
 
 @dataclass

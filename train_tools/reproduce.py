@@ -32,31 +32,44 @@ from comfyui_pas.search import DEFAULT_N_BASIS, GUARDS, union_grid
 from comfyui_pas.solvers import SOLVERS, describe_solver, solver_options
 from comfyui_pas.teacher import teacher_nfe_for, teacher_states
 from train_tools.distributed import broadcast, gather_interleaved, init_distributed, map_seeds
+from train_tools.guided import GuidedModel, labels_for
 from train_tools.metrics import rmse
 from train_tools.reproduce_report import (
     FID_POLICIES,
     LEARNED,
     MULTI_GRID,
+    base_rows,
     fid_keys,
     full_report,
+    is_builtin,
     pas_label,
     plain_label,
     rewrite_report,
+    split_method,
 )
+from train_tools.seeds import EVAL_SEED_START, REFERENCE_SEED_START
 
-EVAL_SEED_START = 1_000_000  # training seeds start at 0 and stay far below
 # Sized for 2 CPU cores: Inception runs at ~3 images/s and each FID value spends 25-60 s in the
 # 2048x2048 matrix square root, so the number of FID rows times the evaluation size sets the time.
 # Every solver's uncorrected row is ComfyUI's own function (tests/host prove ours equal to it); uni_pc has no
 # PAS counterpart (see docs/solvers.md). Every row gets RMSE; which get FID: see reproduce_report.fid_keys.
 PRESETS = {
-    "quick": dict(nfe=[5], train=32, eval=100, teacher_nfe=100, reference_nfe=100, fid_ref=500,
-                  solvers=["euler", "deis", "dpmpp_2m"], builtins=[], fid_rows="best", learned=True, multigrid=False),
-    "full": dict(nfe=[4, 5, 6, 8, 10], train=128, eval=400, teacher_nfe=100, reference_nfe=200, fid_ref=10000,
-                 solvers=list(SOLVERS), builtins=["uni_pc"], fid_rows="contenders", fid_nfe=[4, 5, 6], learned=True,
-                 multigrid=True),
+    "quick": dict(nfe=[5], train=32, eval=200, teacher_nfe=48, reference_nfe=35, fid_ref=500, fid=False,
+                  model="cond", cfg=4.0, solvers=["euler", "deis", "dpmpp_2m"], builtins=[], fid_rows="best",
+                  learned=True, multigrid=False),
+    "full": dict(nfe=[4, 5, 6, 8, 10], train=128, eval=400, teacher_nfe=100, reference_nfe=200, fid_ref=10000, fid=True,
+                 model="cond", cfg=4.0, solvers=list(SOLVERS), builtins=["uni_pc"], fid_rows="contenders",
+                 fid_nfe=[4, 5, 6], learned=True, multigrid=True),
 }
 
+
+
+def load_model(name):
+    """A bundled demo model by name ('cond', 'uncond') or a weights file."""
+    from train_tools.bench_setup import MODELS
+    from train_tools.demo_model import DEFAULT_WEIGHTS, load_demo_model
+
+    return load_demo_model(DEFAULT_WEIGHTS.parent / MODELS[name] if name in MODELS else name)
 
 
 def score_fid(samples, fid_ref, rank, world):
@@ -99,23 +112,24 @@ def noise(seeds):
 
 
 def teacher_run(model, sigmas, teacher_nfe, final_only):
-    """seeds -> teacher states (seeds, steps+1, ...) or only the final states."""
+    """seeds -> teacher states (seeds, steps+1, ...) or only the final states. `model` is a GuidedModel:
+    every run binds it to its seeds' prompts."""
     def run(seeds):
-        states = teacher_states(model, noise(seeds) * sigmas[0], sigmas, teacher_nfe)[0]
+        states = teacher_states(model.bind(seeds), noise(seeds) * sigmas[0], sigmas, teacher_nfe)[0]
         return states[-1] if final_only else states.transpose(0, 1)
     return run
 
 
 def pas_run(model, sigmas, solver, coords):
     def run(seeds):
-        return sample_pas(model, noise(seeds) * sigmas[0], sigmas, solver=solver, coords=coords)
+        return sample_pas(model.bind(seeds), noise(seeds) * sigmas[0], sigmas, solver=solver, coords=coords)
     return run
 
 
 def builtin_run(sampler, model, sigmas):
     @torch.no_grad()
     def run(seeds):  # uni_pc writes into the sigmas it is given: hand it a copy
-        return sampler(model, noise(seeds) * sigmas[0], sigmas.clone(), extra_args={}, disable=True)
+        return sampler(model.bind(seeds), noise(seeds) * sigmas[0], sigmas.clone(), extra_args={}, disable=True)
     return run
 
 
@@ -128,9 +142,10 @@ def train_all(model, sigmas, targets, solvers, args, rank, world, out, log, tag)
         if index % world == rank:
             t1 = time.perf_counter()
             start = sigmas[0] if isinstance(sigmas, torch.Tensor) else sigmas[0][0]
-            coords, report = train_pas(model, noise(range(args.train_seed_start, args.train_seed_start + args.train))
-                                       * start, sigmas, solver=name, targets=targets, chunk_size=args.batch,
-                                       n_basis=args.n_basis, guard=args.guard, loss=args.loss)
+            seeds = range(args.train_seed_start, args.train_seed_start + args.train)
+            coords, report = train_pas(model, noise(seeds) * start, sigmas, solver=name, targets=targets,
+                                       chunk_size=args.batch, n_basis=args.n_basis, guard=args.guard, loss=args.loss,
+                                       per_sample_args={"class_labels": labels_for(seeds)})
             report["search_seconds"] = time.perf_counter() - t1
             result = (coords, report)
         trained[name] = result
@@ -148,7 +163,8 @@ def candidate_teacher(model, seeds, args, rank, world):
     grid = candidate_grid(model.sigma_min, model.sigma_max, DEFAULT_CANDIDATES, False)
 
     def run(batch):
-        teacher = CandidateTeacher.run(model, noise(batch) * grid[0].float(), grid, DEFAULT_TEACHER_SUBSTEPS)
+        teacher = CandidateTeacher.run(model.bind(batch), noise(batch) * grid[0].float(), grid,
+                                       DEFAULT_TEACHER_SUBSTEPS)
         return torch.cat([teacher.states, teacher.denoised]).transpose(0, 1)
 
     both = map_seeds(run, seeds, args.batch, rank, world).transpose(0, 1)
@@ -181,7 +197,9 @@ def multigrid_cost(multi, union_teacher_calls, reports, args):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", choices=PRESETS, default="quick")
-    parser.add_argument("--model", default=None, help="demo-model weights (default: the bundled file)")
+    parser.add_argument("--model", default=None,
+                        help="demo model: 'cond' (class-conditional), 'uncond', or a weights file (default: the preset's)")
+    parser.add_argument("--cfg", type=float, default=None, help="classifier-free guidance of the conditional model")
     parser.add_argument("--solvers", nargs="+", choices=SOLVERS, help="base solvers to correct (default: the preset's)")
     parser.add_argument("--nfe", type=int, nargs="+")
     parser.add_argument("--train", type=int, help="training trajectories (seeds 0..N-1)")
@@ -191,7 +209,8 @@ def main(argv=None):
     parser.add_argument("--teacher-nfe", type=int, help="Heun teacher used for training")
     parser.add_argument("--reference-nfe", type=int, help="Heun reference that scores RMSE (one grid for all NFE)")
     parser.add_argument("--fid-ref", type=int, help="Fashion-MNIST test images in the FID reference")
-    parser.add_argument("--no-fid", action="store_true", help="RMSE only")
+    parser.add_argument("--fid", action=argparse.BooleanOptionalAction, default=None,
+                        help="Inception FID on the chosen rows (--no-fid: the bench's classifier metrics and RMSE only)")
     parser.add_argument("--builtins", nargs="*", help="extra ComfyUI samplers without a PAS row (needs the host)")
     parser.add_argument("--no-comfy", action="store_true", help="plain rows from our solvers, not ComfyUI's functions")
     parser.add_argument("--fid-rows", choices=FID_POLICIES, help="which rows get FID (all get RMSE)")
@@ -214,6 +233,7 @@ def main(argv=None):
     for key, value in PRESETS[args.preset].items():
         if getattr(args, key) is None:
             setattr(args, key, value)
+    args.no_fid = not args.fid
     if args.eval_seed_start < args.train_seed_start + args.train and args.train_seed_start < args.eval_seed_start + args.eval:
         parser.error("training and evaluation seeds overlap")
     out = Path(args.out or f"out/reproduce/{args.preset}")
@@ -222,8 +242,7 @@ def main(argv=None):
     log = print if rank == 0 else (lambda *a, **k: None)
     started = time.perf_counter()
 
-    from train_tools.demo_model import load_demo_model
-    model = load_demo_model(args.model)
+    model = GuidedModel(load_model(args.model), args.cfg)
     train_seeds = list(range(args.train_seed_start, args.train_seed_start + args.train))
     eval_seeds = list(range(args.eval_seed_start, args.eval_seed_start + args.eval))
     comfy = {}
@@ -240,6 +259,8 @@ def main(argv=None):
     steps = max(1, (args.reference_nfe + 1) // 2)
     reference_grid = edm_sigmas(steps, model.sigma_min, model.sigma_max).float()
     reference = map_seeds(teacher_run(model, reference_grid, 0, True), eval_seeds, args.batch, rank, world)
+    reference_seeds = list(range(REFERENCE_SEED_START, REFERENCE_SEED_START + args.eval))
+    teacher_reference = map_seeds(teacher_run(model, reference_grid, 0, True), reference_seeds, args.batch, rank, world)
     samples[("teacher", 0)] = reference
     rows.append({"method": f"teacher (Heun {2 * steps} NFE)", "nfe": 0, "rmse": 0.0})
 
@@ -303,10 +324,50 @@ def main(argv=None):
         fid_scores = score_fid({key: samples[key] for key in keys}, args.fid_ref, rank, world)
         fid_seconds = time.perf_counter() - t0
     if rank == 0:
+        t0 = time.perf_counter()
+        extra_info["bench"] = score_rows(rows, samples, teacher_reference, model, eval_seeds)
+        extra_info["bench_seconds"] = time.perf_counter() - t0
         finish(args, out, model, samples, rows, reports, started, fid_scores, fid_seconds, extra_info)
     if world > 1:
         dist.barrier()
         dist.destroy_process_group()
+
+
+def score_rows(rows, samples, teacher_reference, model, eval_seeds):
+    """The quality bench on every row: classifier-feature FD and KID against the teacher's samples on other
+    seeds and against the test images, class accuracy (conditional), RMSE against the reference, each with its
+    95% interval; PAS rows get the paired difference to their uncorrected row, and each NFE the best PAS row
+    (least FD to the teacher, at least one corrected step) against the best built-in."""
+    from train_tools.bench_setup import data_features
+    from train_tools.classifier import features
+    from train_tools.fashion_mnist import to_uint8
+    from train_tools.quality import Judge
+
+    labels = labels_for(eval_seeds).numpy() if model.conditional else None
+    judge = Judge(len(eval_seeds), {"teacher": features(to_uint8(teacher_reference)), "data": data_features()},
+                  samples[("teacher", 0)], labels)
+    scored = {key: judge.score(to_uint8(finals), finals) for key, finals in samples.items()}
+    for row in rows:
+        row["bench"] = {m: Judge.interval(scored[row_key(row)], m).as_dict() for m in scored[row_key(row)].boots}
+        base = next((b for b in base_rows(row["method"]) if (b, row["nfe"]) in scored), None)
+        if split_method(row["method"])[1] and base:
+            row["vs_base"] = {m: Judge.difference(scored[row_key(row)], scored[(base, row["nfe"])], m).as_dict()
+                              for m in ("fd_teacher", "fd_data", "rmse")}
+    best = {}
+    for nfe in sorted({r["nfe"] for r in rows if r["nfe"] > 0}):
+        pas = [r for r in rows if r["nfe"] == nfe and split_method(r["method"])[1] and r.get("steps")]
+        comfy = [r for r in rows if r["nfe"] == nfe and is_builtin(r["method"])]
+        if pas and comfy:
+            a = min(pas, key=lambda r: r["bench"]["fd_teacher"]["value"])
+            b = min(comfy, key=lambda r: r["bench"]["fd_teacher"]["value"])
+            best[nfe] = {"pas": a["method"], "builtin": b["method"],
+                         **{m: Judge.relative(scored[row_key(a)], scored[row_key(b)], m).as_dict()
+                            for m in ("fd_teacher", "fd_data", "rmse")}}
+    return {"n": len(eval_seeds), "best_vs_builtin": best}
+
+
+def row_key(row):
+    return ("teacher", 0) if row["nfe"] == 0 else (row["method"], row["nfe"])
 
 
 def finish(args, out, model, samples, rows, reports, started, fid_scores, fid_seconds, extra=None):

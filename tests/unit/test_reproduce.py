@@ -41,7 +41,9 @@ def test_two_process_run_equals_single_process(tmp_path):
     assert (tmp_path / "one" / "coords" / "euler_nfe4.safetensors").is_file()
     assert (tmp_path / "one" / "error_curve_euler_nfe4.png").is_file()
     written = (tmp_path / "one" / "results.md").read_text()
-    assert "Targets: no FID rows to judge." in written and "Targets, judged on RMSE vs the reference:" in written
+    assert "Targets, judged on paired 95% intervals of the quality bench:" in written
+    assert "Targets, judged on RMSE vs the reference:" in written and "FID (no interval)" not in written
+    assert {"fd_teacher", "fd_data", "acc", "rmse"} <= set(rows[1]["bench"])  # conditional model: class accuracy
     (tmp_path / "one" / "results.md").unlink()
     reprinted = run(["--report", str(tmp_path / "one" / "results.json")], tmp_path / "unused")
     assert (tmp_path / "one" / "results.md").read_text() == written and written.strip() in reprinted
@@ -56,7 +58,7 @@ def test_two_process_fid_equals_single_process(tmp_path):
     from train_tools.fashion_mnist import load_images
 
     args = ["--nfe", "4", "--train", "4", "--eval", "4", "--teacher-nfe", "6", "--reference-nfe", "6",
-            "--fid-ref", "10", "--batch", "2", "--solvers", "euler", "--no-learned"]
+            "--fid-ref", "10", "--fid", "--batch", "2", "--solvers", "euler", "--no-learned"]
     run(args, tmp_path / "one", PAS_FID_CACHE=str(tmp_path / "cache_one"))
     run(args, tmp_path / "two", processes=2, PAS_FID_CACHE=str(tmp_path / "cache_two"))
     rows = {}
