@@ -127,7 +127,8 @@ class BenchSetup:
         """Heun finals on the evaluation or reference seeds, cached per weights, CFG, prompt, seeds and NFE."""
         seeds = self.seeds(kind)
         prompt = "empty" if self.empty_prompt else "class"
-        path = CACHE / f"{self.name}-{self.weights_md5}-cfg{self.cfg:g}-{prompt}-{seeds[0]}-{len(seeds)}-heun{nfe}.st"
+        cfg = self.cfg if self.conditional else 1.0  # guidance changes nothing without a prompt
+        path = CACHE / f"{self.name}-{self.weights_md5}-cfg{cfg:g}-{prompt}-{seeds[0]}-{len(seeds)}-heun{nfe}.st"
         if path.is_file():
             return load_file(str(path))["finals"]
         started = time.perf_counter()

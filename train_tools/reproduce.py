@@ -366,6 +366,23 @@ def score_rows(rows, samples, teacher_reference, model, eval_seeds):
     return {"n": len(eval_seeds), "best_vs_builtin": best}
 
 
+def comparison_picture(panels, title, count=16):
+    """Grids of the same seeds side by side, one per (label, finals), each under its label."""
+    from PIL import Image, ImageDraw
+
+    from train_tools.demo_model import image_grid
+    from train_tools.fashion_mnist import to_uint8
+
+    grids = [image_grid(to_uint8(finals[:count]), 4, 4) for _, finals in panels]
+    width, height, top = grids[0].width, grids[0].height, 28
+    canvas = Image.new("L", (len(grids) * (width + 8) + 8, height + top + 8), 255)
+    draw = ImageDraw.Draw(canvas)
+    for i, ((label, _), grid) in enumerate(zip(panels, grids, strict=True)):
+        canvas.paste(grid, (8 + i * (width + 8), top))
+        draw.text((8 + i * (width + 8), 6), f"{label} ({title})" if i else label, fill=0)
+    return canvas
+
+
 def row_key(row):
     return ("teacher", 0) if row["nfe"] == 0 else (row["method"], row["nfe"])
 
@@ -383,6 +400,10 @@ def finish(args, out, model, samples, rows, reports, started, fid_scores, fid_se
         if nfe in (0, 5, max(args.nfe)):
             name = method.replace(" ", "_").replace("+", "_").replace("(", "").replace(")", "")
             image_grid(to_uint8(images[:64]), 8, 8).save(out / f"grid_{name}_nfe{nfe}.png")
+    for nfe, best in (extra or {}).get("bench", {}).get("best_vs_builtin", {}).items():
+        panels = [("teacher", samples[("teacher", 0)]), (best["builtin"], samples[(best["builtin"], nfe)]),
+                  (best["pas"], samples[(best["pas"], nfe)])]
+        comparison_picture(panels, f"NFE {nfe}").save(out / f"compare_nfe{nfe}.png")
     for (name, nfe), report in reports.items():
         if report and nfe == max(args.nfe):
             save_error_curve(report, out / f"error_curve_{name}_nfe{nfe}.png",
