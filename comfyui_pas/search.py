@@ -8,7 +8,7 @@ trajectories' final samples also get closer to the teacher.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 
@@ -22,7 +22,7 @@ from .grids import teacher_substeps as substeps_for
 from .progress import Progress
 from .sampler import SolverTrajectory, pas_step, roll_out
 from .schedule import LearnedSchedule
-from .settings import DEFAULT_TOLERANCE, GUARDS, LOSSES, SearchSettings, TeacherSettings, split_overrides
+from .settings import DEFAULT_TOLERANCE, GUARDS, LOSSES, SearchSettings, TeacherSettings, training_settings
 from .solvers import ORDER, canonical_solver, make_solver, solver_options
 from .teacher import teacher_nfe_for, teacher_states
 
@@ -209,28 +209,25 @@ def search_grid(denoiser, x, sigmas, targets, solver, options, settings: SearchS
 
 
 # ---- train_pas -------------------------------------------------------------------------------------
-LEGACY_TEACHER_NAMES = {"teacher_nfe": "nfe", "teacher_substeps": "substeps"}
 DENOISER_ARGUMENTS = ("extra_args", "per_sample_args", "chunk_size")
 
 
 def resolve_arguments(model, settings, teacher, overrides):
     """(Denoiser, SearchSettings, teacher) from train_pas's arguments and keyword overrides.
 
-    Overrides name SearchSettings fields (n_basis=4, guard='none', ...); teacher_nfe / teacher_substeps,
-    targets (precomputed teacher states) and the Denoiser's extra_args / per_sample_args / chunk_size are
-    also accepted, for callers written before the settings objects."""
-    search, rest = split_overrides(overrides, SearchSettings)
-    settings = replace(settings or SearchSettings(), **search)
-    teaching = {LEGACY_TEACHER_NAMES[key]: rest.pop(key) for key in list(rest) if key in LEGACY_TEACHER_NAMES}
+    Overrides name SearchSettings fields (n_basis=4, guard='none', ...) or teacher_nfe / teacher_substeps
+    (settings.training_settings); targets (precomputed teacher states) and the Denoiser's extra_args /
+    per_sample_args / chunk_size are also accepted, for callers written before the settings objects."""
+    rest = dict(overrides)
     if "targets" in rest:
         if teacher is not None:
             raise ValueError("give the teacher states once: teacher= or targets=, not both")
         teacher = rest.pop("targets")
-    if teaching:
-        teacher = replace(teacher if isinstance(teacher, TeacherSettings) else TeacherSettings(), **teaching)
     calls = {key: rest.pop(key) for key in DENOISER_ARGUMENTS if key in rest}
-    if rest:
-        raise TypeError(f"train_pas got unknown arguments: {', '.join(sorted(rest))}")
+    try:
+        settings, teacher = training_settings(settings, teacher, **rest)
+    except TypeError as error:
+        raise TypeError(f"train_pas: {error}") from None
     denoiser = Denoiser(model, **calls) if calls else Denoiser.of(model)
     return denoiser, settings, teacher
 

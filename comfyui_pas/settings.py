@@ -5,7 +5,7 @@ classes are the one source of the defaults: train_pas, the PAS Trainer node and 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 from .basis import basis_is_feasible
 from .coords import MAX_BASIS, PARAMETERIZATIONS
@@ -126,3 +126,20 @@ def split_overrides(overrides: dict, *classes) -> list[dict]:
         names = {f.name for f in fields(cls)}
         parts.append({key: rest.pop(key) for key in list(rest) if key in names})
     return parts + [rest]
+
+
+TEACHER_OPTION_NAMES = {"teacher_nfe": "nfe", "teacher_substeps": "substeps"}
+
+
+def training_settings(settings=None, teacher=None, **options):
+    """(SearchSettings, teacher) from settings objects and flat options: SearchSettings fields (n_basis=4)
+    replace the settings' fields, teacher_nfe / teacher_substeps the TeacherSettings' (the PAS Trainer's
+    widgets are flat options). Other names are an error."""
+    search, rest = split_overrides(options, SearchSettings)
+    teaching = {TEACHER_OPTION_NAMES[key]: rest.pop(key) for key in list(rest) if key in TEACHER_OPTION_NAMES}
+    if rest:
+        raise TypeError(f"unknown training options: {', '.join(sorted(rest))}")
+    settings = replace(settings or SearchSettings(), **search)
+    if teaching:
+        teacher = replace(teacher if isinstance(teacher, TeacherSettings) else TeacherSettings(), **teaching)
+    return settings, teacher

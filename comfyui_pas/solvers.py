@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .grids import EDM_SIGMA_MAX, EDM_SIGMA_MIN
+
 
 @dataclass(frozen=True)
 class Option:
@@ -141,7 +143,7 @@ class IPNDMVariable(Solver):
 
 
 # DEIS maps sigma to VP time with ComfyUI's fixed range (comfy/k_diffusion/deis.py), whatever the grid.
-DEIS_SIGMA_RANGE = (0.002, 80.0)
+DEIS_SIGMA_RANGE = (EDM_SIGMA_MIN, EDM_SIGMA_MAX)
 DEIS_EPSILON = 1e-3
 DEIS_QUADRATURE_POINTS = 10000
 

@@ -3,6 +3,12 @@ from __future__ import annotations
 
 import torch
 
+# The seed ranges, apart so that no training seed is ever a held-out one.
+TRAIN_SEED_STRIDE = 10_000  # repetition r of a study trains on seeds r * stride ...
+GMM_EVAL_SEED_START = 100_000  # held-out seeds of the mixture benches and the A/B study
+PCA_SEED_START = 200_000  # the trajectory-PCA study
+EVAL_SEED_START = 1_000_000  # held-out seeds on the demo model (training seeds start at 0)
+
 
 def seeded_noise(seeds, shape, dtype: torch.dtype = torch.float64) -> torch.Tensor:
     """Standard normal noise (len(seeds), *shape), one generator per seed (as EDM's generate.py), so a

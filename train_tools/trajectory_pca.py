@@ -28,8 +28,9 @@ import time
 
 import torch
 
-from comfyui_pas.grids import edm_sigmas
+from comfyui_pas.grids import EDM_SIGMA_MAX, edm_sigmas
 from comfyui_pas.teacher import heun_states
+from train_tools.seeds import PCA_SEED_START
 
 SETS = ("states", "directions", "x_T + directions")
 TOP = 4  # components reported in the table
@@ -37,7 +38,7 @@ CURVE = 8  # components drawn in the figure
 FLOOR = 1e-10  # lowest unexplained share drawn (log axis)
 MODEL_TITLES = {"gmm": "Gaussian mixture (128-D, 16 components)", "fashion": "Fashion-MNIST demo model (32x32)"}
 DEFAULT_SAMPLES = {"gmm": 512, "fashion": 128}
-FIRST_SEED = 200_000  # away from the A/B study's training (0..) and held-out (100000..) seeds
+FIRST_SEED = PCA_SEED_START  # away from the A/B study's training and held-out seeds (train_tools.seeds)
 
 
 def explained_variance(vectors: torch.Tensor) -> torch.Tensor:
@@ -78,7 +79,7 @@ def load_model(name):
 
 def trajectory_sets(model, x, steps, chunk_size=None):
     """The three vector sets of every sample: {name: (B, m, D)} along a Heun run over `steps` EDM intervals."""
-    sigmas = edm_sigmas(steps, 0.002, 80.0).to(x.dtype)
+    sigmas = edm_sigmas(steps).to(x.dtype)
     states, directions = [], []
     for start in range(0, x.shape[0], chunk_size or x.shape[0]):
         part = x[start:start + (chunk_size or x.shape[0])]
@@ -108,7 +109,7 @@ def run_model(name, samples, steps, log=print):
     from train_tools.seeds import seeded_noise
 
     seeds = range(FIRST_SEED, FIRST_SEED + samples)
-    x = (seeded_noise(list(seeds), shape) * 80.0).to(dtype)
+    x = (seeded_noise(list(seeds), shape) * EDM_SIGMA_MAX).to(dtype)
     started = time.perf_counter()
     with torch.no_grad():
         sets = trajectory_sets(model, x, steps, chunk)
