@@ -75,7 +75,7 @@ def run_calls(session):
     bench = Bench(spec, 0, 0, evaluate=False)
     setting = baseline(args)
     count, teacher_asked = setting.pop("n_train"), setting.pop("teacher_nfe")
-    settings, teacher = replace(BASELINE, **setting), TeacherSettings(nfe=teacher_asked)
+    settings, teaching = replace(BASELINE, **setting), TeacherSettings(nfe=teacher_asked)
     rows = []
     for rep in range(args.first_rep, args.first_rep + args.reps):
         x = bench.train_x(rep, count)
@@ -83,7 +83,7 @@ def run_calls(session):
             for solver, order in session.solvers:
                 counter = CountingModel(spec.model)
                 coords, report = train_pas(Denoiser(counter, chunk_size=spec.chunk_size), x, spec.sigmas(nfe),
-                                           solver=solver, max_order=order, settings=settings, teacher=teacher)
+                                           solver=solver, max_order=order, settings=settings, teacher=teaching)
                 if counter.calls != report["model_calls"]:
                     raise AssertionError(f"train_pas reports {report['model_calls']} model calls, the model saw "
                                          f"{counter.calls}")

@@ -211,7 +211,7 @@ def parse_args(argv=None):
     parser.add_argument("--reference-nfe", type=int, help="Heun calls of the reference that scores held-out samples")
     parser.add_argument("--baseline-train", type=int, help="training trajectories of the baseline (incl. the guard's 25%%)")
     parser.add_argument("--baseline-teacher", type=int, help="teacher NFE of the baseline")
-    parser.add_argument("--baseline-n-basis", type=int, help=f"n_basis of the baseline (default {BASELINE['n_basis']})")
+    parser.add_argument("--baseline-n-basis", type=int, help=f"n_basis of the baseline (default {BASELINE.n_basis})")
     parser.add_argument("--solvers", nargs="+", default=list(DEFAULT_SOLVERS),
                         help=f"base solvers to train on: {', '.join(SOLVERS)}, 'name:order' for an order "
                              "(default: euler ipndm:3)")
