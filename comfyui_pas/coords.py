@@ -72,7 +72,7 @@ class GridCoordinates:
 
 @dataclass
 class PASCoordinates:
-    """Shared coordinates c_i (one vector of n_basis numbers per corrected step, pas-method.md 4) for one
+    """Shared coordinates c_i (one vector of n_basis numbers per corrected step, docs/method.md 4) for one
     base solver and one or more sigma grids. The first grid's fields stand on the object itself;
     `more_grids` holds the others (one training serving several step counts)."""
 

@@ -7,7 +7,7 @@ import statistics
 
 from comfyui_pas.solvers import ORDER, SOLVER_CLASSES
 
-# A grid may cost at most this many model calls per training run (issue 11), counted at the largest NFE.
+# A grid may cost at most this many model calls per training run (docs/ab-study.md, "Budget per grid"), counted at the largest NFE.
 CALL_CAP = 1000
 
 

@@ -1,4 +1,4 @@
-"""A/B study of PAS design choices (issue 6), on the Gaussian mixture or on the bundled demo model.
+"""A/B study of PAS design choices, on the Gaussian mixture or on the bundled demo model.
 
     python -m train_tools.ab_study --model gmm --study all --out out/ab/gmm
     python -m train_tools.ab_study --model fashion --study parameterization --nfe 5 8 --out out/ab/fashion
@@ -53,7 +53,7 @@ from train_tools.ab_report import (
 from train_tools.ab_special import run_calls, run_subsets, run_teacher_error, run_transfer
 from train_tools.bench_gmm import EVAL_SEED_OFFSET
 
-# The solver pair of the published tables (issue 6): euler and ipndm with order 3.
+# The solver pair of the published tables (docs/ab-study.md): euler and ipndm with order 3.
 DEFAULT_SOLVERS = ("euler", "ipndm:3")
 
 

@@ -1,4 +1,4 @@
-"""Which search objective improves FID and RMSE together? (issue 10, item 6) on the bundled demo model.
+"""Which search objective improves FID and RMSE together? On the bundled demo model.
 
 For each base solver, NFE and grid kind (EDM grid ending at sigma_min, or ComfyUI-style ending at 0), PAS
 is trained with several fit losses and held-out guards from one shared teacher, then sampled on held-out
@@ -43,7 +43,7 @@ def grid_for(model, nfe: int, kind: str) -> torch.Tensor:
     return edm_sigmas(nfe, model.sigma_min, model.sigma_max, append_zero=kind == "zero").float()
 
 
-def main(argv=None):
+def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--solvers", nargs="+", default=["deis", "dpmpp_2m", "euler", "ipndm_v"])
     parser.add_argument("--nfe", type=int, nargs="+", default=[5, 6])
@@ -58,7 +58,11 @@ def main(argv=None):
     parser.add_argument("--out", default="out/objective")
     parser.add_argument("--score", action="store_true",
                         help="only add FID to the rows of a finished run in --out (those without one)")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
     if args.score:
         return score_run(Path(args.out), args.fid_ref)
     torch.set_num_threads(1)

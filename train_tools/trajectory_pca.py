@@ -1,16 +1,16 @@
-"""How many dimensions does a sampling trajectory span? Per-sample PCA of teacher trajectories (issue 11).
+"""How many dimensions does a sampling trajectory span? Per-sample PCA of teacher trajectories.
 
     python -m train_tools.trajectory_pca --model gmm fashion --out out/trajectory_pca
 
 The PAS paper builds its correction on the observation that a trajectory of the probability-flow ODE lies
 in a ~3-dimensional subspace. For each start point this tool runs a fine EDM Heun trajectory (the teacher
-of pas-method.md 2, --steps intervals, rho 7, sigma 80 to 0.002; it keeps every state and the model output
+of docs/method.md 2, --steps intervals, rho 7, sigma 80 to 0.002; it keeps every state and the model output
 there) and computes, by an exact SVD of the centred set of one sample's vectors, the share of that set's
 variance each principal component explains. Three sets per sample:
 
 * states:        {x_0, ..., x_N}, the trajectory points (x_0 = x_T, the start);
 * directions:    {d_0, ..., d_{N-1}}, the ODE directions d_k = (x_k - D(x_k, sigma_k)) / sigma_k at them;
-* x_T + directions: {x_T, d_0, ..., d_{N-1}}, the set whose principal directions PAS uses (pas-method.md 3).
+* x_T + directions: {x_T, d_0, ..., d_{N-1}}, the set whose principal directions PAS uses (docs/method.md 3).
   x_T is sigma_max = 80 times longer than a direction, so the first component of this set is x_T itself
   and explains almost everything by construction; the other two sets are the informative ones.
 

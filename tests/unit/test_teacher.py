@@ -37,7 +37,7 @@ def counting(model):
 
 
 def refined(sigmas, substeps, rho=7.0):
-    """`substeps` points inserted in every interval, uniform in sigma^(1/rho) (pas-method.md 2)."""
+    """`substeps` points inserted in every interval, uniform in sigma^(1/rho) (docs/method.md 2)."""
     points = []
     for hi, lo in zip(sigmas[:-1].tolist(), sigmas[1:].tolist(), strict=True):
         a, b = hi ** (1 / rho), lo ** (1 / rho)
