@@ -52,6 +52,7 @@ from train_tools.ab_report import (
 )
 from train_tools.ab_special import run_calls, run_subsets, run_teacher_error, run_transfer
 from train_tools.bench_gmm import EVAL_SEED_OFFSET
+from train_tools.tables import write_json
 
 # The solver pair of the published tables (docs/ab-study.md): euler and ipndm with order 3.
 DEFAULT_SOLVERS = ("euler", "ipndm:3")
@@ -301,9 +302,9 @@ def merge_runs(folders, study, out, only=None, command=""):
     markdown, summary = STUDIES[study].render(rows, header)
     os.makedirs(out, exist_ok=True)
     write_markdown(out, study, markdown, rows, seconds)
-    with open(os.path.join(out, f"{study}.json"), "w") as handle:
-        json.dump({"study": study, "command": command, "header": header, "merged": list(folders), "summary": summary,
-                   "rows": rows, "seconds": seconds}, handle, indent=1, default=str)
+    write_json(os.path.join(out, f"{study}.json"), {"study": study, "command": command, "header": header,
+                                                    "merged": list(folders), "summary": summary, "rows": rows,
+                                                    "seconds": seconds}, default=str)
     return summary
 
 
@@ -330,10 +331,9 @@ def main(argv=None):
         markdown, summary = study.render(rows, header)
         seconds = time.perf_counter() - t0
         write_markdown(args.out, name, markdown, rows, seconds)
-        with open(os.path.join(args.out, f"{name}.json"), "w") as handle:
-            json.dump({"model": args.model, "study": name, "args": vars(args), "command": command, "header": header,
-                       "baseline": baseline(args), "summary": summary, "rows": rows, "seconds": seconds},
-                      handle, indent=1, default=str)
+        write_json(os.path.join(args.out, f"{name}.json"),
+                   {"model": args.model, "study": name, "args": vars(args), "command": command, "header": header,
+                    "baseline": baseline(args), "summary": summary, "rows": rows, "seconds": seconds}, default=str)
         results[name] = summary
     log(f"done in {time.perf_counter() - started:.0f} s; tables and JSON in {args.out}")
     return results

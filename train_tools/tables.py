@@ -14,6 +14,6 @@ def markdown_table(header, rows) -> str:
     return "\n".join(lines)
 
 
-def write_json(path, data, indent: int = 1) -> str:
-    """Write JSON atomically (folders made): a reader never sees half a results file."""
-    return write_text(os.fspath(path), json.dumps(data, indent=indent))
+def write_json(path, data, indent: int = 1, **options) -> str:
+    """Write JSON atomically (folders made): a reader never sees half a results file. options: json.dumps's."""
+    return write_text(os.fspath(path), json.dumps(data, indent=indent, **options))

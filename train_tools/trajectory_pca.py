@@ -31,6 +31,7 @@ import torch
 from comfyui_pas.grids import EDM_SIGMA_MAX, edm_sigmas
 from comfyui_pas.teacher import heun_states
 from train_tools.seeds import PCA_SEED_START
+from train_tools.tables import markdown_table, write_json
 
 SETS = ("states", "directions", "x_T + directions")
 TOP = 4  # components reported in the table
@@ -125,20 +126,19 @@ def run_model(name, samples, steps, log=print):
 def markdown(results) -> str:
     """Two tables: the cumulative share of the top 1..4 components (mean +- std over samples, and the worst
     sample), and the share they leave unexplained (mean and worst, scientific notation)."""
-    head = " | ".join(f"top {k}" for k in range(1, TOP + 1))
-    rule = "|---" * (TOP + 2) + "|"
-    share = [f"| model | set (vectors per sample) | {head} |", rule]
-    left = [f"| model | set (vectors per sample) | {head} |", rule]
+    header = ["model", "set (vectors per sample)", *(f"top {k}" for k in range(1, TOP + 1))]
+    share, left = [], []
     for r in results:
         for set_name, s in r["sets"].items():
-            label = f"| {r['model']} | {set_name} ({s['vectors']}) | "
-            share.append(label + " | ".join(f"{100 * s['mean'][k]:.2f}% ± {100 * s['std'][k]:.2f} "
-                                            f"(min {100 * s['min'][k]:.2f}%)" for k in range(TOP)) + " |")
-            left.append(label + " | ".join(f"{max(0.0, 1 - s['mean'][k]):.1e} (worst {max(0.0, 1 - s['min'][k]):.1e})"
-                                           for k in range(TOP)) + " |")
+            label = [r["model"], f"{set_name} ({s['vectors']})"]
+            share.append(label + [f"{100 * s['mean'][k]:.2f}% ± {100 * s['std'][k]:.2f} (min {100 * s['min'][k]:.2f}%)"
+                                  for k in range(TOP)])
+            left.append(label + [f"{max(0.0, 1 - s['mean'][k]):.1e} (worst {max(0.0, 1 - s['min'][k]):.1e})"
+                                 for k in range(TOP)])
     return ("Cumulative explained variance of the top k components (mean ± std over samples, worst sample):\n\n"
-            + "\n".join(share) + "\n\nShare left unexplained, 1 - cumulative (mean over samples, worst sample):\n\n"
-            + "\n".join(left))
+            + markdown_table(header, share)
+            + "\n\nShare left unexplained, 1 - cumulative (mean over samples, worst sample):\n\n"
+            + markdown_table(header, left))
 
 
 def draw(results, path):
@@ -207,8 +207,7 @@ def main(argv=None):
     for name in [] if args.from_json else args.model:
         result = run_model(name, args.samples or DEFAULT_SAMPLES[name], args.steps)
         result["command"] = command
-        with open(os.path.join(args.out, f"trajectory_pca_{name}.json"), "w") as handle:
-            json.dump(result, handle, indent=1)
+        write_json(os.path.join(args.out, f"trajectory_pca_{name}.json"), result)
     results = []
     for name in sorted(MODEL_TITLES):
         path = os.path.join(args.out, f"trajectory_pca_{name}.json")
