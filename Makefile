@@ -52,7 +52,7 @@ gpu-check:            ## on a CUDA machine (GPU_PYTHON): host tests on the GPU, 
 bench-overhead: venv host   ## the PAS correction's per-step cost next to an SD1.5 UNet call (CPU)
 	$(PY) -m train_tools.bench_overhead
 
-ab-study: venv   ## issue-6 A/B tables on the Gaussian mixture (docs/ab-study.md)
+ab-study: venv   ## the A/B study's tables on the Gaussian mixture (docs/ab-study.md)
 	$(PY) -m train_tools.ab_study --model gmm --study all --out out/ab/gmm
 
 # torchrun processes for make reproduce (one per core): seeds, teacher and FID rows are split across them

@@ -19,8 +19,10 @@ import folder_paths
 import torch
 
 from .comfyui_pas.coords import PASCoordinates, save_numbered
-from .comfyui_pas.schedule import learn_schedule
+from .comfyui_pas.denoiser import Denoiser
+from .comfyui_pas.pipeline import learn_and_train
 from .comfyui_pas.search import train_pas
+from .comfyui_pas.settings import ScheduleSettings, training_settings
 
 log = logging.getLogger("comfyui_pas")
 
@@ -213,56 +215,34 @@ def scheduler_grids(model, scheduler: str, step_counts: list[int]) -> list[torch
     return [comfy.samplers.calculate_sigmas(model_sampling, scheduler, steps).cpu() for steps in step_counts]
 
 
-class PhasedProgress:
-    """One ComfyUI progress bar over consecutive phases whose sizes are known when each starts."""
-
-    def __init__(self):
-        self.bar = comfy.utils.ProgressBar(1)
-        self.offset, self.expected_rest = 0, 0
-
-    def phase(self, expected_rest: int = 0):
-        """A progress(done, total) callback for the next phase; expected_rest estimates the phases after it."""
-        offset = self.offset
-
-        def progress(done, total):
-            self.bar.update_absolute(offset + done, offset + total + expected_rest)
-            self.offset = offset + total
-        return progress
-
-    def finish(self):
-        self.bar.update_absolute(self.bar.total)  # the search may skip calls the estimate counted
-
-
-# The trainer's 'learned' grid: the DP grid or an EDM grid of several rho, whichever the solver itself rolls out
-# best on the training trajectories (the local objective alone suits Euler-like solvers, not dpmpp_2m / RES).
-LEARNED_OBJECTIVE = "end_to_end"
+def progress_bar():
+    """A progress(done, total) callback drawing one ComfyUI ProgressBar."""
+    bar = comfy.utils.ProgressBar(1)
+    return lambda done, total: bar.update_absolute(done, total)
 
 
 def train(model, positives: list, negative, cfg: float, latent: dict, grids: list[torch.Tensor], *,
-          trajectories: int, seed: int, learn_steps: int | None = None, **train_options):
+          trajectories: int, seed: int, learn_steps: int | None = None, solver: str = "euler",
+          max_order: int | None = None, metadata: dict | None = None, **options):
     """PAS teacher and search inside ComfyUI on one or several grids (one teacher run), or on a schedule learned
-    first from the same teacher (learn_steps). One ProgressBar covers the run. Returns (coords, report)."""
-    progress = PhasedProgress()
-    solver_args = {key: train_options[key] for key in ("solver", "max_order") if key in train_options}
+    first from the same teacher (learn_steps: comfyui_pas.learn_and_train). One ProgressBar covers the run.
+    options: settings= / teacher= objects or their fields (comfyui_pas.settings.training_settings).
+    Returns (coords, report)."""
+    progress = progress_bar()
+    settings, teacher = training_settings(**options)
+    solver_args = {"solver": solver, "max_order": max_order, "settings": settings, "metadata": metadata}
 
     def job(denoiser, x, sigmas, **model_args):
+        denoiser = Denoiser(denoiser, **model_args)
         if not learn_steps:
-            return train_pas(denoiser, x, grids if len(grids) > 1 else grids[0], progress=progress.phase(),
-                             **model_args, **train_options)
+            return train_pas(denoiser, x, grids if len(grids) > 1 else grids[0], teacher=teacher, progress=progress,
+                             **solver_args)
         model_sampling = model.get_model_object("model_sampling")
-        learned, schedule = learn_schedule(
-            denoiser, x, learn_steps, sigma_min=float(model_sampling.sigma_min),
-            sigma_max=float(model_sampling.sigma_max), append_zero=True, objective=LEARNED_OBJECTIVE,
-            progress=progress.phase(expected_rest=trajectories * learn_steps * 2), **solver_args, **model_args)
-        coords, report = train_pas(denoiser, x, learned.to(x.dtype), targets=schedule.pop("targets"),
-                                   progress=progress.phase(), **model_args, **train_options)
-        report["schedule"] = schedule
-        coords.metadata["schedule"] = {k: schedule[k] for k in ("objective", "chosen", "local_cost", "model_calls")}
-        return coords, report
+        span = ScheduleSettings(sigma_min=float(model_sampling.sigma_min), sigma_max=float(model_sampling.sigma_max),
+                                append_zero=True)
+        return learn_and_train(denoiser, x, learn_steps, schedule=span, progress=progress, **solver_args)
 
-    result = run_with_model(model, positives, negative, cfg, latent, grids[0], trajectories, seed, job)
-    progress.finish()
-    return result
+    return run_with_model(model, positives, negative, cfg, latent, grids[0], trajectories, seed, job)
 
 
 def describe_model(model) -> dict:

@@ -1,4 +1,4 @@
-"""Per-sample trajectory basis (pas-method.md 3 with the exact, deterministic PCA of section 13.1).
+"""Per-sample trajectory basis (docs/method.md 3: an exact, deterministic PCA).
 
 For each sample: u_1 = D_i / |D_i|, then the top principal directions of the centred set
 {x_T, D_0, ..., D_i}, Gram-Schmidt against the previous vectors, each sign-aligned with x_i - x_T.
@@ -46,7 +46,7 @@ def principal_directions(vectors: torch.Tensor, count: int) -> torch.Tensor:
 
 def trajectory_basis(buffer: list[torch.Tensor], direction: torch.Tensor, x: torch.Tensor,
                      x_start: torch.Tensor, n_basis: int) -> torch.Tensor:
-    """Orthonormal basis U (B, n_basis, D) of pas-method.md 3.
+    """Orthonormal basis U (B, n_basis, D) of docs/method.md 3.
 
     buffer: flattened (B, D) vectors [x_T, D_0, ..., D_{i-1}] (the directions actually used);
     direction: the current uncorrected direction D_i (B, D); x, x_start: current point and x_T (B, D).

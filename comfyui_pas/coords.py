@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 
 import torch
@@ -12,6 +11,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .basis import basis_is_feasible
+from .files import atomic_write
 from .grids import check_sigmas, format_sigmas
 from .solvers import ORDER, canonical_solver, describe_solver, resolve_options, solver_class, solver_options
 
@@ -25,12 +25,6 @@ SIGMA_RTOL = 1e-4  # ComfyUI hands sigmas over as float32; files keep float64
 
 class PASFileError(ValueError):
     """A coordinates file that cannot be used: corrupt, of another format, or inconsistent."""
-
-
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 @dataclass
@@ -78,7 +72,7 @@ class GridCoordinates:
 
 @dataclass
 class PASCoordinates:
-    """Shared coordinates c_i (one vector of n_basis numbers per corrected step, pas-method.md 4) for one
+    """Shared coordinates c_i (one vector of n_basis numbers per corrected step, docs/method.md 4) for one
     base solver and one or more sigma grids. The first grid's fields stand on the object itself;
     `more_grids` holds the others (one training serving several step counts)."""
 
@@ -179,30 +173,9 @@ class PASCoordinates:
 
     # ---- file format -------------------------------------------------------------------------
     def save(self, path: str | os.PathLike, *, exclusive: bool = False) -> str:
-        """Write atomically (temporary file in the same folder, then rename).
-
-        exclusive=True never overwrites: the finished file is hard-linked to `path`, which fails with
-        FileExistsError when the name is taken (by another process too), so a name is claimed atomically.
-        """
-        path = os.fspath(path)
-        folder = os.path.dirname(os.path.abspath(path))
-        os.makedirs(folder, exist_ok=True)
+        """Write atomically (comfyui_pas.files.atomic_write); exclusive=True never overwrites a file."""
         tensors, header = self._file_content()
-        handle, temporary = tempfile.mkstemp(prefix=".pas-", suffix=".tmp", dir=folder)
-        os.close(handle)
-        try:
-            save_file(tensors, temporary, metadata=header)
-            os.chmod(temporary, 0o666 & ~_current_umask())  # mkstemp makes 0600; give a normal file's mode
-            if exclusive:
-                _link_exclusive(temporary, path)
-                os.remove(temporary)
-            else:
-                os.replace(temporary, path)
-        except BaseException:
-            if os.path.exists(temporary):
-                os.remove(temporary)
-            raise
-        return path
+        return atomic_write(path, lambda temporary: save_file(tensors, temporary, metadata=header), exclusive=exclusive)
 
     def _file_content(self) -> tuple[dict, dict]:
         """Tensors (grid k > 0 under 'grid<k>.') and the string header of format version 2."""
@@ -329,21 +302,6 @@ def _jsonable(value):
     if hasattr(value, "item") and callable(value.item):
         return _jsonable(value.item())
     return value
-
-
-def _link_exclusive(source: str, target: str) -> None:
-    """Give the finished file `source` the name `target` unless that name exists (FileExistsError)."""
-    import errno
-
-    try:
-        os.link(source, target)
-    except FileExistsError:
-        raise
-    except OSError as error:  # a file system without hard links (some FAT / network mounts)
-        if error.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK, errno.ENOSYS):
-            raise
-        os.close(os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))  # claim the name, then fill it
-        os.replace(source, target)
 
 
 NUMBERED_SUFFIX = ".safetensors"

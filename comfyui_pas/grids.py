@@ -3,8 +3,11 @@ from __future__ import annotations
 
 import torch
 
+# EDM's noise range (Karras et al. 2022): the demo model's, the mixtures' and DEIS's fixed VP-time mapping.
+EDM_SIGMA_MIN, EDM_SIGMA_MAX = 0.002, 80.0
 
-def edm_sigmas(steps: int, sigma_min: float = 0.002, sigma_max: float = 80.0, rho: float = 7.0,
+
+def edm_sigmas(steps: int, sigma_min: float = EDM_SIGMA_MIN, sigma_max: float = EDM_SIGMA_MAX, rho: float = 7.0,
                append_zero: bool = False, dtype: torch.dtype = torch.float64) -> torch.Tensor:
     """EDM eq. 5 grid with `steps` intervals: steps+1 points ending at sigma_min, or (append_zero,
     as ComfyUI's karras scheduler) `steps` points ending at sigma_min followed by 0."""
@@ -35,7 +38,7 @@ def check_sigmas(sigmas: torch.Tensor) -> None:
 
 
 def refine_sigmas(sigmas: torch.Tensor, substeps: int, rho: float = 7.0) -> torch.Tensor:
-    """Insert `substeps` points in every interval, uniform in sigma^(1/rho) (pas-method.md 2); every
+    """Insert `substeps` points in every interval, uniform in sigma^(1/rho) (docs/method.md 2); every
     original point is kept exactly, at index k*(substeps+1). Works for a final interval ending at 0."""
     check_sigmas(sigmas)
     if substeps < 0:

@@ -21,7 +21,7 @@ class SolverTrajectory:
     """State of a batch along one student trajectory: the base solver (with its history of model outputs)
     and the PCA buffer.
 
-    Shared by sampling and training so that both follow exactly the same recursion (pas-method.md 13.2:
+    Shared by sampling and training so that both follow exactly the same recursion (docs/method.md 3:
     the buffer receives the direction actually used, corrected or not).
     """
 
@@ -111,9 +111,20 @@ def sample_pas(model, x, sigmas, extra_args=None, callback=None, disable=None, *
     base = make_solver(solver, sigmas, **options)
     trajectory = SolverTrajectory(x, base, n_basis, parameterization, keep_buffer=bool(corrections))
     s_in = x.new_ones([x.shape[0]])
-    for i in range(len(sigmas) - 1):
+    return roll_out(lambda points, sigma: model(points, sigma * s_in, **extra_args), trajectory, x, sigmas,
+                    corrections=corrections, callback=callback)
+
+
+def roll_out(denoise, trajectory, x, sigmas, first_step=0, corrections=None, callback=None):
+    """The solver from step `first_step` to the end of `sigmas`: the final points.
+
+    denoise(points, sigma) is the model call; steps with an entry in `corrections` ({step: c}) are
+    corrected. The one roll-out of the pack: sampling, the held-out checks and the schedule choice use it.
+    """
+    corrections = corrections or {}
+    for i in range(first_step, len(sigmas) - 1):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
-        denoised = model(x, sigma * s_in, **extra_args)
+        denoised = denoise(x, sigma)
         if callback is not None:
             callback({"x": x, "i": i, "sigma": sigma, "sigma_hat": sigma, "denoised": denoised})
         x_next, used = pas_step(trajectory, x, denoised, sigma, sigma_next, i, corrections.get(i))

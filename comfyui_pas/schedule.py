@@ -4,22 +4,29 @@ The teacher integrates each trajectory once over a fine candidate grid and keeps
 at every candidate point. The cost of one student step from candidate j to candidate k is the error of that
 step started on the teacher's state at j, measured against the teacher's state at k; it needs no model call.
 A dynamic programme then picks the `steps` steps from sigma_max to sigma_min (or 0) of least summed cost.
-PAS can train on the learned grid from the same teacher states (report["targets"]).
+learn_schedule returns a LearnedSchedule: the grid, the teacher states there and the report; train_pas
+takes it in place of sigmas and trains on those states, with no teacher run of its own.
 """
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import torch
 
-from .grids import edm_sigmas, refine_sigmas
+from .denoiser import Denoiser
+from .errors import mean_square_error
+from .grids import edm_sigmas, heun_nfe, refine_sigmas
+from .progress import Progress
+from .sampler import SolverTrajectory, roll_out
+from .settings import OBJECTIVES, ScheduleSettings, split_overrides
 from .solvers import canonical_solver, make_solver, solver_options
-from .teacher import Denoiser, heun_states
+from .teacher import heun_states
 
-OBJECTIVES = ("local", "end_to_end")
-DEFAULT_CANDIDATES = 48
-DEFAULT_TEACHER_SUBSTEPS = 1
+__all__ = ["OBJECTIVES", "CandidateTeacher", "LearnedSchedule", "ScheduleSettings", "learn_schedule"]
+
+DEFAULT_CANDIDATES = ScheduleSettings.candidates
+DEFAULT_TEACHER_SUBSTEPS = ScheduleSettings.teacher_substeps
 END_TO_END_RHOS = (3.0, 5.0, 7.0, 9.0)
 
 
@@ -47,9 +54,10 @@ class CandidateTeacher:
     denoised: torch.Tensor
 
     @classmethod
-    def run(cls, model, x, grid, substeps=DEFAULT_TEACHER_SUBSTEPS, **denoiser_args) -> CandidateTeacher:
-        """Integrate x over the candidate grid refined by `substeps` points per interval."""
-        denoiser = model if isinstance(model, Denoiser) else Denoiser(model, **denoiser_args)
+    def run(cls, model, x, grid, substeps=DEFAULT_TEACHER_SUBSTEPS) -> CandidateTeacher:
+        """Integrate x over the candidate grid refined by `substeps` points per interval (model: a Denoiser
+        or a plain k-diffusion model)."""
+        denoiser = Denoiser.of(model)
         outputs = []
         states = heun_states(denoiser, x, refine_sigmas(grid, substeps).to(x.device), substeps + 1,
                              kept_outputs=outputs)
@@ -57,6 +65,11 @@ class CandidateTeacher:
 
     def rows(self, index) -> CandidateTeacher:
         return CandidateTeacher(self.grid, self.states[:, index], self.denoised[:, index])
+
+    @staticmethod
+    def model_calls(count: int, grid: torch.Tensor, substeps: int) -> int:
+        """Model calls of CandidateTeacher.run for `count` trajectories."""
+        return count * heun_nfe((len(grid) - 1) * (substeps + 1), float(grid[-1]) == 0)
 
 
 def local_costs(teacher: CandidateTeacher) -> torch.Tensor:
@@ -69,7 +82,7 @@ def local_costs(teacher: CandidateTeacher) -> torch.Tensor:
         x_j = states[j]
         for k in range(j + 1, count):
             step = denoised[j] if values[k] == 0 else x_j + (values[k] - values[j]) * (x_j - denoised[j]) / values[j]
-            costs[j, k] = float((step - states[k]).double().square().mean())
+            costs[j, k] = mean_square_error(step, states[k])
     return costs
 
 
@@ -94,91 +107,117 @@ def cheapest_path(costs: torch.Tensor, steps: int) -> list[int]:
 
 def end_to_end_error(denoiser, x, grid, solver, options, target) -> float:
     """Mean squared error of the plain solver's final sample on `grid` against the teacher's final state."""
-    from .sampler import SolverTrajectory, pas_step
-
     trajectory = SolverTrajectory(x, make_solver(solver, grid, **options))
-    grid_x = grid.to(device=x.device, dtype=x.dtype)
-    points = x
-    for step in range(len(grid) - 1):
-        denoised = denoiser(points, grid_x[step])
-        points_next, used = pas_step(trajectory, points, denoised, grid_x[step], grid_x[step + 1], step)
-        trajectory.commit(step, points, denoised, grid_x[step], used)
-        points = points_next
-    return float((points - target).double().square().mean())
+    final = roll_out(denoiser, trajectory, x, grid.to(device=x.device, dtype=x.dtype))
+    return mean_square_error(final, target)
+
+
+@dataclass
+class LearnedSchedule:
+    """A learned grid (float64), the teacher's states there (steps+1, N, ...) and the search's report.
+
+    train_pas(model, x, schedule) trains on it from these states. Unpacking gives the pair
+    (sigmas, report with the states under "targets") that learn_schedule once returned.
+    """
+
+    sigmas: torch.Tensor
+    states: torch.Tensor
+    report: dict = field(default_factory=dict)
+
+    def __iter__(self):
+        return iter((self.sigmas, dict(self.report, targets=self.states)))
+
+    def attach(self, coords, report) -> None:
+        """Record the schedule in a training's report and in its file's metadata."""
+        report["schedule"] = dict(self.report)
+        coords.metadata["schedule"] = {k: self.report[k] for k in ("objective", "chosen", "local_cost", "model_calls")}
+
+
+def resolve_schedule(settings, teacher, denoiser, overrides, default_objective="local") -> ScheduleSettings:
+    """ScheduleSettings with the overrides applied, the objective and the sigma range filled in, checked."""
+    settings = replace(settings or ScheduleSettings(), **overrides)
+    low, high = denoiser.sigma_range()
+    settings = replace(settings, objective=settings.objective or default_objective,
+                       sigma_min=float(low if settings.sigma_min is None else settings.sigma_min),
+                       sigma_max=float(high if settings.sigma_max is None else settings.sigma_max))
+    if not 0 < settings.sigma_min < settings.sigma_max:
+        raise ValueError(f"learn_schedule needs 0 < sigma_min < sigma_max, got {settings.sigma_min}, "
+                         f"{settings.sigma_max} (pass them when the model has no sigma_min / sigma_max)")
+    if teacher is not None and settings.objective != "local":
+        raise ValueError("a precomputed teacher serves the 'local' objective only")
+    return settings
+
+
+def schedule_grids(settings: ScheduleSettings, steps: int, teacher):
+    """(candidate grid, baseline grids of the end-to-end choice) for a resolved ScheduleSettings."""
+    end_to_end = settings.objective == "end_to_end"
+    baselines = baseline_grids(steps, settings.sigma_min, settings.sigma_max, settings.append_zero) if end_to_end else {}
+    grid = candidate_grid(settings.sigma_min, settings.sigma_max, settings.candidates, settings.append_zero,
+                          list(baselines.values()))
+    grid = teacher.grid if teacher is not None else grid
+    if steps > len(grid) - 1:
+        raise ValueError(f"{steps} steps need more than {len(grid)} candidates")
+    return grid, baselines
+
+
+def schedule_model_calls(count, steps, settings: ScheduleSettings, grid, teacher=None) -> int:
+    """Model calls of learn_schedule: the candidate teacher (unless given), and for the end-to-end choice one
+    roll-out per trajectory on the programme's grid and on each baseline grid."""
+    teacher_calls = 0 if teacher is not None else CandidateTeacher.model_calls(count, grid, settings.teacher_substeps)
+    choice_calls = count * steps * (len(END_TO_END_RHOS) + 1) if settings.objective == "end_to_end" else 0
+    return teacher_calls + choice_calls
+
+
+def choose_grid(denoiser, x, steps, grid, baselines, teacher, solver, options, objective):
+    """(name, indices, end-to-end errors, local costs): the programme's path, or under the end-to-end
+    objective the grid of least final error among it and the baselines."""
+    costs = local_costs(teacher)
+    choices = {"local": cheapest_path(costs, steps)}
+    if objective != "end_to_end":
+        return "local", choices["local"], {}, costs
+    position = {value: index for index, value in enumerate(grid.tolist())}
+    for name, baseline in baselines.items():
+        choices[name] = [position[value] for value in baseline.tolist()]
+    errors = {name: end_to_end_error(denoiser, x, grid[indices], solver, options, teacher.states[-1])
+              for name, indices in choices.items()}
+    chosen = min(errors, key=errors.get)
+    return chosen, choices[chosen], errors, costs
 
 
 @torch.no_grad()
-def learn_schedule(model, x, steps, *, solver="euler", max_order=None, sigma_min=None, sigma_max=None,
-                   append_zero=False, candidates=DEFAULT_CANDIDATES, teacher_substeps=DEFAULT_TEACHER_SUBSTEPS,
-                   objective="local", extra_args=None, per_sample_args=None, chunk_size=None, progress=None,
-                   teacher: CandidateTeacher | None = None):
+def learn_schedule(model, x, steps, *, solver="euler", max_order=None, settings: ScheduleSettings | None = None,
+                   teacher: CandidateTeacher | None = None, progress=None, **overrides) -> LearnedSchedule:
     """Learn a `steps`-step grid for `model` from the start points x (N, ..., already scaled by sigma_max).
 
-    objective "local": the GITS dynamic programme on one-step (Euler) costs, no extra model call.
-    objective "end_to_end": the base solver run on the training trajectories over the programme's grid and
-    EDM grids of several rho, keeping the grid of least final error (N x steps model calls per candidate).
-    Returns (sigmas float64, report); report["targets"] holds the teacher states at the learned points,
-    ready for train_pas(..., targets=...). A precomputed `teacher` (CandidateTeacher of the same x, objective
-    "local") is reused: one teacher run can serve every step count and solver.
+    model: a k-diffusion denoiser or a Denoiser. settings: ScheduleSettings (keyword overrides replace single
+    fields). Objective "local": the GITS dynamic programme on one-step (Euler) costs, no extra model call.
+    "end_to_end": the base solver run on the training trajectories over the programme's grid and EDM grids
+    of several rho, keeping the grid of least final error (N x steps model calls per candidate grid).
+    A precomputed `teacher` (CandidateTeacher of the same x, objective "local") is reused: one teacher run
+    can serve every step count and solver. Returns a LearnedSchedule.
     """
-    solver = canonical_solver(solver)
+    named, calls = split_overrides(overrides, ScheduleSettings)
+    denoiser = Denoiser(model, **calls) if calls else Denoiser.of(model)
+    settings = resolve_schedule(settings, teacher, denoiser, named)
+    solver, steps = canonical_solver(solver), int(steps)
     options = solver_options(solver, max_order)
-    if objective not in OBJECTIVES:
-        raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
-    sigma_min = float(sigma_min if sigma_min is not None else getattr(model, "sigma_min", float("nan")))
-    sigma_max = float(sigma_max if sigma_max is not None else getattr(model, "sigma_max", float("nan")))
-    if not 0 < sigma_min < sigma_max:
-        raise ValueError(f"learn_schedule needs 0 < sigma_min < sigma_max, got {sigma_min}, {sigma_max} "
-                         "(pass them when the model has no sigma_min / sigma_max)")
     if not torch.isfinite(x).all():
         raise ValueError("the start points contain NaN or inf")
-    baselines = baseline_grids(int(steps), sigma_min, sigma_max, append_zero) if objective == "end_to_end" else {}
-    grid = candidate_grid(sigma_min, sigma_max, int(candidates), append_zero, list(baselines.values()))
-    if teacher is not None:
-        if objective != "local":
-            raise ValueError("a precomputed teacher serves the 'local' objective only")
-        grid = teacher.grid
-    if steps > len(grid) - 1:
-        raise ValueError(f"{steps} steps need more than {len(grid)} candidates")
-    count = x.shape[0]
-    teacher_calls = 0 if teacher is not None else \
-        count * (2 * (len(grid) - 1) * (teacher_substeps + 1) - (1 if float(grid[-1]) == 0 else 0))
-    search_calls = count * steps * (len(END_TO_END_RHOS) + 1) if objective == "end_to_end" else 0
-    total = max(1, teacher_calls + search_calls)
-
-    def tick(rows):
-        if progress:
-            tick.done = min(total, tick.done + rows)
-            progress(tick.done, total)
-    tick.done = 0
-
-    denoiser = Denoiser(model, extra_args, per_sample_args, chunk_size, tick)
-    started = time.perf_counter()
-    if teacher is None:
-        teacher = CandidateTeacher.run(denoiser, x, grid, int(teacher_substeps))
-    states = teacher.states
-    if not torch.isfinite(states).all():
+    grid, baselines = schedule_grids(settings, steps, teacher)
+    tick = Progress(progress, schedule_model_calls(x.shape[0], steps, settings, grid, teacher))
+    denoiser, started = denoiser.counted(tick), time.perf_counter()
+    teacher_given = teacher is not None
+    if not teacher_given:
+        teacher = CandidateTeacher.run(denoiser, x, grid, settings.teacher_substeps)
+    if not torch.isfinite(teacher.states).all():
         raise ValueError("the teacher trajectories contain NaN or inf (is the model producing NaNs?)")
-    costs = local_costs(teacher)
-    path = cheapest_path(costs, int(steps))
-    choices = {"local": path}
-    errors = {}
-    if objective == "end_to_end":
-        position = {value: index for index, value in enumerate(grid.tolist())}
-        for name, baseline in baselines.items():
-            choices[name] = [position[value] for value in baseline.tolist()]
-        for name, indices in choices.items():
-            errors[name] = end_to_end_error(denoiser, x, grid[indices], solver, options, states[-1])
-        chosen = min(errors, key=errors.get)
-    else:
-        chosen = "local"
-    indices = choices[chosen]
-    sigmas = grid[indices].clone()
-    report = {"objective": objective, "chosen": chosen, "indices": indices, "candidates": grid.tolist(),
+    teacher_calls = denoiser.calls
+    chosen, indices, errors, costs = choose_grid(denoiser, x, steps, grid, baselines, teacher, solver, options,
+                                                 settings.objective)
+    report = {"objective": settings.objective, "chosen": chosen, "indices": indices, "candidates": grid.tolist(),
               "local_cost": float(sum(costs[a, b] for a, b in zip(indices[:-1], indices[1:], strict=True))),
-              "end_to_end_errors": errors, "model_calls": denoiser.calls, "teacher_model_calls": teacher_calls,
-              "seconds": time.perf_counter() - started, "solver": solver, "solver_options": options,
-              "targets": states[indices]}
-    if progress:
-        progress(total, total)
-    return sigmas, report
+              "end_to_end_errors": errors, "model_calls": denoiser.calls,
+              "teacher_model_calls": 0 if teacher_given else teacher_calls,
+              "seconds": time.perf_counter() - started, "solver": solver, "solver_options": options}
+    tick.finish()
+    return LearnedSchedule(grid[indices].clone(), teacher.states[indices], report)

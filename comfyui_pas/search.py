@@ -1,8 +1,8 @@
-"""train_pas: the greedy, step-by-step adaptive search of PAS (pas-method.md 5-6, 13.4-13.5).
+"""train_pas: the greedy, step-by-step adaptive search of PAS (docs/method.md 5-6).
 
 Per step i, on the corrected trajectory: fit shared coordinates c_i against the teacher (closed-form
 least squares; L1 by iteratively reweighted least squares from there), then accept the step if the
-training loss drops by more than the tolerance and, with the validation guard, if the held-out
+training loss drops by more than the tolerance and, with a held-out guard, if the held-out
 trajectories' final samples also get closer to the teacher.
 """
 from __future__ import annotations
@@ -12,187 +12,38 @@ from dataclasses import dataclass
 
 import torch
 
-from .basis import basis_is_feasible
-from .coords import MAX_BASIS, PARAMETERIZATIONS, GridCoordinates, PASCoordinates
+from .acceptance import HeldOutErrors, guard_passes, high_pass, loss_drops, pooled
+from .coords import GridCoordinates, PASCoordinates
+from .denoiser import Denoiser
+from .errors import sample_rmse
+from .fit import criterion, fit_coordinates
 from .grids import check_sigmas
 from .grids import teacher_substeps as substeps_for
-from .sampler import SolverTrajectory, pas_step
+from .progress import Progress
+from .sampler import SolverTrajectory, pas_step, roll_out
+from .schedule import LearnedSchedule
+from .settings import DEFAULT_TOLERANCE, GUARDS, LOSSES, SearchSettings, TeacherSettings, training_settings
 from .solvers import ORDER, canonical_solver, make_solver, solver_options
-from .teacher import Denoiser, teacher_nfe_for, teacher_states
+from .teacher import teacher_nfe_for, teacher_states
 
-# Defaults chosen by the A/B study in docs/ab-study.md (relative coordinates, 3 basis vectors).
-DEFAULT_PARAMETERIZATION = "relative"
-DEFAULT_N_BASIS = 3
-DEFAULT_TOLERANCE = {"relative": 0.01, "absolute": 1e-4}
-# FID-safe acceptance (docs/objective-study.md): a held-out RMSE gain below this fraction is not worth a step's
-# side effects, and the last step (onto the grid's end) is left to the solver.
-DEFAULT_MIN_HELD_OUT_GAIN = 0.05
-DEFAULT_CORRECT_LAST_STEP = False
-LOSSES = ("l1", "l2")
-# Held-out checks of a candidate step (each on the final samples of held-out trajectories):
-# mean: their RMSE drops; validation: mean, and the median sample's error drops too; spectral: validation, and
-# the RMSE of the high-pass part does not grow (a correction that trades fine-detail error for coarse error
-# adds grain that FID sees); none: no held-out check (the paper's rule).
-GUARDS = ("validation", "spectral", "mean", "none")
-IRLS_ITERATIONS = 20
+__all__ = ["DEFAULT_N_BASIS", "DEFAULT_TOLERANCE", "GUARDS", "LOSSES", "SearchSettings", "TeacherSettings",
+           "criterion", "fit_coordinates", "guard_passes", "high_pass", "sample_errors", "train_pas"]
 
-
-def criterion(a: torch.Tensor, b: torch.Tensor, loss: str) -> float:
-    """Mean absolute (l1) or mean squared (l2) error over all elements."""
-    diff = (a - b).double()
-    return float(diff.abs().mean() if loss == "l1" else diff.square().mean())
-
-
-def _pair_sums(weights, left, right):
-    """sum over samples and elements of weights * left * right (weights may be None)."""
-    product = left * right
-    if weights is not None:
-        product = product * weights
-    return product.double().sum()
-
-
-def fit_coordinates(basis, target, scale, loss="l1", iterations=IRLS_ITERATIONS, step_size=1.0):
-    """Shared coordinates c minimising sum_n |scale_n * U_n^T c - target_n| (l1) or its square (l2).
-
-    basis (n, k, D), target (n, D), scale (n,) or None. Returns float64 (k,).
-    """
-    k = basis.shape[1]
-    scaled = basis if scale is None else basis * scale.to(basis.dtype)[:, None, None]
-
-    def solve(weights):
-        gram = torch.empty(k, k, dtype=torch.float64)
-        rhs = torch.empty(k, dtype=torch.float64)
-        for a in range(k):
-            rhs[a] = _pair_sums(weights, scaled[:, a], target)
-            for b in range(a, k):
-                gram[a, b] = gram[b, a] = _pair_sums(weights, scaled[:, a], scaled[:, b])
-        ridge = 1e-12 * gram.diagonal().abs().max().clamp_min(1e-300)
-        return torch.linalg.solve(gram + ridge * torch.eye(k, dtype=torch.float64), rhs)
-
-    def prediction(c):
-        return (scaled * c.to(scaled.dtype)[None, :, None]).sum(dim=1)
-
-    c = solve(None)
-    if loss == "l2":
-        return c
-    best, best_loss = c, criterion(prediction(c), target, "l1")
-    floor = 1e-6 * float(target.abs().mean().clamp_min(1e-30))
-    for _ in range(iterations):
-        residual = (prediction(c) - target).abs().clamp_min(floor)
-        c = solve(1.0 / residual)
-        current = criterion(prediction(c), target, "l1")
-        if current < best_loss:
-            best, best_loss = c, current
-    return best
-
-
-def sample_errors(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Per-sample RMSE (n,) between final samples."""
-    return (a - b).double().flatten(1).square().mean(dim=1).sqrt()
-
-
-def high_pass(x: torch.Tensor) -> torch.Tensor:
-    """x minus its 3x3 local mean, per channel, for image-shaped (B, C, H, W) tensors; None otherwise."""
-    if x.ndim != 4 or min(x.shape[-2:]) < 3:
-        return None
-    flat = x.double().reshape(-1, 1, *x.shape[-2:])
-    smooth = torch.nn.functional.avg_pool2d(flat, 3, stride=1, padding=1, count_include_pad=False)
-    return (flat - smooth).reshape(x.shape)
-
-
-@dataclass
-class HeldOutErrors:
-    """Per-sample errors of held-out final samples: RMSE, and RMSE of the high-pass part (None off images)."""
-
-    rmse: torch.Tensor
-    high_pass: torch.Tensor | None
-
-    @classmethod
-    def of(cls, final: torch.Tensor, target: torch.Tensor) -> HeldOutErrors:
-        fine_final, fine_target = high_pass(final), high_pass(target)
-        fine = None if fine_final is None else sample_errors(fine_final, fine_target)
-        return cls(sample_errors(final, target), fine)
-
-
-def _mean_square(errors: torch.Tensor) -> float:
-    return float(errors.square().mean())
-
-
-def guard_passes(before: HeldOutErrors, after: HeldOutErrors, guard: str = "validation", min_gain: float = 0.0) -> bool:
-    """The held-out check named by `guard` (see GUARDS): the held-out RMSE must drop by more than the fraction
-    min_gain; the median rule keeps a rare large fix from hiding a majority made worse, nor the reverse."""
-    if guard == "none":
-        return True
-    ok = _mean_square(after.rmse) ** 0.5 < (1 - min_gain) * _mean_square(before.rmse) ** 0.5
-    if guard in ("validation", "spectral"):
-        ok = ok and float(after.rmse.median()) < float(before.rmse.median())
-    if guard == "spectral" and after.high_pass is not None:
-        ok = ok and _mean_square(after.high_pass) <= _mean_square(before.high_pass)
-    return ok
-
-
-def _accepts(loss_plain, loss_new, tolerance, mode):
-    gain = loss_plain - loss_new
-    if mode == "absolute":
-        return gain > tolerance
-    return loss_plain > 0 and gain / loss_plain > tolerance
-
-
-def _rms(errors: HeldOutErrors | None, fine: bool = False):
-    values = None if errors is None else (errors.high_pass if fine else errors.rmse)
-    return None if values is None else float(values.square().mean().sqrt())
-
-
-class _Progress:
-    def __init__(self, callback, total):
-        self.callback, self.total, self.done = callback, max(1, int(total)), 0
-
-    def __call__(self, rows):
-        self.done = min(self.total, self.done + rows)
-        if self.callback:
-            self.callback(self.done, self.total)
-
-
-@dataclass
-class SearchSettings:
-    """The knobs of the per-step search, checked once."""
-
-    n_basis: int = DEFAULT_N_BASIS
-    loss: str = "l1"
-    tolerance: float | None = None
-    tolerance_mode: str = "relative"
-    parameterization: str = DEFAULT_PARAMETERIZATION
-    guard: str = GUARDS[0]
-    validation_fraction: float = 0.25
-    min_held_out_gain: float = 0.0
-    correct_last_step: bool = True
-
-    def __post_init__(self):
-        if self.loss not in LOSSES:
-            raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
-        if self.tolerance_mode not in DEFAULT_TOLERANCE:
-            raise ValueError(f"tolerance_mode must be 'relative' or 'absolute', got {self.tolerance_mode!r}")
-        if self.parameterization not in PARAMETERIZATIONS:
-            raise ValueError(f"parameterization must be one of {PARAMETERIZATIONS}, got {self.parameterization!r}")
-        if self.guard not in GUARDS:
-            raise ValueError(f"guard must be one of {GUARDS}, got {self.guard!r}")
-        if not 1 <= int(self.n_basis) <= MAX_BASIS:
-            raise ValueError(f"n_basis must be 1-{MAX_BASIS}, got {self.n_basis}")
-        self.n_basis = int(self.n_basis)
-        self.tolerance = DEFAULT_TOLERANCE[self.tolerance_mode] if self.tolerance is None else float(self.tolerance)
-
-    def held_out(self, count: int) -> int:
-        n_val = int(count * self.validation_fraction) if self.guard != "none" else 0
-        if self.guard != "none" and (n_val < 1 or count - n_val < 1):
-            raise ValueError(f"the validation guard needs at least one training and one held-out trajectory "
-                             f"({count} trajectories, validation_fraction {self.validation_fraction}); "
-                             "use more trajectories or guard='none'")
-        return n_val
+# Read from SearchSettings, the one source of the defaults (the node's widgets show them).
+DEFAULT_N_BASIS = SearchSettings.n_basis
+DEFAULT_PARAMETERIZATION = SearchSettings.parameterization
+sample_errors = sample_rmse  # per-sample RMSE (n,) between final samples
 
 
 def guard_model_calls(n_val: int, steps: int) -> int:
     """Upper bound of the held-out roll-out calls: one plain roll-out, then one per candidate step."""
     return n_val * (steps + steps * (steps - 1) // 2)
+
+
+def search_model_calls(count: int, steps: int, settings: SearchSettings) -> int:
+    """Upper bound of the search's model calls on one grid: every trajectory once per step, plus the
+    held-out roll-outs (spent only for steps whose training loss drops)."""
+    return count * steps + guard_model_calls(settings.held_out(count), steps)
 
 
 def as_grid_list(sigmas) -> list[torch.Tensor]:
@@ -222,8 +73,32 @@ def teacher_targets(denoiser, x, grids, teacher_nfe, teacher_substeps):
     return per_grid, info
 
 
+# ---- the search on one grid ------------------------------------------------------------------------
 @dataclass
-class _GridResult:
+class StepFit:
+    """Step i fitted: the plain step's loss, and for a candidate step its coordinates and corrected step."""
+
+    step: int
+    loss_plain: float
+    feasible: bool
+    coordinates: torch.Tensor | None = None
+    direction: torch.Tensor | None = None  # the corrected direction
+    next_points: torch.Tensor | None = None  # the corrected step's end
+    loss_corrected: float | None = None
+
+
+@dataclass
+class StepDecision:
+    """Step i judged: whether the training loss dropped, the held-out errors after it, and the verdict."""
+
+    fit: StepFit
+    loss_dropped: bool = False
+    held_out: HeldOutErrors | None = None  # after the corrected step (None: not rolled out)
+    accepted: bool = False
+
+
+@dataclass
+class GridResult:
     entry: GridCoordinates
     steps: list[dict]
     final_loss: float
@@ -231,145 +106,213 @@ class _GridResult:
     val_pas: HeldOutErrors | None
 
 
-def search_grid(denoiser, x, sigmas, targets, solver, options, settings: SearchSettings) -> _GridResult:
-    """The greedy per-step search of PAS on one student grid (pas-method.md 6, 13.4-13.5)."""
-    count = x.shape[0]
-    n_val = settings.held_out(count)
-    train_rows, val_rows = slice(0, count - n_val), slice(count - n_val, count)
-    steps = len(sigmas) - 1
-    sigma_values = sigmas.tolist()
-    sigmas_x = sigmas.to(x.device)
+class GridSearch:
+    """The greedy per-step search of PAS on one student grid (docs/method.md 5-6)."""
 
-    def roll_out(trajectory, points, first_step):
-        """Finish the plain solver from `first_step` on the held-out rows; return the final points."""
-        for step in range(first_step, steps):
-            denoised = denoiser(points, sigmas_x[step], val_rows)
-            points_next, used = pas_step(trajectory, points, denoised, sigmas_x[step], sigmas_x[step + 1], step)
-            trajectory.commit(step, points, denoised, sigmas_x[step], used)
-            points = points_next
-        return points
+    def __init__(self, denoiser, x, sigmas, targets, solver, options, settings: SearchSettings):
+        self.denoiser, self.x, self.targets, self.settings = denoiser, x, targets, settings
+        count = x.shape[0]
+        n_val = settings.held_out(count)
+        self.train_rows, self.val_rows = slice(0, count - n_val), slice(count - n_val, count)
+        self.n_val, self.steps, self.sigmas = n_val, len(sigmas) - 1, sigmas
+        self.sigma_values, self.sigmas_x = sigmas.tolist(), sigmas.to(x.device)
+        self.trajectory = SolverTrajectory(x, make_solver(solver, sigmas, **options), settings.n_basis,
+                                           settings.parameterization, keep_buffer=True)
 
-    trajectory = SolverTrajectory(x, make_solver(solver, sigmas, **options), settings.n_basis,
-                                  settings.parameterization, keep_buffer=True)
-    val_errors = None
-    if n_val:
-        val_errors = HeldOutErrors.of(roll_out(trajectory.rows(val_rows), x[val_rows], 0), targets[-1, val_rows])
-    val_errors_plain = val_errors
+    def held_out_errors(self, trajectory, points, first_step) -> HeldOutErrors:
+        """Errors of the held-out rows after the plain solver finishes from `first_step`."""
+        final = roll_out(lambda p, sigma: self.denoiser(p, sigma, self.val_rows), trajectory, points,
+                         self.sigmas_x, first_step)
+        return HeldOutErrors.of(final, self.targets[-1, self.val_rows])
 
-    points, accepted, coordinates, report_steps = x, [], [], []
-    for step in range(steps):
-        sigma, sigma_next = sigmas_x[step], sigmas_x[step + 1]
-        denoised = denoiser(points, sigma, slice(0, count))
-        if not torch.isfinite(denoised).all():
-            raise ValueError(f"the model returned NaN or inf at step {step} (sigma {sigma_values[step]:.4g})")
-        plain_next, direction = pas_step(trajectory, points, denoised, sigma, sigma_next, step)
-        target = targets[step + 1]
-        entry = {"step": step, "sigma": sigma_values[step], "sigma_next": sigma_values[step + 1],
-                 "loss_plain": criterion(plain_next[train_rows], target[train_rows], settings.loss),
-                 "loss_corrected": None,
-                 "feasible": basis_is_feasible(step + 2, settings.n_basis) and (
-                     settings.correct_last_step or step < steps - 1),
-                 "accepted": False, "coordinates": None, "val_final_before": _rms(val_errors),
-                 "val_final_corrected": None}
-        used, next_points = direction, plain_next
-        if entry["feasible"]:
-            basis = trajectory.basis(direction, points)
-            h = float(sigma_values[step + 1] - sigma_values[step])
-            wanted = ((target - points) / h).reshape(count, -1).to(basis.dtype)
-            scale = trajectory.direction_scale(direction)
-            c = fit_coordinates(basis[train_rows], wanted[train_rows],
-                                None if scale is None else scale[train_rows], settings.loss)
-            candidate = trajectory.corrected(basis, direction, c.to(device=basis.device, dtype=basis.dtype))
-            candidate_next = points + (sigma_next - sigma) * candidate
-            entry["loss_corrected"] = criterion(candidate_next[train_rows], target[train_rows], settings.loss)
-            entry["coordinates"] = c.tolist()
-            local_ok = _accepts(entry["loss_plain"], entry["loss_corrected"], settings.tolerance,
-                                settings.tolerance_mode)
-            guard_ok = True
-            if local_ok and n_val:
-                held_out = trajectory.rows(val_rows)
-                held_out.commit(step, points[val_rows], denoised[val_rows], sigma, candidate[val_rows])
-                candidate_errors = HeldOutErrors.of(roll_out(held_out, candidate_next[val_rows], step + 1),
-                                                    targets[-1, val_rows])
-                entry["val_final_corrected"] = _rms(candidate_errors)
-                entry["val_high_pass_before"] = _rms(val_errors, fine=True)
-                entry["val_high_pass_corrected"] = _rms(candidate_errors, fine=True)
-                guard_ok = guard_passes(val_errors, candidate_errors, settings.guard, settings.min_held_out_gain)
-            if local_ok and guard_ok:
-                entry["accepted"] = True
-                accepted.append(step)
-                coordinates.append(c)
-                used, next_points = candidate, candidate_next
-                if n_val:
-                    val_errors = candidate_errors
-        trajectory.commit(step, points, denoised, sigma, used)
-        points = next_points
-        report_steps.append(entry)
+    def fit(self, step, points, direction, plain_next) -> StepFit:
+        """Fit c_i of step i against the teacher's next state on the training rows."""
+        settings, train, target = self.settings, self.train_rows, self.targets[step + 1]
+        result = StepFit(step, criterion(plain_next[train], target[train], settings.loss),
+                         settings.may_correct(step, self.steps))
+        if not result.feasible:
+            return result
+        basis = self.trajectory.basis(direction, points)
+        h = float(self.sigma_values[step + 1] - self.sigma_values[step])
+        wanted = ((target - points) / h).reshape(points.shape[0], -1).to(basis.dtype)
+        scale = self.trajectory.direction_scale(direction)
+        c = fit_coordinates(basis[train], wanted[train], None if scale is None else scale[train], settings.loss)
+        result.coordinates = c
+        result.direction = self.trajectory.corrected(basis, direction, c.to(device=basis.device, dtype=basis.dtype))
+        result.next_points = points + (self.sigmas_x[step + 1] - self.sigmas_x[step]) * result.direction
+        result.loss_corrected = criterion(result.next_points[train], target[train], settings.loss)
+        return result
 
-    stacked = torch.stack(coordinates) if coordinates else torch.zeros(0, settings.n_basis)
-    return _GridResult(GridCoordinates(sigmas.double().cpu(), accepted, stacked), report_steps,
-                       criterion(points[train_rows], targets[-1, train_rows], settings.loss),
-                       val_errors_plain, val_errors)
+    def decide(self, fit: StepFit, points, denoised, held_out_before) -> StepDecision:
+        """Keep the fitted step if its training loss drops and its held-out roll-out passes the guard."""
+        decision = StepDecision(fit)
+        if not fit.feasible:
+            return decision
+        decision.loss_dropped = loss_drops(fit.loss_plain, fit.loss_corrected, self.settings)
+        if not decision.loss_dropped:
+            return decision
+        if not self.n_val:
+            decision.accepted = True
+            return decision
+        rows, step = self.val_rows, fit.step
+        held_out = self.trajectory.rows(rows)
+        held_out.commit(step, points[rows], denoised[rows], self.sigmas_x[step], fit.direction[rows])
+        decision.held_out = self.held_out_errors(held_out, fit.next_points[rows], step + 1)
+        decision.accepted = guard_passes(held_out_before, decision.held_out, self.settings.guard,
+                                         self.settings.min_held_out_gain)
+        return decision
+
+    def step_report(self, decision: StepDecision, held_out_before) -> dict:
+        fit, step = decision.fit, decision.fit.step
+        entry = {"step": step, "sigma": self.sigma_values[step], "sigma_next": self.sigma_values[step + 1],
+                 "loss_plain": fit.loss_plain, "loss_corrected": fit.loss_corrected, "feasible": fit.feasible,
+                 "accepted": decision.accepted, "coordinates": None if fit.coordinates is None else fit.coordinates.tolist(),
+                 "val_final_before": pooled(held_out_before), "val_final_corrected": pooled(decision.held_out)}
+        if decision.held_out is not None:
+            entry["val_high_pass_before"] = pooled(held_out_before, fine=True)
+            entry["val_high_pass_corrected"] = decision.held_out.pooled(fine=True)
+        return entry
+
+    def run(self) -> GridResult:
+        x, count = self.x, self.x.shape[0]
+        held_out = plain = None
+        if self.n_val:
+            held_out = plain = self.held_out_errors(self.trajectory.rows(self.val_rows), x[self.val_rows], 0)
+        points, decisions, reports = x, [], []
+        for step in range(self.steps):
+            sigma = self.sigmas_x[step]
+            denoised = self.denoiser(points, sigma, slice(0, count))
+            if not torch.isfinite(denoised).all():
+                raise ValueError(f"the model returned NaN or inf at step {step} (sigma {self.sigma_values[step]:.4g})")
+            plain_next, direction = pas_step(self.trajectory, points, denoised, sigma, self.sigmas_x[step + 1], step)
+            decision = self.decide(self.fit(step, points, direction, plain_next), points, denoised, held_out)
+            reports.append(self.step_report(decision, held_out))
+            decisions.append(decision)
+            if decision.accepted:
+                direction, plain_next = decision.fit.direction, decision.fit.next_points
+                held_out = decision.held_out or held_out
+            self.trajectory.commit(step, points, denoised, sigma, direction)
+            points = plain_next
+        return self.result(decisions, reports, points, plain, held_out)
+
+    def result(self, decisions, reports, points, plain, held_out) -> GridResult:
+        kept = [d.fit for d in decisions if d.accepted]
+        stacked = torch.stack([f.coordinates for f in kept]) if kept else torch.zeros(0, self.settings.n_basis)
+        entry = GridCoordinates(self.sigmas.double().cpu(), [f.step for f in kept], stacked)
+        final_loss = criterion(points[self.train_rows], self.targets[-1, self.train_rows], self.settings.loss)
+        return GridResult(entry, reports, final_loss, plain, held_out)
 
 
-@torch.no_grad()
-def train_pas(model, x, sigmas, *, solver="euler", max_order=None, n_basis=DEFAULT_N_BASIS, loss="l1",
-              tolerance=None, tolerance_mode="relative", parameterization=DEFAULT_PARAMETERIZATION,
-              teacher_substeps=None, teacher_nfe=100, extra_args=None, chunk_size=None, progress=None,
-              per_sample_args=None, validation_fraction=0.25, guard=GUARDS[0], targets=None, metadata=None,
-              min_held_out_gain=DEFAULT_MIN_HELD_OUT_GAIN, correct_last_step=DEFAULT_CORRECT_LAST_STEP):
-    """Learn PAS coordinates for `model` on the student grid `sigmas` (or on several grids: one teacher run
-    serves them all) from the start points x (N, ...).
+def search_grid(denoiser, x, sigmas, targets, solver, options, settings: SearchSettings) -> GridResult:
+    """The greedy per-step search of PAS on one student grid (docs/method.md 5-6)."""
+    return GridSearch(denoiser, x, sigmas, targets, solver, options, settings).run()
 
-    x is the already-scaled start (sigma_max * noise for EDM models). `targets` (steps+1, N, ...), or one
-    such tensor per grid, may give precomputed teacher states. Returns (PASCoordinates, report); with
-    several grids the coordinates cover each of them and report["grids"] has one report per grid.
-    """
-    solver = canonical_solver(solver)
-    options = solver_options(solver, max_order)
-    grids = as_grid_list(sigmas)
-    settings = SearchSettings(n_basis, loss, tolerance, tolerance_mode, parameterization, guard, validation_fraction,
-                              float(min_held_out_gain), bool(correct_last_step))
+
+# ---- train_pas -------------------------------------------------------------------------------------
+DENOISER_ARGUMENTS = ("extra_args", "per_sample_args", "chunk_size")
+
+
+def resolve_arguments(model, settings, teacher, overrides):
+    """(Denoiser, SearchSettings, teacher) from train_pas's arguments and keyword overrides.
+
+    Overrides name SearchSettings fields (n_basis=4, guard='none', ...) or teacher_nfe / teacher_substeps
+    (settings.training_settings); targets (precomputed teacher states) and the Denoiser's extra_args /
+    per_sample_args / chunk_size are also accepted, for callers written before the settings objects."""
+    rest = dict(overrides)
+    if "targets" in rest:
+        if teacher is not None:
+            raise ValueError("give the teacher states once: teacher= or targets=, not both")
+        teacher = rest.pop("targets")
+    calls = {key: rest.pop(key) for key in DENOISER_ARGUMENTS if key in rest}
+    try:
+        settings, teacher = training_settings(settings, teacher, **rest)
+    except TypeError as error:
+        raise TypeError(f"train_pas: {error}") from None
+    denoiser = Denoiser(model, **calls) if calls else Denoiser.of(model)
+    return denoiser, settings, teacher
+
+
+def given_states(teacher, grids, x) -> list[torch.Tensor] | None:
+    """Precomputed teacher states, one (steps+1, N, ...) tensor per grid, checked; None for a teacher to run."""
+    if teacher is None or isinstance(teacher, TeacherSettings):
+        return None
+    states = [teacher] if isinstance(teacher, torch.Tensor) else list(teacher)
+    if len(states) != len(grids):
+        raise ValueError(f"got {len(states)} teacher state tensors for {len(grids)} grids")
+    for grid, target in zip(grids, states, strict=True):
+        if target.shape[0] != len(grid) or target.shape[1:] != x.shape:
+            raise ValueError(f"teacher states must have shape {(len(grid), *x.shape)}, got {tuple(target.shape)}")
+    return states
+
+
+def check_start(x, grids, settings):
     if not torch.isfinite(x).all():
         raise ValueError("the start points contain NaN or inf")
-    count = x.shape[0]
-    n_val = settings.held_out(count)
+    settings.held_out(x.shape[0])
     if any(float(grid[0]) != float(grids[0][0]) for grid in grids):
         raise ValueError("all grids of one training must start at the same sigma (one start point per trajectory)")
 
-    given = targets is not None
-    if given:
-        targets = [targets] if isinstance(targets, torch.Tensor) else list(targets)
-        if len(targets) != len(grids):
-            raise ValueError(f"got {len(targets)} target tensors for {len(grids)} grids")
-        for grid, target in zip(grids, targets, strict=True):
-            if target.shape[0] != len(grid) or target.shape[1:] != x.shape:
-                raise ValueError(f"targets must have shape {(len(grid), *x.shape)}, got {tuple(target.shape)}")
-        nfe, substeps = 0, None
-    else:
-        union = union_grid(grids)
-        substeps = substeps_for(union, teacher_nfe) if teacher_substeps is None else int(teacher_substeps)
-        nfe = teacher_nfe_for(union, substeps)
-    search_calls = sum(count * (len(g) - 1) + guard_model_calls(n_val, len(g) - 1) for g in grids)
-    tick = _Progress(progress, count * nfe + search_calls)
-    denoiser = Denoiser(model, extra_args, per_sample_args, chunk_size, tick)
 
+def planned_calls(count, grids, settings, teacher) -> int:
+    """The model calls train_pas plans: the teacher's exactly, the search's as a bound."""
+    search = sum(search_model_calls(count, len(grid) - 1, settings) for grid in grids)
+    if not isinstance(teacher, TeacherSettings):
+        return search
+    union = union_grid(grids)
+    substeps = substeps_for(union, teacher.nfe) if teacher.substeps is None else int(teacher.substeps)
+    return count * teacher_nfe_for(union, substeps) + search
+
+
+@torch.no_grad()
+def train_pas(model, x, sigmas, *, solver="euler", max_order=None, settings: SearchSettings | None = None,
+              teacher=None, progress=None, metadata=None, **overrides):
+    """Learn PAS coordinates for `model` on the student grid `sigmas` from the start points x (N, ...).
+
+    model: a k-diffusion denoiser or a Denoiser (its extra / per-sample arguments and chunk size).
+    x: the already-scaled start (sigma_max * noise for EDM models). sigmas: one grid, several grids (one
+    teacher run serves them all), or a LearnedSchedule (its grid, in x's precision, and its teacher states).
+    settings: SearchSettings (defaults when None); keyword overrides replace single fields (n_basis=4).
+    teacher: TeacherSettings, or precomputed states (steps+1, N, ...) (one tensor per grid).
+    progress(done, total) counts model calls. Returns (PASCoordinates, report); report["grids"] has one
+    report per grid, the first grid's also at the top level.
+    """
+    denoiser, settings, teacher = resolve_arguments(model, settings, teacher, overrides)
+    schedule = sigmas if isinstance(sigmas, LearnedSchedule) else None
+    if schedule is not None:
+        if teacher is not None and not isinstance(teacher, TeacherSettings):
+            raise ValueError("a LearnedSchedule brings its teacher states: give no teacher states with it")
+        sigmas, teacher = schedule.sigmas.to(x.dtype), schedule.states
+    solver = canonical_solver(solver)
+    options = solver_options(solver, max_order)
+    grids = as_grid_list(sigmas)
+    check_start(x, grids, settings)
+    states = given_states(teacher, grids, x)
+    teacher = teacher if states is not None or isinstance(teacher, TeacherSettings) else TeacherSettings()
+    tick = Progress(progress, planned_calls(x.shape[0], grids, settings, teacher))
+    coords, report = run_training(denoiser.counted(tick), x, grids, states, teacher, solver, options, settings,
+                                  metadata)
+    tick.finish()
+    if schedule is not None:
+        schedule.attach(coords, report)
+    return coords, report
+
+
+def run_training(denoiser, x, grids, states, teacher, solver, options, settings, metadata):
+    """The teacher (unless its states are given), then the search on every grid; (coords, report)."""
     started = time.perf_counter()
-    if given:
-        teacher_info = {"solver": "given", "substeps": None, "nfe": None, "seconds": 0.0}
+    if states is None:
+        states, teacher_info = teacher_targets(denoiser, x, grids, teacher.nfe, teacher.substeps)
     else:
-        targets, teacher_info = teacher_targets(denoiser, x, grids, teacher_nfe, substeps)
+        teacher_info = {"solver": "given", "substeps": None, "nfe": None, "seconds": 0.0}
     teacher_calls = denoiser.calls
-    for target in targets:
+    for target in states:
         if not torch.isfinite(target).all():
             raise ValueError("the teacher trajectories contain NaN or inf (is the model producing NaNs?)")
     search_started = time.perf_counter()
     results = [search_grid(denoiser, x, grid, target, solver, options, settings)
-               for grid, target in zip(grids, targets, strict=True)]
+               for grid, target in zip(grids, states, strict=True)]
     search_seconds = time.perf_counter() - search_started
-    if progress:
-        progress(tick.total, tick.total)
-    report, info = _training_report(results, settings, count, n_val, teacher_info, metadata, x.shape[1:])
+    report, info = training_report(results, settings, x, teacher_info, metadata)
     report.update(teacher_seconds=teacher_info["seconds"] or (search_started - started),
                   search_seconds=search_seconds, model_calls=denoiser.calls, teacher_model_calls=teacher_calls)
     first, rest = results[0].entry, [r.entry for r in results[1:]]
@@ -379,26 +322,25 @@ def train_pas(model, x, sigmas, *, solver="euler", max_order=None, n_basis=DEFAU
     return coords, report
 
 
-def _grid_report(result: _GridResult) -> dict:
+def grid_report(result: GridResult) -> dict:
     return {"steps": result.steps, "accepted": result.entry.steps, "sigmas": result.entry.sigmas.tolist(),
-            "train_final_loss": result.final_loss, "val_final_plain": _rms(result.val_plain),
-            "val_final_pas": _rms(result.val_pas), "val_high_pass_plain": _rms(result.val_plain, fine=True),
-            "val_high_pass_pas": _rms(result.val_pas, fine=True)}
+            "train_final_loss": result.final_loss, "val_final_plain": pooled(result.val_plain),
+            "val_final_pas": pooled(result.val_pas), "val_high_pass_plain": pooled(result.val_plain, fine=True),
+            "val_high_pass_pas": pooled(result.val_pas, fine=True)}
 
 
-def _training_report(results, settings, count, n_val, teacher_info, metadata, latent_shape):
+def training_report(results, settings, x, teacher_info, metadata):
     """(report, file metadata): the first grid's report at the top level (one-grid callers), all in 'grids'."""
-    recorded = {"loss": settings.loss, "tolerance": settings.tolerance, "tolerance_mode": settings.tolerance_mode,
-                "guard": settings.guard, "min_held_out_gain": settings.min_held_out_gain,
-                "correct_last_step": settings.correct_last_step, "validation_fraction": settings.validation_fraction if n_val else 0.0,
-                "n_trajectories": count, "n_validation": n_val, "teacher": teacher_info,
-                "latent_shape": list(latent_shape)}
-    grids = [_grid_report(result) for result in results]
+    count = x.shape[0]
+    n_val = settings.held_out(count)
+    recorded = dict(settings.recorded(), validation_fraction=settings.validation_fraction if n_val else 0.0,
+                    n_trajectories=count, n_validation=n_val, teacher=teacher_info, latent_shape=list(x.shape[1:]))
+    grids = [grid_report(result) for result in results]
     report = dict(grids[0], settings=recorded, grids=grids)
     info = dict(recorded, per_step=[{k: s[k] for k in ("step", "loss_plain", "loss_corrected", "accepted")}
                                     for s in results[0].steps])
     if len(results) > 1:
-        info["per_grid"] = [{"steps": len(r.entry.sigmas) - 1, "val_final_plain": _rms(r.val_plain),
-                             "val_final_pas": _rms(r.val_pas)} for r in results]
+        info["per_grid"] = [{"steps": len(r.entry.sigmas) - 1, "val_final_plain": pooled(r.val_plain),
+                             "val_final_pas": pooled(r.val_pas)} for r in results]
     info.update(metadata or {})
     return report, info

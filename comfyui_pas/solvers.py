@@ -1,9 +1,9 @@
-"""Base solvers as effective step directions (solvers.md): x_next = x + (sigma_next - sigma) * D.
+"""Base solvers as effective step directions (docs/solvers.md, docs/method.md 1): x_next = x + (sigma_next - sigma) * D.
 
 Every solver here calls the model once per step. Its grid-dependent weights are computed once from the
 sigmas it is built on; per step it combines the current model output with its history of past outputs
 (raw directions e = (x - denoised) / sigma, or denoised samples) into D. The history always holds model
-outputs, never a corrected direction (pas-method.md 1.3). A step onto sigma = 0 lands on `denoised`.
+outputs, never a corrected direction (docs/method.md 1). A step onto sigma = 0 lands on `denoised`.
 """
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ import math
 from dataclasses import dataclass
 
 import torch
+
+from .grids import EDM_SIGMA_MAX, EDM_SIGMA_MIN
 
 
 @dataclass(frozen=True)
@@ -86,7 +88,7 @@ class Solver:
 
 
 class Euler(Solver):
-    """DDIM in the sigma form (pas-method.md 1.2)."""
+    """DDIM in the sigma form (docs/method.md 1)."""
 
     name, comfy_sampler = "euler", "euler"
 
@@ -97,7 +99,7 @@ def _order(solver: Solver, step: int) -> int:
 
 
 class IPNDM(Solver):
-    """Fixed-step Adams-Bashforth on e, the paper's iPNDM (pas-method.md 1.3)."""
+    """Fixed-step Adams-Bashforth on e, the paper's iPNDM (docs/method.md 1)."""
 
     name, comfy_sampler = "ipndm", "ipndm"
     options = (Option(ORDER, 4, 1, 4),)
@@ -141,7 +143,7 @@ class IPNDMVariable(Solver):
 
 
 # DEIS maps sigma to VP time with ComfyUI's fixed range (comfy/k_diffusion/deis.py), whatever the grid.
-DEIS_SIGMA_RANGE = (0.002, 80.0)
+DEIS_SIGMA_RANGE = (EDM_SIGMA_MIN, EDM_SIGMA_MAX)
 DEIS_EPSILON = 1e-3
 DEIS_QUADRATURE_POINTS = 10000
 

@@ -5,19 +5,20 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 
-from comfyui_pas import edm_sigmas, sample_pas, train_pas
-from comfyui_pas.search import sample_errors
-from comfyui_pas.teacher import Denoiser, heun_states, teacher_states
+from comfyui_pas import Denoiser, SearchSettings, edm_sigmas, sample_pas, train_pas
+from comfyui_pas.errors import sample_rmse
+from comfyui_pas.files import atomic_write
+from comfyui_pas.grids import EDM_SIGMA_MAX, EDM_SIGMA_MIN
+from comfyui_pas.teacher import heun_states, teacher_states
 from train_tools.bench_gmm import EVAL_SEED_OFFSET, GMM_SETTINGS
 from train_tools.gmm import GaussianMixtureDenoiser
 from train_tools.metrics import compare, rmse
-from train_tools.seeds import seeded_noise
+from train_tools.seeds import TRAIN_SEED_STRIDE, seeded_noise
 
-TRAIN_SEED_STRIDE = 10_000
 CACHE_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".cache", "ab_study")
 # Block mixture of the transfer study: every block of BLOCK_SETTINGS["dim"] values is an independent draw
 # of one small mixture, so the same "model" exists at any dimension that is a multiple of the block size.
@@ -40,7 +41,7 @@ class CountingModel:
 class BlockMixtureDenoiser(torch.nn.Module):
     """Exact denoiser of data made of independent blocks, each drawn from the same small mixture."""
 
-    sigma_min, sigma_max = 0.002, 80.0
+    sigma_min, sigma_max = EDM_SIGMA_MIN, EDM_SIGMA_MAX
 
     def __init__(self, block: GaussianMixtureDenoiser):
         super().__init__()
@@ -70,10 +71,10 @@ class Spec:
 
     def sigmas(self, steps):
         """The student grid with `steps` model calls (EDM, rho 7; ComfyUI's karras form for images)."""
-        return edm_sigmas(steps, 0.002, 80.0, append_zero=self.ends_at_zero).to(self.dtype)
+        return edm_sigmas(steps, append_zero=self.ends_at_zero).to(self.dtype)
 
     def noise(self, seeds):
-        return (seeded_noise(list(seeds), self.shape) * 80.0).to(self.dtype)
+        return (seeded_noise(list(seeds), self.shape) * EDM_SIGMA_MAX).to(self.dtype)
 
     def modes(self, x):
         """Mixture component nearest to each sample (per block for block mixtures), or None."""
@@ -119,9 +120,7 @@ def reference_finals(spec, x, reference_nfe, seeds=None):
     grid = spec.sigmas(intervals)
     finals = heun_states(Denoiser(spec.model, chunk_size=spec.chunk_size), x, grid, len(grid) - 1)[-1]
     if path:
-        os.makedirs(CACHE_DIR, exist_ok=True)
-        torch.save(finals, path + ".tmp")
-        os.replace(path + ".tmp", path)
+        atomic_write(path, lambda temporary: torch.save(finals, temporary))
     return finals
 
 
@@ -162,8 +161,8 @@ class Bench:
         key = (rep, nfe, teacher_nfe)
         cached = self.teachers.get(key)
         if cached is None or cached[0].shape[1] < count:
-            states, info = teacher_states(self.spec.model, self.train_x(rep, count), self.spec.sigmas(nfe),
-                                          teacher_nfe=teacher_nfe, chunk_size=self.spec.chunk_size)
+            states, info = teacher_states(Denoiser(self.spec.model, chunk_size=self.spec.chunk_size),
+                                          self.train_x(rep, count), self.spec.sigmas(nfe), teacher_nfe)
             cached = self.teachers[key] = (states, info)
         return cached[0][:, :count], cached[1]
 
@@ -173,13 +172,14 @@ class Bench:
             self.teachers.clear()
 
     def train(self, setting, solver, order, nfe, rep):
-        """Coordinates for one setting; returns (coords, report, cost dict)."""
+        """Coordinates for one setting (a baseline(args) dict with changes); returns (coords, report, cost dict)."""
         s = dict(setting)
         count, teacher_nfe = s.pop("n_train"), s.pop("teacher_nfe")
         targets, info = self.targets(rep, nfe, teacher_nfe, count)
         self.model.calls = 0
-        coords, report = train_pas(self.model, self.train_x(rep, count), self.spec.sigmas(nfe), solver=solver,
-                                   max_order=order, targets=targets, chunk_size=self.spec.chunk_size, **s)
+        coords, report = train_pas(Denoiser(self.model, chunk_size=self.spec.chunk_size), self.train_x(rep, count),
+                                   self.spec.sigmas(nfe), solver=solver, max_order=order,
+                                   settings=replace(BASELINE, **s), teacher=targets)
         # The teacher is shared between settings (computed once per rep, NFE and teacher NFE, then sliced), so
         # report["model_calls"] counts the search only; a run of its own would add exactly count x teacher NFE
         # (one Heun run on the same refined grid; tests/unit/test_ab_study.py checks it).
@@ -194,7 +194,7 @@ class Bench:
         key = (solver, order, nfe)
         if key not in self.plain:
             final = sample_pas(self.spec.model, self.eval_x, self.spec.sigmas(nfe), solver=solver, max_order=order)
-            self.plain[key] = (sample_errors(final, self.reference), self.flips(final))
+            self.plain[key] = (sample_rmse(final, self.reference), self.flips(final))
         return self.plain[key]
 
     def flips(self, final):
@@ -207,19 +207,20 @@ class Bench:
         plain, flips_plain = self.plain_errors(solver, order, nfe)
         final = sample_pas(self.spec.model, self.eval_x, self.spec.sigmas(nfe), solver=solver, max_order=order,
                            coords=coords)
-        corrected = sample_errors(final, self.reference)
+        corrected = sample_rmse(final, self.reference)
         return dict(compare(plain, corrected), flips_plain=flips_plain, flips_pas=self.flips(final))
 
 
-# The baseline each study varies one knob of: the library's defaults when the studies were run, fixed here so
+# The baseline each study varies one knob of: the library's defaults when the studies were run, pinned here so
 # that the published tables reproduce whatever the library's defaults become (the FID-safe acceptance of
 # docs/objective-study.md came later: its two knobs are off here).
-BASELINE = {"parameterization": "relative", "n_basis": 4, "loss": "l1", "tolerance": 0.01,
-            "tolerance_mode": "relative", "guard": "validation", "min_held_out_gain": 0.0, "correct_last_step": True}
+BASELINE = SearchSettings(parameterization="relative", n_basis=4, loss="l1", tolerance=0.01, tolerance_mode="relative",
+                          guard="validation", validation_fraction=0.25, min_held_out_gain=0.0, correct_last_step=True)
 
 
 def baseline(args):
-    base = dict(BASELINE, n_train=args.baseline_train, teacher_nfe=args.baseline_teacher)
+    """The study's baseline setting as a flat dict: BASELINE's fields, n_train and teacher_nfe."""
+    base = dict(asdict(BASELINE), n_train=args.baseline_train, teacher_nfe=args.baseline_teacher)
     if getattr(args, "baseline_n_basis", None):
         base["n_basis"] = args.baseline_n_basis
     return base

@@ -6,8 +6,9 @@ from __future__ import annotations
 import statistics
 
 from comfyui_pas.solvers import ORDER, SOLVER_CLASSES
+from train_tools.tables import markdown_table
 
-# A grid may cost at most this many model calls per training run (issue 11), counted at the largest NFE.
+# A grid may cost at most this many model calls per training run (docs/ab-study.md, "Budget per grid"), counted at the largest NFE.
 CALL_CAP = 1000
 
 
@@ -122,24 +123,20 @@ def flips_text(s):
 
 
 def summary_table(summary):
-    lines = ["| setting | mean gain | spread over reps | worst case | mean median change | max worse "
-             "| mode flips per 1000 (plain -> PAS) | steps | params | model calls / run | >= 90% of best |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for s in summary:
-        lines.append(f"| {s['setting']} | {pct(s['mean_gain'])} | {100 * s['rep_spread']:.1f} pt | {pct(s['min_gain'])} | "
-                     f"{pct(s['mean_median_change'])} | {100 * s['max_worse']:.0f}% | {flips_text(s)} | "
-                     f"{s['mean_steps']:.1f} | {s['mean_parameters']:.1f} | {s['mean_calls']:,.0f} | "
-                     f"{'yes' if s['within_90pct'] else 'no'} |")
-    return "\n".join(lines)
+    columns = ["setting", "mean gain", "spread over reps", "worst case", "mean median change", "max worse",
+               "mode flips per 1000 (plain -> PAS)", "steps", "params", "model calls / run", ">= 90% of best"]
+    return markdown_table(columns, [
+        [s["setting"], pct(s["mean_gain"]), f"{100 * s['rep_spread']:.1f} pt", pct(s["min_gain"]),
+         pct(s["mean_median_change"]), f"{100 * s['max_worse']:.0f}%", flips_text(s), f"{s['mean_steps']:.1f}",
+         f"{s['mean_parameters']:.1f}", f"{s['mean_calls']:,.0f}", "yes" if s["within_90pct"] else "no"]
+        for s in summary])
 
 
 def case_table(summary, field):
     names = list(dict.fromkeys(n for s in summary for n in s["cases"]))
-    lines = ["| setting | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
-    for s in summary:
-        cells = [f"{100 * s['cases'][n][field]:+.0f}" if n in s["cases"] else "" for n in names]
-        lines.append(f"| {s['setting']} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    return markdown_table(["setting", *names], [
+        [s["setting"]] + [f"{100 * s['cases'][n][field]:+.0f}" if n in s["cases"] else "" for n in names]
+        for s in summary])
 
 
 def solver_table(rows):
@@ -223,58 +220,51 @@ def study_markdown(study, rows, header):
 
 def calls_markdown(rows, header):
     """End-to-end training runs (teacher included): the model calls train_pas reports, against the formula."""
-    lines = ["### calls", "", header, "",
-             "| solver | NFE | N (held out) | teacher NFE: asked / actual | teacher calls | search calls | "
-             "guard roll-outs (bound) | report['model_calls'] | bound N (T + NFE) + n_val (NFE + NFE (NFE - 1) / 2) | "
-             "accepted steps |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        lines.append(f"| {solver_label(r['solver'], r['order'])} | {r['nfe']} | {r['n_train']} ({r['n_validation']}) | "
-                     f"{r['teacher_asked']} / {r['teacher_nfe']} | {r['teacher_calls']:,} | {r['search_calls']:,} | "
-                     f"{r['guard_calls']:,} ({r['guard_bound']:,}) | {r['model_calls']:,} | {r['bound']:,} | "
-                     f"{r['accepted']} |")
-    return "\n".join(lines) + "\n", None
+    columns = ["solver", "NFE", "N (held out)", "teacher NFE: asked / actual", "teacher calls", "search calls",
+               "guard roll-outs (bound)", "report['model_calls']",
+               "bound N (T + NFE) + n_val (NFE + NFE (NFE - 1) / 2)", "accepted steps"]
+    cells = [[solver_label(r["solver"], r["order"]), r["nfe"], f"{r['n_train']} ({r['n_validation']})",
+              f"{r['teacher_asked']} / {r['teacher_nfe']}", f"{r['teacher_calls']:,}", f"{r['search_calls']:,}",
+              f"{r['guard_calls']:,} ({r['guard_bound']:,})", f"{r['model_calls']:,}", f"{r['bound']:,}",
+              r["accepted"]] for r in rows]
+    return "\n".join(["### calls", "", header, "", markdown_table(columns, cells)]) + "\n", None
 
 
 def subsets_markdown(rows, header):
     """One row per subset of the accepted steps: which step helps or hurts."""
-    lines = ["### subsets", "", header, "",
-             "| parameterization | case | rep | accepted | steps kept | RMSE gain | median change | mode flips "
-             "(plain -> PAS, of all) | coordinates of the kept steps |", "|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        flips = ("n/a" if r["flips_pas"] is None else
-                 f"{r['flips_plain'] * 1000:.1f} -> {r['flips_pas'] * 1000:.1f} per 1000")
-        lines.append(f"| {r['parameterization']} | {case_name(r['solver'], r['order'], r['nfe'])} | {r['rep']} | "
-                     f"{r['accepted']} | {r['kept']} | {pct(r['gain'])} | {pct(r['median_change'])} | {flips} | "
-                     f"{r['coordinates']} |")
-    return "\n".join(lines) + "\n", None
+    columns = ["parameterization", "case", "rep", "accepted", "steps kept", "RMSE gain", "median change",
+               "mode flips (plain -> PAS, of all)", "coordinates of the kept steps"]
+    cells = [[r["parameterization"], case_name(r["solver"], r["order"], r["nfe"]), r["rep"], r["accepted"], r["kept"],
+              pct(r["gain"]), pct(r["median_change"]),
+              "n/a" if r["flips_pas"] is None else f"{r['flips_plain'] * 1000:.1f} -> {r['flips_pas'] * 1000:.1f} per 1000",
+              r["coordinates"]] for r in rows]
+    return "\n".join(["### subsets", "", header, "", markdown_table(columns, cells)]) + "\n", None
 
 
 def teacher_error_markdown(rows, header):
     """The teacher's error against the reference per requested NFE, next to the plain solvers'."""
     names = [k for k in rows[0] if k not in ("nfe", "seeds")]
     lines = ["### teacher-error", "", header, "", f"RMSE / median per-sample RMSE against the reference, first "
-             f"{rows[0]['seeds']} held-out seeds (teacher columns: requested NFE, actual NFE in brackets):", "",
-             "| NFE | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
-    for r in rows:
-        cells = [f"{r[n][0]:.4f} / {r[n][1]:.4f}" + (f" ({r[n][2]})" if len(r[n]) > 2 else "") for n in names]
-        lines.append(f"| {r['nfe']} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n", None
+             f"{rows[0]['seeds']} held-out seeds (teacher columns: requested NFE, actual NFE in brackets):", ""]
+    cells = [[r["nfe"]] + [f"{r[n][0]:.4f} / {r[n][1]:.4f}" + (f" ({r[n][2]})" if len(r[n]) > 2 else "") for n in names]
+             for r in rows]
+    return "\n".join(lines + [markdown_table(["NFE", *names], cells)]) + "\n", None
 
 
 def transfer_markdown(rows, header):
     """Coordinates trained at one size and used at another: gains and the share of the native gain kept."""
     summary = summarise(rows)
     by_label = {s["setting"]: s for s in summary}
-    lines = ["### transfer", "", header, "",
-             "| parameterization | trained at | used at | mean gain | worst case | mean median change | "
-             "mode flips per 1000 (plain -> PAS) | share of the native gain kept |", "|---|---|---|---|---|---|---|---|"]
+    cells = []
     for s in summary:
         r = next(r for r in rows if r["setting"] == s["setting"])
         native = by_label.get(f"{r['parameterization']}, trained at {r['eval_size']}, used at {r['eval_size']}")
         kept = (f"{100 * s['mean_gain'] / native['mean_gain']:.0f}%" if native and native["mean_gain"] > 0
                 else "n/a")
-        lines.append(f"| {r['parameterization']} | {r['train_size']} | {r['eval_size']} | {pct(s['mean_gain'])} | "
-                     f"{pct(s['min_gain'])} | {pct(s['mean_median_change'])} | {flips_text(s)} | {kept} |")
-    lines += ["", "RMSE gain per case (%):", "", case_table(summary, "gain"), ""]
+        cells.append([r["parameterization"], r["train_size"], r["eval_size"], pct(s["mean_gain"]), pct(s["min_gain"]),
+                      pct(s["mean_median_change"]), flips_text(s), kept])
+    columns = ["parameterization", "trained at", "used at", "mean gain", "worst case", "mean median change",
+               "mode flips per 1000 (plain -> PAS)", "share of the native gain kept"]
+    lines = ["### transfer", "", header, "", markdown_table(columns, cells),
+             "", "RMSE gain per case (%):", "", case_table(summary, "gain"), ""]
     return "\n".join(lines) + "\n", summary

@@ -3,18 +3,16 @@ end-to-end model-call counts, and coordinates used at another latent size (run b
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 
-from comfyui_pas import sample_pas, train_pas
+from comfyui_pas import Denoiser, TeacherSettings, sample_pas, train_pas
 from comfyui_pas.coords import PASCoordinates
-from comfyui_pas.search import guard_model_calls, sample_errors
+from comfyui_pas.errors import pooled_rmse, sample_rmse
+from comfyui_pas.search import guard_model_calls
 from comfyui_pas.teacher import teacher_states
-from train_tools.ab_bench import Bench, CountingModel, baseline, make_spec
-from train_tools.ab_report import (
-    case_name,
-)
-from train_tools.metrics import pooled_rmse
+from train_tools.ab_bench import BASELINE, Bench, CountingModel, baseline, make_spec
+from train_tools.ab_report import case_name
 
-# The solver pair of the published tables (issue 6): euler and ipndm with order 3.
 
 def run_subsets(session):
     """Baseline coordinates at --subset-nfe, scored with every subset of the accepted steps."""
@@ -54,12 +52,12 @@ def run_teacher_error(session):
         row = {"nfe": nfe, "seeds": count}
         for solver, order in session.solvers:
             final = sample_pas(bench.spec.model, x, sigmas, solver=solver, max_order=order)
-            errors = sample_errors(final, reference)
+            errors = sample_rmse(final, reference)
             row[case_name(solver, order, "").strip()] = (pooled_rmse(errors), float(errors.median()))
         for teacher_nfe in args.teacher_nfes:
-            states, info = teacher_states(bench.spec.model, x, sigmas, teacher_nfe=teacher_nfe,
-                                          chunk_size=bench.spec.chunk_size)
-            errors = sample_errors(states[-1], reference)
+            states, info = teacher_states(Denoiser(bench.spec.model, chunk_size=bench.spec.chunk_size), x, sigmas,
+                                          teacher_nfe)
+            errors = sample_rmse(states[-1], reference)
             row[f"teacher {teacher_nfe}"] = (pooled_rmse(errors), float(errors.median()), info["nfe"])
         rows.append(row)
         log(f"  NFE {nfe}: {row}")
@@ -77,14 +75,15 @@ def run_calls(session):
     bench = Bench(spec, 0, 0, evaluate=False)
     setting = baseline(args)
     count, teacher_asked = setting.pop("n_train"), setting.pop("teacher_nfe")
+    settings, teaching = replace(BASELINE, **setting), TeacherSettings(nfe=teacher_asked)
     rows = []
     for rep in range(args.first_rep, args.first_rep + args.reps):
         x = bench.train_x(rep, count)
         for nfe in args.nfe:
             for solver, order in session.solvers:
                 counter = CountingModel(spec.model)
-                coords, report = train_pas(counter, x, spec.sigmas(nfe), solver=solver, max_order=order,
-                                           teacher_nfe=teacher_asked, chunk_size=spec.chunk_size, **setting)
+                coords, report = train_pas(Denoiser(counter, chunk_size=spec.chunk_size), x, spec.sigmas(nfe),
+                                           solver=solver, max_order=order, settings=settings, teacher=teaching)
                 if counter.calls != report["model_calls"]:
                     raise AssertionError(f"train_pas reports {report['model_calls']} model calls, the model saw "
                                          f"{counter.calls}")

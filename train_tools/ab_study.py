@@ -1,4 +1,4 @@
-"""A/B study of PAS design choices (issue 6), on the Gaussian mixture or on the bundled demo model.
+"""A/B study of PAS design choices, on the Gaussian mixture or on the bundled demo model.
 
     python -m train_tools.ab_study --model gmm --study all --out out/ab/gmm
     python -m train_tools.ab_study --model fashion --study parameterization --nfe 5 8 --out out/ab/fashion
@@ -52,8 +52,9 @@ from train_tools.ab_report import (
 )
 from train_tools.ab_special import run_calls, run_subsets, run_teacher_error, run_transfer
 from train_tools.bench_gmm import EVAL_SEED_OFFSET
+from train_tools.tables import write_json
 
-# The solver pair of the published tables (issue 6): euler and ipndm with order 3.
+# The solver pair of the published tables (docs/ab-study.md): euler and ipndm with order 3.
 DEFAULT_SOLVERS = ("euler", "ipndm:3")
 
 
@@ -211,7 +212,7 @@ def parse_args(argv=None):
     parser.add_argument("--reference-nfe", type=int, help="Heun calls of the reference that scores held-out samples")
     parser.add_argument("--baseline-train", type=int, help="training trajectories of the baseline (incl. the guard's 25%%)")
     parser.add_argument("--baseline-teacher", type=int, help="teacher NFE of the baseline")
-    parser.add_argument("--baseline-n-basis", type=int, help=f"n_basis of the baseline (default {BASELINE['n_basis']})")
+    parser.add_argument("--baseline-n-basis", type=int, help=f"n_basis of the baseline (default {BASELINE.n_basis})")
     parser.add_argument("--solvers", nargs="+", default=list(DEFAULT_SOLVERS),
                         help=f"base solvers to train on: {', '.join(SOLVERS)}, 'name:order' for an order "
                              "(default: euler ipndm:3)")
@@ -301,9 +302,9 @@ def merge_runs(folders, study, out, only=None, command=""):
     markdown, summary = STUDIES[study].render(rows, header)
     os.makedirs(out, exist_ok=True)
     write_markdown(out, study, markdown, rows, seconds)
-    with open(os.path.join(out, f"{study}.json"), "w") as handle:
-        json.dump({"study": study, "command": command, "header": header, "merged": list(folders), "summary": summary,
-                   "rows": rows, "seconds": seconds}, handle, indent=1, default=str)
+    write_json(os.path.join(out, f"{study}.json"), {"study": study, "command": command, "header": header,
+                                                    "merged": list(folders), "summary": summary, "rows": rows,
+                                                    "seconds": seconds}, default=str)
     return summary
 
 
@@ -330,10 +331,9 @@ def main(argv=None):
         markdown, summary = study.render(rows, header)
         seconds = time.perf_counter() - t0
         write_markdown(args.out, name, markdown, rows, seconds)
-        with open(os.path.join(args.out, f"{name}.json"), "w") as handle:
-            json.dump({"model": args.model, "study": name, "args": vars(args), "command": command, "header": header,
-                       "baseline": baseline(args), "summary": summary, "rows": rows, "seconds": seconds},
-                      handle, indent=1, default=str)
+        write_json(os.path.join(args.out, f"{name}.json"),
+                   {"model": args.model, "study": name, "args": vars(args), "command": command, "header": header,
+                    "baseline": baseline(args), "summary": summary, "rows": rows, "seconds": seconds}, default=str)
         results[name] = summary
     log(f"done in {time.perf_counter() - started:.0f} s; tables and JSON in {args.out}")
     return results

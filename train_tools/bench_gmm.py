@@ -6,35 +6,30 @@ accepted; parameters; teacher vs search time) and writes it as JSON.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import time
 
 import torch
 
-from comfyui_pas import edm_sigmas, sample_pas, train_pas
-from comfyui_pas.search import DEFAULT_PARAMETERIZATION
+from comfyui_pas import SearchSettings, edm_sigmas, sample_pas, train_pas
+from comfyui_pas.errors import rmse, sample_rmse
 from comfyui_pas.solvers import SOLVERS, describe_solver, solver_options
 from comfyui_pas.teacher import teacher_states
 from train_tools.gmm import GaussianMixtureDenoiser
-from train_tools.metrics import compare, rmse
-from train_tools.seeds import seeded_noise
+from train_tools.metrics import compare
+from train_tools.seeds import GMM_EVAL_SEED_START, seeded_noise
+from train_tools.tables import markdown_table, write_json
 
 GMM_SETTINGS = dict(dim=128, components=16, spread=1.0, std=0.5, seed=0)
-EVAL_SEED_OFFSET = 100_000
+EVAL_SEED_OFFSET = GMM_EVAL_SEED_START
 
 
-def run_case(model, solver, nfe, train_x, eval_x, reference, parameterization, targets, **search):
+def run_case(model, solver, nfe, train_x, eval_x, reference, parameterization, targets):
     sigmas = edm_sigmas(nfe)
-    coords, report = train_pas(model, train_x, sigmas, solver=solver, parameterization=parameterization,
-                               targets=targets, **search)
+    coords, report = train_pas(model, train_x, sigmas, solver=solver,
+                               settings=SearchSettings(parameterization=parameterization), teacher=targets)
     plain = sample_pas(model, eval_x, sigmas, solver=solver)
     corrected = sample_pas(model, eval_x, sigmas, solver=solver, coords=coords)
-
-    def per_sample(out):
-        return (out - reference[nfe]).double().square().flatten(1).mean(1).sqrt()
-
-    summary = compare(per_sample(plain), per_sample(corrected))
+    summary = compare(sample_rmse(plain, reference[nfe]), sample_rmse(corrected, reference[nfe]))
     return {"solver": solver, "label": describe_solver(solver, solver_options(solver)), "nfe": nfe,
             "parameterization": parameterization, "rmse_plain": rmse(plain, reference[nfe]),
             "rmse_pas": rmse(corrected, reference[nfe]), "gain": summary["gain"],
@@ -49,14 +44,13 @@ def references(model, eval_x, nfes, reference_nfe):
 
 
 def format_table(rows):
-    lines = ["| solver | NFE | param. | RMSE plain | RMSE PAS | change | median change | samples worse | steps | params "
-             "| search s |", "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        name = r["label"]
-        lines.append(f"| {name} | {r['nfe']} | {r['parameterization']} | {r['rmse_plain']:.4f} | {r['rmse_pas']:.4f} | "
-                     f"{-100 * r['gain']:+.1f}% | {100 * (r['median_pas'] / r['median_plain'] - 1):+.1f}% | "
-                     f"{100 * r['worse_samples']:.0f}% | {r['accepted']} | {r['parameters']} | {r['search_seconds']:.2f} |")
-    return "\n".join(lines)
+    header = ["solver", "NFE", "param.", "RMSE plain", "RMSE PAS", "change", "median change", "samples worse", "steps",
+              "params", "search s"]
+    return markdown_table(header, [
+        [r["label"], r["nfe"], r["parameterization"], f"{r['rmse_plain']:.4f}", f"{r['rmse_pas']:.4f}",
+         f"{-100 * r['gain']:+.1f}%", f"{100 * (r['median_pas'] / r['median_plain'] - 1):+.1f}%",
+         f"{100 * r['worse_samples']:.0f}%", r["accepted"], r["parameters"], f"{r['search_seconds']:.2f}"]
+        for r in rows])
 
 
 def main(argv=None):
@@ -66,7 +60,7 @@ def main(argv=None):
     parser.add_argument("--eval", type=int, default=512, help="held-out seeds from 100000")
     parser.add_argument("--teacher-nfe", type=int, default=100)
     parser.add_argument("--reference-nfe", type=int, default=400, help="teacher used to score held-out samples")
-    parser.add_argument("--parameterization", nargs="+", default=[DEFAULT_PARAMETERIZATION])
+    parser.add_argument("--parameterization", nargs="+", default=[SearchSettings.parameterization])
     parser.add_argument("--solvers", nargs="+", choices=SOLVERS, default=list(SOLVERS))
     parser.add_argument("--out", default="out/bench_gmm.json")
     args = parser.parse_args(argv)
@@ -96,9 +90,7 @@ def main(argv=None):
         print(f"{parameterization}: every solver+PAS never worse than the solver in held-out RMSE at every NFE: "
               f"{'met' if never_worse else 'MISSED'} (worst change {100 * verdicts[-1]['worst_change']:+.1f}%)")
     print(f"(total {time.perf_counter() - started:.0f} s)")
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as handle:
-        json.dump({"gmm": GMM_SETTINGS, "args": vars(args), "rows": rows, "verdicts": verdicts}, handle, indent=1)
+    write_json(args.out, {"gmm": GMM_SETTINGS, "args": vars(args), "rows": rows, "verdicts": verdicts})
     print(f"wrote {args.out}")
 
 

@@ -10,7 +10,7 @@ import time
 
 import torch
 
-from comfyui_pas import train_pas
+from comfyui_pas import Denoiser, TeacherSettings, train_pas
 from train_tools import bench_overhead
 
 
@@ -30,8 +30,8 @@ def main(argv=None):
     with torch.inference_mode():
         bench_overhead.synchronize()
         started = time.perf_counter()
-        coords, report = train_pas(denoise, x, sigmas, solver=args.solver, teacher_nfe=args.teacher_nfe,
-                                   chunk_size=args.trajectories)
+        coords, report = train_pas(Denoiser(denoise, chunk_size=args.trajectories), x, sigmas, solver=args.solver,
+                                   teacher=TeacherSettings(nfe=args.teacher_nfe))
         bench_overhead.synchronize()
         seconds = time.perf_counter() - started
     print(f"SD1.5 UNet trainer ({args.solver}, {args.steps} karras steps, {args.trajectories} trajectories, teacher "

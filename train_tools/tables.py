@@ -1,12 +1,25 @@
-"""The one Markdown-table writer of the offline tools."""
+"""Markdown tables and result files: the one writer every bench and study prints and saves with."""
 from __future__ import annotations
 
+import json
+import os
 
-def markdown_table(header: list[str], rows: list[list], align: str | None = None) -> str:
-    """A GitHub Markdown table; `align` has one of 'l', 'r' per column (default: first left, others right)."""
-    align = align or "l" + "r" * (len(header) - 1)
-    if len(align) != len(header) or any(len(row) != len(header) for row in rows):
+from comfyui_pas.files import write_text
+
+
+def markdown_table(header, rows, align: str | None = None) -> str:
+    """A GitHub Markdown table: the header cells, a rule, then one line per row (cells as given, str()).
+
+    `align`, one of 'l' / 'r' per column, right-aligns the 'r' columns; without it no column is aligned."""
+    if any(len(row) != len(header) for row in rows) or (align is not None and len(align) != len(header)):
         raise ValueError("every row and the alignment need one entry per header column")
-    rule = ["---" if a == "l" else "---:" for a in align]
-    lines = [header, rule, *[[str(cell) for cell in row] for row in rows]]
-    return "\n".join("| " + " | ".join(line) + " |" for line in lines)
+    rule = "|---" * len(header) + "|" if align is None else "|" + "|".join(
+        "---:" if a == "r" else "---" for a in align) + "|"
+    lines = ["| " + " | ".join(str(cell) for cell in header) + " |", rule]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def write_json(path, data, indent: int = 1, **options) -> str:
+    """Write JSON atomically (folders made): a reader never sees half a results file. options: json.dumps's."""
+    return write_text(os.fspath(path), json.dumps(data, indent=indent, **options))

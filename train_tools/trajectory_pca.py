@@ -1,16 +1,16 @@
-"""How many dimensions does a sampling trajectory span? Per-sample PCA of teacher trajectories (issue 11).
+"""How many dimensions does a sampling trajectory span? Per-sample PCA of teacher trajectories.
 
     python -m train_tools.trajectory_pca --model gmm fashion --out out/trajectory_pca
 
 The PAS paper builds its correction on the observation that a trajectory of the probability-flow ODE lies
 in a ~3-dimensional subspace. For each start point this tool runs a fine EDM Heun trajectory (the teacher
-of pas-method.md 2, --steps intervals, rho 7, sigma 80 to 0.002; it keeps every state and the model output
+of docs/method.md 2, --steps intervals, rho 7, sigma 80 to 0.002; it keeps every state and the model output
 there) and computes, by an exact SVD of the centred set of one sample's vectors, the share of that set's
 variance each principal component explains. Three sets per sample:
 
 * states:        {x_0, ..., x_N}, the trajectory points (x_0 = x_T, the start);
 * directions:    {d_0, ..., d_{N-1}}, the ODE directions d_k = (x_k - D(x_k, sigma_k)) / sigma_k at them;
-* x_T + directions: {x_T, d_0, ..., d_{N-1}}, the set whose principal directions PAS uses (pas-method.md 3).
+* x_T + directions: {x_T, d_0, ..., d_{N-1}}, the set whose principal directions PAS uses (docs/method.md 3).
   x_T is sigma_max = 80 times longer than a direction, so the first component of this set is x_T itself
   and explains almost everything by construction; the other two sets are the informative ones.
 
@@ -28,8 +28,10 @@ import time
 
 import torch
 
-from comfyui_pas.grids import edm_sigmas
+from comfyui_pas.grids import EDM_SIGMA_MAX, edm_sigmas
 from comfyui_pas.teacher import heun_states
+from train_tools.seeds import PCA_SEED_START
+from train_tools.tables import markdown_table, write_json
 
 SETS = ("states", "directions", "x_T + directions")
 TOP = 4  # components reported in the table
@@ -37,7 +39,7 @@ CURVE = 8  # components drawn in the figure
 FLOOR = 1e-10  # lowest unexplained share drawn (log axis)
 MODEL_TITLES = {"gmm": "Gaussian mixture (128-D, 16 components)", "fashion": "Fashion-MNIST demo model (32x32)"}
 DEFAULT_SAMPLES = {"gmm": 512, "fashion": 128}
-FIRST_SEED = 200_000  # away from the A/B study's training (0..) and held-out (100000..) seeds
+FIRST_SEED = PCA_SEED_START  # away from the A/B study's training and held-out seeds (train_tools.seeds)
 
 
 def explained_variance(vectors: torch.Tensor) -> torch.Tensor:
@@ -78,7 +80,7 @@ def load_model(name):
 
 def trajectory_sets(model, x, steps, chunk_size=None):
     """The three vector sets of every sample: {name: (B, m, D)} along a Heun run over `steps` EDM intervals."""
-    sigmas = edm_sigmas(steps, 0.002, 80.0).to(x.dtype)
+    sigmas = edm_sigmas(steps).to(x.dtype)
     states, directions = [], []
     for start in range(0, x.shape[0], chunk_size or x.shape[0]):
         part = x[start:start + (chunk_size or x.shape[0])]
@@ -108,7 +110,7 @@ def run_model(name, samples, steps, log=print):
     from train_tools.seeds import seeded_noise
 
     seeds = range(FIRST_SEED, FIRST_SEED + samples)
-    x = (seeded_noise(list(seeds), shape) * 80.0).to(dtype)
+    x = (seeded_noise(list(seeds), shape) * EDM_SIGMA_MAX).to(dtype)
     started = time.perf_counter()
     with torch.no_grad():
         sets = trajectory_sets(model, x, steps, chunk)
@@ -124,20 +126,19 @@ def run_model(name, samples, steps, log=print):
 def markdown(results) -> str:
     """Two tables: the cumulative share of the top 1..4 components (mean +- std over samples, and the worst
     sample), and the share they leave unexplained (mean and worst, scientific notation)."""
-    head = " | ".join(f"top {k}" for k in range(1, TOP + 1))
-    rule = "|---" * (TOP + 2) + "|"
-    share = [f"| model | set (vectors per sample) | {head} |", rule]
-    left = [f"| model | set (vectors per sample) | {head} |", rule]
+    header = ["model", "set (vectors per sample)", *(f"top {k}" for k in range(1, TOP + 1))]
+    share, left = [], []
     for r in results:
         for set_name, s in r["sets"].items():
-            label = f"| {r['model']} | {set_name} ({s['vectors']}) | "
-            share.append(label + " | ".join(f"{100 * s['mean'][k]:.2f}% ± {100 * s['std'][k]:.2f} "
-                                            f"(min {100 * s['min'][k]:.2f}%)" for k in range(TOP)) + " |")
-            left.append(label + " | ".join(f"{max(0.0, 1 - s['mean'][k]):.1e} (worst {max(0.0, 1 - s['min'][k]):.1e})"
-                                           for k in range(TOP)) + " |")
+            label = [r["model"], f"{set_name} ({s['vectors']})"]
+            share.append(label + [f"{100 * s['mean'][k]:.2f}% ± {100 * s['std'][k]:.2f} (min {100 * s['min'][k]:.2f}%)"
+                                  for k in range(TOP)])
+            left.append(label + [f"{max(0.0, 1 - s['mean'][k]):.1e} (worst {max(0.0, 1 - s['min'][k]):.1e})"
+                                 for k in range(TOP)])
     return ("Cumulative explained variance of the top k components (mean ± std over samples, worst sample):\n\n"
-            + "\n".join(share) + "\n\nShare left unexplained, 1 - cumulative (mean over samples, worst sample):\n\n"
-            + "\n".join(left))
+            + markdown_table(header, share)
+            + "\n\nShare left unexplained, 1 - cumulative (mean over samples, worst sample):\n\n"
+            + markdown_table(header, left))
 
 
 def draw(results, path):
@@ -206,8 +207,7 @@ def main(argv=None):
     for name in [] if args.from_json else args.model:
         result = run_model(name, args.samples or DEFAULT_SAMPLES[name], args.steps)
         result["command"] = command
-        with open(os.path.join(args.out, f"trajectory_pca_{name}.json"), "w") as handle:
-            json.dump(result, handle, indent=1)
+        write_json(os.path.join(args.out, f"trajectory_pca_{name}.json"), result)
     results = []
     for name in sorted(MODEL_TITLES):
         path = os.path.join(args.out, f"trajectory_pca_{name}.json")

@@ -11,7 +11,7 @@ from pas_test_pack import tiny
 
 from comfyui_pas.coords import PASCoordinates
 from comfyui_pas.grids import refine_sigmas
-from comfyui_pas.teacher import teacher_states
+from comfyui_pas.teacher import Denoiser, teacher_states
 
 CFG = 3.0
 STEPS = 5
@@ -155,7 +155,7 @@ def test_prompt_list_dispatches_rows_to_their_prompt(bridge, tiny_models, condit
     latent = {"samples": torch.zeros(1, 4, 8, 8)}
 
     def teacher(denoiser, x, sigmas, **model_args):
-        return teacher_states(denoiser, x, sigmas, teacher_nfe=8, **model_args)[0]
+        return teacher_states(Denoiser(denoiser, **model_args), x, sigmas, teacher_nfe=8)[0]
 
     mixed = bridge.run_with_model(model, prompts, conditioning[1], CFG, latent, sigmas, 4, 9, teacher, chunk_size=3)
 
@@ -213,7 +213,7 @@ def test_training_model_is_comfyuis_patched_model(bridge, tiny_models, condition
     latent = {"samples": torch.zeros(2, 4, 8, 8)}
 
     def teacher(denoiser, x, sigmas, **model_args):
-        return teacher_states(denoiser, x, sigmas, substeps=2, **model_args)[0][-1]
+        return teacher_states(Denoiser(denoiser, **model_args), x, sigmas, substeps=2)[0][-1]
 
     def teacher_end(model):
         return bridge.run_with_model(model, [conditioning[0]], conditioning[1], CFG, latent, sigmas, 2, 13, teacher)

@@ -5,6 +5,8 @@ import json
 import pytest
 import torch
 
+from comfyui_pas import sample_pas
+from comfyui_pas.errors import rmse
 from train_tools import ab_bench, ab_report, ab_study, metrics
 from train_tools.gmm import GaussianMixtureDenoiser
 from train_tools.seeds import seeded_noise
@@ -64,7 +66,18 @@ def test_tiny_study_end_to_end(tmp_path):
         assert row["n_train"] == 16 and row["teacher_calls"] == 16 * row["teacher_nfe"]
         assert row["search_calls"] >= 16 * 4  # at least one pass over the student grid
         assert row["calls"] == row["teacher_calls"] + row["search_calls"]
-        assert -10 < row["gain"] < 1
+        assert row["gain"] == pytest.approx(1 - row["rmse_pas"] / row["rmse_plain"], rel=1e-12)
+        if not row["accepted"]:  # nothing corrected: exactly the plain solver
+            assert row["rmse_pas"] == row["rmse_plain"]
+    plain = {}  # the plain solver's error does not depend on the setting, and is the sampler's against Heun
+    for row in data["rows"]:
+        plain.setdefault((row["solver"], row["rep"]), set()).add(row["rmse_plain"])
+    assert all(len(values) == 1 for values in plain.values())
+    bench = ab_bench.Bench(ab_bench.make_spec("gmm"), 24, 40)
+    for solver, order in (("euler", 1), ("ipndm", 3)):
+        final = sample_pas(bench.spec.model, bench.eval_x, bench.spec.sigmas(4), solver=solver, max_order=order)
+        (value,) = plain[(solver, 0)]
+        assert value == pytest.approx(rmse(final, bench.reference), rel=1e-12)
     text = (tmp_path / "parameterization.md").read_text()
     assert "relative, guard" in text and "python -m train_tools.ab_study" in text
     transfer = json.loads((tmp_path / "transfer.json").read_text())

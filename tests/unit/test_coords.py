@@ -128,7 +128,14 @@ def test_missing_file_is_named(tmp_path):
 
 
 def test_validate_accepts_float32_copy_of_the_grid():
-    example().validate_for(SIGMAS.float(), "ddim", 1)
+    coords = example()
+    coords.validate_for(SIGMAS.float(), "ddim", 1)  # raises if the float32 copy were refused
+    entry = coords.entry_for(SIGMAS.float())
+    assert torch.equal(entry.sigmas, coords.sigmas) and entry.steps == coords.steps
+    beyond_float32 = SIGMAS.clone()
+    beyond_float32[3] *= 1 + 1e-3  # a different grid, not a rounding of this one
+    with pytest.raises(ValueError, match="sigmas differ"):
+        coords.validate_for(beyond_float32, "ddim", 1)
 
 
 @pytest.mark.parametrize("sigmas, solver, order, expected", [

@@ -86,7 +86,8 @@ def test_export_then_load_round_trips(tmp_path):
     model = randomized()
     path = tmp_path / "m.safetensors"
     args = argparse.Namespace(minutes=1.0, steps=1, batch=2, lr=1e-3, lr_final=1e-4, warmup=1, ema=0.999,
-                              grad_clip=1.0, p_mean=-1.2, p_std=1.2, seed=0, threads=1, no_flip=False)
+                              grad_clip=1.0, p_mean=-1.2, p_std=1.2, seed=0, threads=1, no_flip=False,
+                              num_classes=0, label_dropout=0.15, init_from=None)
     export_weights(model, path, build_metadata(TINY, args, "abc", 1, 6.0, 0.5, complete=True))
     loaded = load_demo_model(path)
     assert not loaded.training and not any(p.requires_grad for p in loaded.parameters())
@@ -139,3 +140,22 @@ def test_ema_warmup_and_learning_rate_schedule():
     assert learning_rate(10, 0.0, args) == pytest.approx(1e-3)
     assert learning_rate(50, 1.0, args) == pytest.approx(1e-4)
     assert learning_rate(50, 0.5, args) == pytest.approx(5.5e-4)
+
+
+def test_conditional_net_from_unconditional_weights_starts_as_that_net_and_learns_per_class():
+    """A zero class embedding: every label gives the unconditional output until training moves it;
+    label -1 (the empty prompt) is exactly the no-class branch, whatever the embedding holds."""
+    uncond = randomized()
+    cond = EDMDenoiser(UNetConfig(**{**TINY.to_dict(), "channels": tuple(TINY.channels), "num_classes": 10}))
+    missing, unexpected = cond.load_state_dict(uncond.state_dict(), strict=False)
+    assert missing == ["unet.class_emb.weight"] and not unexpected
+    x, sigma = torch.randn(3, 1, 32, 32), torch.tensor([0.5, 2.0, 10.0])
+    for labels in (torch.tensor([0, 4, 9]), torch.tensor([-1, -1, -1]), None):
+        torch.testing.assert_close(cond(x, sigma, class_labels=labels), uncond(x, sigma))
+    with torch.no_grad():
+        cond.unet.class_emb.weight[:10].normal_()
+    moved = cond(x, sigma, class_labels=torch.tensor([0, 4, 9]))
+    assert not torch.allclose(moved, uncond(x, sigma))
+    torch.testing.assert_close(cond(x, sigma, class_labels=torch.tensor([-1, -1, -1])), uncond(x, sigma))
+    with pytest.raises(ValueError, match="-1 \\(unconditional\\) or 0..9"):
+        cond(x, sigma, class_labels=torch.tensor([0, 10, 1]))

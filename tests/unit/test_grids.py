@@ -1,4 +1,4 @@
-"""Sigma grids against the values and teacher settings tabulated in pas-method.md 1.4 and 2."""
+"""Sigma grids against the values and teacher settings of the paper's EDM schedule (docs/method.md 1, 2)."""
 import pytest
 import torch
 

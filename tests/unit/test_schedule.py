@@ -4,7 +4,15 @@ import itertools
 import pytest
 import torch
 
-from comfyui_pas import edm_sigmas, learn_schedule, sample_pas, train_pas
+from comfyui_pas import (
+    ScheduleSettings,
+    SearchSettings,
+    edm_sigmas,
+    learn_and_train,
+    learn_schedule,
+    sample_pas,
+    train_pas,
+)
 from comfyui_pas.schedule import candidate_grid, cheapest_path
 from comfyui_pas.teacher import teacher_states
 from train_tools.seeds import seeded_noise
@@ -25,14 +33,15 @@ def test_cheapest_path_equals_brute_force():
 @pytest.mark.parametrize("append_zero", [False, True])
 def test_targets_are_the_teacher_states_and_the_grid_lies_on_the_candidates(gmm, append_zero):
     x = seeded_noise(range(12), (96,)) * 80.0
-    sigmas, report = learn_schedule(gmm, x, 5, solver="euler", candidates=24, teacher_substeps=1,
-                                    append_zero=append_zero)
+    schedule = learn_schedule(gmm, x, 5, solver="euler", settings=ScheduleSettings(
+        candidates=24, teacher_substeps=1, append_zero=append_zero))
+    sigmas, report = schedule.sigmas, schedule.report
     grid = torch.tensor(report["candidates"], dtype=torch.float64)
     assert len(sigmas) == 6 and float(sigmas[0]) == 80.0 and (float(sigmas[-1]) == 0.0) == append_zero
     assert all(bool((grid == s).any()) for s in sigmas)
     # the teacher states at the learned points are a Heun run over the refined candidates
     states, _ = teacher_states(gmm, x, grid, substeps=1)
-    torch.testing.assert_close(report["targets"], states[report["indices"]])
+    torch.testing.assert_close(schedule.states, states[report["indices"]])
     assert report["model_calls"] == report["teacher_model_calls"] == 12 * (4 * (len(grid) - 1) - append_zero)
 
 
@@ -40,7 +49,8 @@ def test_local_schedule_beats_the_edm_grid_for_euler_and_pas_trains_on_it(gmm):
     """The mixture is not a tuned test: euler's error on held-out seeds drops with the learned grid."""
     x = seeded_noise(range(32), (96,)) * 80.0
     held_out = seeded_noise(range(500, 564), (96,)) * 80.0
-    sigmas, report = learn_schedule(gmm, x, 5, solver="euler")
+    schedule = learn_schedule(gmm, x, 5, solver="euler")
+    sigmas = schedule.sigmas
     edm = edm_sigmas(5)
 
     def error(grid, coords=None):
@@ -48,13 +58,15 @@ def test_local_schedule_beats_the_edm_grid_for_euler_and_pas_trains_on_it(gmm):
         return float((sample_pas(gmm, held_out, grid, coords=coords) - reference).square().mean().sqrt())
 
     assert error(sigmas) < error(edm)
-    coords, _ = train_pas(gmm, x, sigmas, targets=report["targets"])
+    coords, report = train_pas(gmm, x, schedule)  # its grid and teacher states: no teacher run of its own
+    assert report["teacher_model_calls"] == 0 and report["schedule"]["objective"] == "local"
+    assert coords.metadata["schedule"]["chosen"] == "local"
     assert coords.steps and error(sigmas, coords) < error(sigmas)
 
 
 def test_end_to_end_keeps_the_best_of_its_candidates(gmm):
     x = seeded_noise(range(16), (96,)) * 80.0
-    sigmas, report = learn_schedule(gmm, x, 4, solver="dpmpp_2m", objective="end_to_end", candidates=24)
+    sigmas, report = learn_schedule(gmm, x, 4, solver="dpmpp_2m", objective="end_to_end", candidates=24)  # unpacks
     errors = report["end_to_end_errors"]
     assert set(errors) == {"local", "edm rho 3", "edm rho 5", "edm rho 7", "edm rho 9"}
     assert report["chosen"] == min(errors, key=errors.get)
@@ -78,9 +90,38 @@ def test_one_candidate_teacher_serves_every_step_count(gmm):
     grid = candidate_grid(0.002, 80.0, 20, False)
     teacher = CandidateTeacher.run(gmm, x, grid, 1)
     for steps in (4, 6):
-        direct, report = learn_schedule(gmm, x, steps, candidates=20)
-        reused, reused_report = learn_schedule(gmm, x, steps, candidates=20, teacher=teacher)
-        assert torch.equal(direct, reused) and reused_report["model_calls"] == 0
-        torch.testing.assert_close(reused_report["targets"], report["targets"])
+        direct = learn_schedule(gmm, x, steps, candidates=20)
+        reused = learn_schedule(gmm, x, steps, candidates=20, teacher=teacher)
+        assert torch.equal(direct.sigmas, reused.sigmas) and reused.report["model_calls"] == 0
+        torch.testing.assert_close(reused.states, direct.states)
     with pytest.raises(ValueError, match="local"):
         learn_schedule(gmm, x, 4, teacher=teacher, objective="end_to_end")
+
+
+def test_learn_and_train_is_the_schedule_then_pas_on_it_with_exact_call_counts(gmm):
+    """One job: the end-to-end schedule, then train_pas on it from the same teacher states. The model sees
+    exactly the calls the reports count, and one progress bar runs from 0 to its total without going back."""
+    x = seeded_noise(range(16), (96,)) * 80.0
+    seen, ticks = [], []
+
+    def counting(points, sigma):
+        seen.append(points.shape[0])
+        return gmm(points, sigma)
+
+    counting.sigma_min, counting.sigma_max = gmm.sigma_min, gmm.sigma_max
+    schedule = ScheduleSettings(candidates=24)
+    coords, report = learn_and_train(counting, x, 4, solver="dpmpp_2m", settings=SearchSettings(guard="mean"),
+                                     schedule=schedule, progress=lambda done, total: ticks.append((done, total)))
+    learned = report["schedule"]
+    assert learned["objective"] == "end_to_end" and report["teacher_model_calls"] == 0
+    grid = torch.tensor(learned["candidates"], dtype=torch.float64)
+    teacher_calls = 16 * 2 * (len(grid) - 1) * 2  # Heun on the candidates with one point inserted per interval
+    assert learned["model_calls"] == teacher_calls + 16 * 4 * 5  # + one roll-out on each of the 5 grids
+    assert sum(seen) == report["total_model_calls"] == learned["model_calls"] + report["model_calls"]
+    total = ticks[-1][1]
+    assert all(t == total for _, t in ticks) and ticks[-1][0] == total
+    assert all(b[0] >= a[0] for a, b in zip(ticks, ticks[1:], strict=False))
+    assert total >= sum(seen)  # the training's held-out roll-outs are bounded, not all spent
+    alone = train_pas(gmm, x, learn_schedule(gmm, x, 4, solver="dpmpp_2m", objective="end_to_end", candidates=24),
+                      solver="dpmpp_2m", guard="mean")[0]
+    assert alone.steps == coords.steps and torch.equal(alone.coordinates, coords.coordinates)

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from comfyui_pas import PASCoordinates, edm_sigmas, sample_pas, train_pas
+from comfyui_pas import PASCoordinates, TeacherSettings, edm_sigmas, sample_pas, train_pas
 from comfyui_pas.search import teacher_targets
 from comfyui_pas.teacher import Denoiser
 from train_tools.seeds import seeded_noise
@@ -97,8 +97,11 @@ def test_chunked_model_calls_and_per_sample_arguments(gmm):
         return gmm(x, sigma)
 
     ids = torch.arange(12)
-    chunked = train_pas(model, x, SIGMAS, teacher_nfe=16, chunk_size=5, per_sample_args={"row_id": ids})
-    whole = train_pas(gmm, x, SIGMAS, teacher_nfe=16)
+    chunked = train_pas(Denoiser(model, per_sample_args={"row_id": ids}, chunk_size=5), x, SIGMAS,
+                        teacher=TeacherSettings(nfe=16))
+    whole = train_pas(gmm, x, SIGMAS, teacher=TeacherSettings(nfe=16))
+    legacy = train_pas(model, x, SIGMAS, teacher_nfe=16, chunk_size=5, per_sample_args={"row_id": ids})
+    assert legacy[0].steps == chunked[0].steps and torch.equal(legacy[0].coordinates, chunked[0].coordinates)
     assert max(len(r) for r in seen) == 5
     assert [0, 1, 2, 3, 4] in seen and [10, 11] in seen
     assert chunked[0].steps == whole[0].steps

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from comfyui_pas.grids import edm_sigmas
-from comfyui_pas.teacher import heun_states, teacher_states
+from comfyui_pas.teacher import Denoiser, heun_states, teacher_states
 from train_tools.gmm import GaussianMixtureDenoiser
 from train_tools.seeds import seeded_noise
 
@@ -37,7 +37,7 @@ def counting(model):
 
 
 def refined(sigmas, substeps, rho=7.0):
-    """`substeps` points inserted in every interval, uniform in sigma^(1/rho) (pas-method.md 2)."""
+    """`substeps` points inserted in every interval, uniform in sigma^(1/rho) (docs/method.md 2)."""
     points = []
     for hi, lo in zip(sigmas[:-1].tolist(), sigmas[1:].tolist(), strict=True):
         a, b = hi ** (1 / rho), lo ** (1 / rho)
@@ -63,7 +63,7 @@ def test_teacher_states_are_heun_on_the_refined_grid_at_the_student_sigmas(gmm):
     assert states.shape == (6, 5, 96)
     torch.testing.assert_close(states, expected, rtol=1e-10, atol=1e-10)
     assert info["substeps"] == 3 and info["nfe"] == denoise.calls
-    chunked, _ = teacher_states(gmm, x, student, substeps=3, chunk_size=2)
+    chunked, _ = teacher_states(Denoiser(gmm, chunk_size=2), x, student, substeps=3)
     assert torch.equal(chunked, states)  # a trajectory does not depend on its chunk
 
 

@@ -1,0 +1,62 @@
+"""When a fitted step is kept (docs/method.md 6): the training-loss test and the held-out guards."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .errors import pooled_rmse, sample_rmse
+from .settings import SearchSettings
+
+
+def high_pass(x: torch.Tensor) -> torch.Tensor | None:
+    """x minus its 3x3 local mean, per channel, for image-shaped (B, C, H, W) tensors; None otherwise."""
+    if x.ndim != 4 or min(x.shape[-2:]) < 3:
+        return None
+    flat = x.double().reshape(-1, 1, *x.shape[-2:])
+    smooth = torch.nn.functional.avg_pool2d(flat, 3, stride=1, padding=1, count_include_pad=False)
+    return (flat - smooth).reshape(x.shape)
+
+
+@dataclass
+class HeldOutErrors:
+    """Per-sample errors of held-out final samples: RMSE, and RMSE of the high-pass part (None off images)."""
+
+    rmse: torch.Tensor
+    high_pass: torch.Tensor | None
+
+    @classmethod
+    def of(cls, final: torch.Tensor, target: torch.Tensor) -> HeldOutErrors:
+        fine_final, fine_target = high_pass(final), high_pass(target)
+        fine = None if fine_final is None else sample_rmse(fine_final, fine_target)
+        return cls(sample_rmse(final, target), fine)
+
+    def pooled(self, fine: bool = False) -> float | None:
+        """The RMSE over the held-out samples (of the high-pass part with fine=True; None off images)."""
+        values = self.high_pass if fine else self.rmse
+        return None if values is None else pooled_rmse(values)
+
+
+def pooled(errors: HeldOutErrors | None, fine: bool = False) -> float | None:
+    return None if errors is None else errors.pooled(fine)
+
+
+def guard_passes(before: HeldOutErrors, after: HeldOutErrors, guard: str = "validation", min_gain: float = 0.0) -> bool:
+    """The held-out check named by `guard` (settings.GUARDS): the held-out RMSE must drop by more than the
+    fraction min_gain; the median rule keeps a rare large fix from hiding a majority made worse, nor the reverse."""
+    if guard == "none":
+        return True
+    ok = pooled_rmse(after.rmse) < (1 - min_gain) * pooled_rmse(before.rmse)
+    if guard in ("validation", "spectral"):
+        ok = ok and float(after.rmse.median()) < float(before.rmse.median())
+    if guard == "spectral" and after.high_pass is not None:
+        ok = ok and pooled_rmse(after.high_pass) <= pooled_rmse(before.high_pass)
+    return ok
+
+
+def loss_drops(loss_plain: float, loss_corrected: float, settings: SearchSettings) -> bool:
+    """The paper's rule: the training loss drops by more than the tolerance (absolute, or relative to it)."""
+    gain = loss_plain - loss_corrected
+    if settings.tolerance_mode == "absolute":
+        return gain > settings.tolerance
+    return loss_plain > 0 and gain / loss_plain > settings.tolerance

@@ -1,0 +1,145 @@
+"""The settings of a training: the per-step search, the teacher, and the learned schedule (docs/method.md 5-7).
+
+Each is a frozen dataclass, checked once when it is made; `dataclasses.replace` derives a variant. These
+classes are the one source of the defaults: train_pas, the PAS Trainer node and the studies read them here.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+
+from .basis import basis_is_feasible
+from .coords import MAX_BASIS, PARAMETERIZATIONS
+
+LOSSES = ("l1", "l2")
+# Held-out checks of a candidate step (each on the final samples of held-out trajectories):
+# mean: their RMSE drops; validation: mean, and the median sample's error drops too; spectral: validation, and
+# the RMSE of the high-pass part does not grow (a correction that trades fine-detail error for coarse error
+# adds grain that FID sees); none: no held-out check (the paper's rule).
+GUARDS = ("validation", "spectral", "mean", "none")
+DEFAULT_TOLERANCE = {"relative": 0.01, "absolute": 1e-4}
+OBJECTIVES = ("local", "end_to_end")
+
+
+def _set(settings, name, value):
+    object.__setattr__(settings, name, value)  # normalising a frozen dataclass in __post_init__
+
+
+def _choice(name, value, options):
+    if value not in options:
+        raise ValueError(f"{name} must be one of {options}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """The knobs of the greedy per-step search (docs/method.md 5-6).
+
+    Defaults: relative coordinates with 3 basis vectors (docs/ab-study.md); a step is kept when its training
+    loss drops by more than `tolerance` (1% relative), its held-out trajectories pass `guard`, and their RMSE
+    drops by more than `min_held_out_gain`; the last step (onto the grid's end) is left to the solver unless
+    `correct_last_step` (docs/objective-study.md).
+    """
+
+    n_basis: int = 3
+    loss: str = "l1"
+    tolerance: float | None = None  # None: DEFAULT_TOLERANCE of the mode
+    tolerance_mode: str = "relative"
+    parameterization: str = "relative"
+    guard: str = GUARDS[0]
+    validation_fraction: float = 0.25
+    min_held_out_gain: float = 0.05
+    correct_last_step: bool = False
+
+    def __post_init__(self):
+        _choice("loss", self.loss, LOSSES)
+        _choice("tolerance_mode", self.tolerance_mode, tuple(DEFAULT_TOLERANCE))
+        _choice("parameterization", self.parameterization, PARAMETERIZATIONS)
+        _choice("guard", self.guard, GUARDS)
+        if not 1 <= int(self.n_basis) <= MAX_BASIS:
+            raise ValueError(f"n_basis must be 1-{MAX_BASIS}, got {self.n_basis}")
+        _set(self, "n_basis", int(self.n_basis))
+        tolerance = DEFAULT_TOLERANCE[self.tolerance_mode] if self.tolerance is None else float(self.tolerance)
+        _set(self, "tolerance", tolerance)
+        _set(self, "min_held_out_gain", float(self.min_held_out_gain))
+        _set(self, "correct_last_step", bool(self.correct_last_step))
+
+    def held_out(self, count: int) -> int:
+        """How many of `count` trajectories are held out for the guard (the last ones)."""
+        if self.guard == "none":
+            return 0
+        n_val = int(count * self.validation_fraction)
+        if n_val < 1 or count - n_val < 1:
+            raise ValueError(f"the validation guard needs at least one training and one held-out trajectory "
+                             f"({count} trajectories, validation_fraction {self.validation_fraction}); "
+                             "use more trajectories or guard='none'")
+        return n_val
+
+    def may_correct(self, step: int, steps: int) -> bool:
+        """Whether step `step` of `steps` is a candidate: its basis exists and it is not a last step left alone."""
+        return basis_is_feasible(step + 2, self.n_basis) and (self.correct_last_step or step < steps - 1)
+
+    def recorded(self) -> dict:
+        """The settings as the report and the file's metadata record them."""
+        return {"loss": self.loss, "tolerance": self.tolerance, "tolerance_mode": self.tolerance_mode,
+                "guard": self.guard, "min_held_out_gain": self.min_held_out_gain,
+                "correct_last_step": self.correct_last_step}
+
+
+@dataclass(frozen=True)
+class TeacherSettings:
+    """The Heun teacher of train_pas: at least `nfe` model calls per trajectory, or exactly `substeps` points
+    inserted in every interval of the student grid(s) when given (docs/method.md 2)."""
+
+    nfe: int = 100
+    substeps: int | None = None
+
+    def __post_init__(self):
+        if self.substeps is not None and int(self.substeps) < 0:
+            raise ValueError(f"teacher substeps must be >= 0, got {self.substeps}")
+        _set(self, "nfe", int(self.nfe))
+
+
+@dataclass(frozen=True)
+class ScheduleSettings:
+    """The learned schedule (docs/method.md 7): `candidates` points on the EDM rho 7 curve from sigma_max to
+    sigma_min (then 0 with append_zero), a Heun teacher with `teacher_substeps` points inserted per interval,
+    and the objective that picks the grid. sigma_min / sigma_max None: the model's attributes.
+    objective None: 'local' in learn_schedule, LEARNED_OBJECTIVE in learn_and_train."""
+
+    objective: str | None = None
+    candidates: int = 48
+    teacher_substeps: int = 1
+    sigma_min: float | None = None
+    sigma_max: float | None = None
+    append_zero: bool = False
+
+    def __post_init__(self):
+        if self.objective is not None:
+            _choice("objective", self.objective, OBJECTIVES)
+        _set(self, "candidates", int(self.candidates))
+        _set(self, "teacher_substeps", int(self.teacher_substeps))
+
+
+def split_overrides(overrides: dict, *classes) -> list[dict]:
+    """The keyword overrides sorted by the settings class whose field they name, then the rest."""
+    rest, parts = dict(overrides), []
+    for cls in classes:
+        names = {f.name for f in fields(cls)}
+        parts.append({key: rest.pop(key) for key in list(rest) if key in names})
+    return parts + [rest]
+
+
+TEACHER_OPTION_NAMES = {"teacher_nfe": "nfe", "teacher_substeps": "substeps"}
+
+
+def training_settings(settings=None, teacher=None, **options):
+    """(SearchSettings, teacher) from settings objects and flat options: SearchSettings fields (n_basis=4)
+    replace the settings' fields, teacher_nfe / teacher_substeps the TeacherSettings' (the PAS Trainer's
+    widgets are flat options). Other names are an error."""
+    search, rest = split_overrides(options, SearchSettings)
+    teaching = {TEACHER_OPTION_NAMES[key]: rest.pop(key) for key in list(rest) if key in TEACHER_OPTION_NAMES}
+    if rest:
+        raise TypeError(f"unknown training options: {', '.join(sorted(rest))}")
+    settings = replace(settings or SearchSettings(), **search)
+    if teaching:
+        teacher = replace(teacher if isinstance(teacher, TeacherSettings) else TeacherSettings(), **teaching)
+    return settings, teacher

@@ -1,0 +1,107 @@
+"""The acceptance rules on planted numbers: the training-loss tolerance, each held-out guard, min_held_out_gain
+and correct_last_step, and the settings objects that carry them."""
+from dataclasses import FrozenInstanceError, replace
+
+import pytest
+import torch
+
+from comfyui_pas import SearchSettings, edm_sigmas, train_pas
+from comfyui_pas.acceptance import HeldOutErrors, guard_passes, loss_drops
+from comfyui_pas.settings import GUARDS
+from tests.unit.test_search import PLANTED_STEPS, SIGMAS, planted, trajectory_states
+from train_tools.seeds import seeded_noise
+
+
+def errors(values, fine=None):
+    return HeldOutErrors(torch.tensor(values, dtype=torch.float64),
+                         None if fine is None else torch.tensor(fine, dtype=torch.float64))
+
+
+BEFORE = errors([1.0, 1.0, 1.0, 1.0, 4.0], fine=[1.0] * 5)  # pooled RMSE 2, median 1
+CASES = {  # after the step: (errors, which guards pass with min_gain 0)
+    "all better": (errors([0.9] * 5, fine=[0.9] * 5), {"none", "mean", "validation", "spectral"}),
+    # the one large error fixed, the majority a little worse: the pooled RMSE drops, the median rises
+    "majority worse": (errors([1.1, 1.1, 1.1, 1.1, 1.0], fine=[0.9] * 5), {"none", "mean"}),
+    # better in RMSE and median, but more high-pass error (grain)
+    "more grain": (errors([0.9] * 5, fine=[1.2] * 5), {"none", "mean", "validation"}),
+    "all worse": (errors([1.0, 1.0, 1.0, 1.0, 5.0], fine=[1.0] * 5), {"none"}),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("guard", GUARDS)
+def test_each_guard_on_planted_held_out_errors(case, guard):
+    after, passing = CASES[case]
+    assert guard_passes(BEFORE, after, guard, 0.0) == (guard in passing)
+
+
+def test_spectral_guard_without_a_high_pass_part_is_the_validation_guard():
+    after = errors([0.9] * 5)
+    assert guard_passes(errors([1.0] * 5), after, "spectral") and guard_passes(errors([1.0] * 5), after, "validation")
+
+
+@pytest.mark.parametrize("guard", ["mean", "validation", "spectral"])
+def test_min_held_out_gain_needs_that_fraction_of_the_pooled_rmse(guard):
+    before, after = errors([2.0] * 4, fine=[1.0] * 4), errors([1.8] * 4, fine=[1.0] * 4)  # 10% lower
+    assert guard_passes(before, after, guard, 0.09)
+    assert not guard_passes(before, after, guard, 0.11)
+    assert guard_passes(before, after, "none", 0.99)
+
+
+@pytest.mark.parametrize("mode, tolerance, plain, corrected, kept", [
+    ("relative", 0.01, 1.0, 0.985, True), ("relative", 0.01, 1.0, 0.995, False),
+    ("relative", 0.01, 0.0, -1.0, False),  # nothing to gain on a perfect step
+    ("absolute", 1e-4, 1.0, 1.0 - 2e-4, True), ("absolute", 1e-4, 1.0, 1.0 - 5e-5, False)])
+def test_training_loss_tolerance(mode, tolerance, plain, corrected, kept):
+    assert loss_drops(plain, corrected, SearchSettings(tolerance=tolerance, tolerance_mode=mode)) == kept
+
+
+def planted_run(gmm, **fields):
+    truth = planted("relative", "euler", 1)
+    x = seeded_noise(range(32), (96,)) * SIGMAS[0]
+    settings = SearchSettings(n_basis=4, tolerance_mode="absolute", tolerance=1e-10, **fields)
+    return train_pas(gmm, x, SIGMAS, settings=settings, teacher=trajectory_states(gmm, x, truth))
+
+
+def test_min_held_out_gain_rejects_planted_steps_whose_held_out_gain_is_smaller(gmm):
+    coords, report = planted_run(gmm, min_held_out_gain=0.0)
+    assert coords.steps == PLANTED_STEPS
+    gains = [1 - s["val_final_corrected"] / s["val_final_before"] for s in report["steps"] if s["accepted"]]
+    assert all(0 < gain < 1 for gain in gains)
+    demanding, strict = planted_run(gmm, min_held_out_gain=max(gains) + 0.01)
+    first = next(s for s in strict["steps"] if s["step"] == PLANTED_STEPS[0])
+    assert first["val_final_corrected"] is not None and not first["accepted"]  # the loss dropped, the gain is short
+    assert PLANTED_STEPS[0] not in demanding.steps
+
+
+def test_the_last_step_is_left_to_the_solver_unless_asked(gmm):
+    _, report = planted_run(gmm)
+    last = report["steps"][-1]
+    assert not last["feasible"] and last["coordinates"] is None
+    _, report = planted_run(gmm, correct_last_step=True, min_held_out_gain=0.0)
+    assert report["steps"][-1]["feasible"]
+
+
+def test_search_settings_are_the_one_source_of_the_defaults():
+    """train_pas without settings uses SearchSettings(); the FID-safe acceptance is on by default."""
+    defaults = SearchSettings()
+    assert (defaults.min_held_out_gain, defaults.correct_last_step, defaults.n_basis) == (0.05, False, 3)
+    assert defaults.tolerance == 0.01 and SearchSettings(tolerance_mode="absolute").tolerance == 1e-4
+    with pytest.raises(FrozenInstanceError):
+        defaults.n_basis = 4
+    assert replace(defaults, n_basis=4).n_basis == 4
+    for bad, message in [({"loss": "lpips"}, "loss"), ({"guard": "x"}, "guard"), ({"n_basis": 9}, "n_basis")]:
+        with pytest.raises(ValueError, match=message):
+            SearchSettings(**bad)
+
+
+def test_overrides_and_settings_train_alike(gmm):
+    x = seeded_noise(range(12), (96,)) * 80.0
+    sigmas = edm_sigmas(5)
+    by_object = train_pas(gmm, x, sigmas, settings=SearchSettings(n_basis=2, guard="mean"), teacher=None)
+    by_keywords = train_pas(gmm, x, sigmas, n_basis=2, guard="mean")
+    assert by_object[0].steps == by_keywords[0].steps
+    torch.testing.assert_close(by_object[0].coordinates, by_keywords[0].coordinates, rtol=0, atol=0)
+    assert by_object[1]["settings"]["guard"] == "mean" and by_object[0].n_basis == 2
+    with pytest.raises(TypeError, match="unknown"):
+        train_pas(gmm, x, sigmas, n_bases=2)
