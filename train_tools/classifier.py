@@ -3,8 +3,9 @@
     OMP_NUM_THREADS=1 python -m train_tools.classifier          # the recipe of the committed weights
 
 Input: uint8 28x28 images, what a user sees after decoding (train_tools.fashion_mnist.to_uint8).
-`features()` is the 128-d penultimate layer (after ReLU), in which the bench's Frechet distance and KID
-are computed; `predict()` the class. The weights file records its recipe, data md5 and test accuracy.
+`features()` is the 128-d penultimate layer (after ReLU) divided by the test images' feature spread (the
+file's `feature_scale`: the root of the mean per-dimension variance), in which the bench's Frechet distance
+and KID are computed; so the data's features have unit mean variance. `predict()` gives the class. The weights file records its recipe, data md5 and test accuracy.
 """
 from __future__ import annotations
 
@@ -82,7 +83,7 @@ def _run(images, fn, batch: int = 1000) -> np.ndarray:
 def features(images, classifier: Classifier | None = None) -> np.ndarray:
     """(N, 128) float64 penultimate features of uint8 (N, 28, 28) images."""
     model = classifier or load_classifier()
-    return _run(images, model.body)
+    return _run(images, model.body) / float(model.metadata.get("feature_scale", 1.0))
 
 
 def predict(images, classifier: Classifier | None = None) -> np.ndarray:
@@ -150,7 +151,10 @@ def main(argv: list[str] | None = None) -> None:
     model, recipe = train(args.epochs, args.batch, args.lr, args.seed, args.data_dir)
     test_acc = accuracy(model, fashion_mnist.load_images("test", args.data_dir),
                         fashion_mnist.load_labels("test", args.data_dir))
+    model.metadata = {}
+    test_feats = features(fashion_mnist.load_images("test", args.data_dir), model)
     metadata = {"format": "comfyui-pas-fmnist-classifier", "recipe": json.dumps(recipe),
+                "feature_scale": f"{float(np.sqrt(test_feats.var(axis=0).mean())):.6f}",
                 "test_accuracy": f"{test_acc:.4f}", "data_md5": fashion_mnist.images_md5("train", args.data_dir),
                 "torch_version": torch.__version__}
     args.out.parent.mkdir(parents=True, exist_ok=True)
