@@ -75,24 +75,30 @@ def main(argv: list[str] | None = None) -> None:
     from comfyui_pas.grids import edm_sigmas
     from comfyui_pas.teacher import heun_states
     from train_tools.fashion_mnist import to_uint8
+    from train_tools.guided import GuidedModel
     from train_tools.seeds import seeded_noise
 
-    p = argparse.ArgumentParser(description="Render a sample grid of the demo model with a Heun sampler.")
+    p = argparse.ArgumentParser(description="Render a sample grid of the demo model with a Heun sampler: seeds in "
+                                            "rows of 10, or for a conditional model one row per class.")
     p.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS)
     p.add_argument("--out", type=Path, default=Path("docs/images/demo_model_samples.png"))
     p.add_argument("--rows", type=int, default=10)
     p.add_argument("--steps", type=int, default=51, help="Heun steps (NFE = 2 * steps - 1)")
     p.add_argument("--first-seed", type=int, default=0)
+    p.add_argument("--cfg", type=float, default=1.0, help="conditional model: classifier-free guidance")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     model = load_demo_model(args.weights)
     sigmas = edm_sigmas(args.steps, model.sigma_min, model.sigma_max, append_zero=True).float()
     seeds = list(range(args.first_seed, args.first_seed + args.rows * args.rows))
     x = seeded_noise(seeds, LATENT_SHAPE, torch.float32) * sigmas[0]
-    x = heun_states(model, x, sigmas, keep_every=len(sigmas) - 1)[-1]  # EDM Algorithm 1, final state only
+    # Conditional: row r shows class r (seed order is row-major, so the label is the row).
+    labels = {"class_labels": torch.tensor([i // args.rows for i in range(len(seeds))])} if model.num_classes else None
+    x = heun_states(GuidedModel(model, args.cfg), x, sigmas, keep_every=len(sigmas) - 1,
+                    extra_args=labels)[-1]  # EDM Algorithm 1, final state only
     args.out.parent.mkdir(parents=True, exist_ok=True)
     image_grid(to_uint8(x), args.rows, args.rows).save(args.out)
-    print(f"{len(seeds)} samples, {2 * args.steps - 1} NFE Heun, steps_done="
+    print(f"{len(seeds)} samples, {2 * args.steps - 1} NFE Heun, CFG {args.cfg:g}, steps_done="
           f"{model.metadata.get('steps_done')} -> {args.out}")
 
 

@@ -100,12 +100,20 @@ def agreement(results: dict, fids: dict) -> dict:
     return out
 
 
-def inception_fids(images_by_config: dict, fid_n: int, ref_count: int) -> dict:
+def inception_scores(images_by_config: dict, fid_n: int, ref_count: int) -> tuple[dict, dict]:
+    """Inception FID of each configuration's first fid_n samples against the first ref_count test images, and
+    KID (x 1000) in Inception features against the first fid_n test images."""
     from train_tools import fid
+    from train_tools.quality import KIDReference
 
     ref = fid.reference_stats(ref_count)
-    return {name: fid.fid_from_stats(fid.statistics(fid.features(images[:fid_n])), ref)
-            for name, images in images_by_config.items()}
+    kid_ref = KIDReference(fid.features(fashion_mnist.load_images("test")[:fid_n]))
+    fids, kids = {}, {}
+    for name, images in images_by_config.items():
+        feats = fid.features(images[:fid_n])
+        fids[name] = fid.fid_from_stats(fid.statistics(feats), ref)
+        kids[name] = kid_ref.distance(kid_ref.prepare(feats))
+    return fids, kids
 
 
 def run(args) -> dict:
@@ -137,9 +145,9 @@ def run(args) -> dict:
         study["noise"] = noise_study(setup, judge, config, args.noise_sets)
     if args.fid_n:
         t0 = time.perf_counter()
-        fids = inception_fids({k: v for k, v in images_by_config.items() if k != "data (train images)"},
-                              args.fid_n, args.fid_ref)
-        study["fid"] = {"n": args.fid_n, "ref": args.fid_ref, "values": fids, "seconds": time.perf_counter() - t0}
+        fids, kids = inception_scores(images_by_config, args.fid_n, args.fid_ref)
+        study["fid"] = {"n": args.fid_n, "ref": args.fid_ref, "values": fids, "kid_inception": kids,
+                        "seconds": time.perf_counter() - t0}
         study["agreement"] = agreement(results, {k: v for k, v in fids.items() if k != "teacher"})
     study["total_s"] = time.perf_counter() - started
     study["table"] = scored_table(results)
@@ -162,7 +170,11 @@ def study_markdown(study: dict) -> str:
                                   for m, v in noise["spread"].items()]), ""]
     if "fid" in study:
         parts += [f"Inception FID of the first {study['fid']['n']} samples against {study['fid']['ref']} test images "
-                  f"({study['fid']['seconds']:.0f} s): " + ", ".join(f"{k} {v:.1f}" for k, v in study["fid"]["values"].items()),
+                  f"({study['fid']['seconds']:.0f} s), and KID x1000 in Inception features against as many test "
+                  "images:", "",
+                  markdown_table(["configuration", "Inception FID", "Inception KID"],
+                                 [[k, f"{v:.2f}", f"{study['fid']['kid_inception'][k]:.2f}"]
+                                  for k, v in study["fid"]["values"].items()], "lrr"),
                   "", "Spearman's rho against Inception FID over the configurations:", "",
                   markdown_table(["metric", "rho", "p", "configs"],
                                  [[m, f"{v['rho']:.3f}", f"{v['p']:.2g}", v["configs"]]
