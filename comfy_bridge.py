@@ -273,6 +273,25 @@ def train(model, positives: list, negative, cfg: float, latent: dict, grids: lis
     return result
 
 
+def train_by_start(model, positives: list, negative, cfg: float, latent: dict, grids: list[torch.Tensor], **options):
+    """train() once per group of grids that share their first sigma, merged into one file: a teacher run
+    starts every trajectory at one sigma, and with denoise < 1 each step count starts at its own."""
+    groups: dict[float, list[torch.Tensor]] = {}
+    for grid in grids:
+        groups.setdefault(float(grid[0]), []).append(grid)
+    if len(groups) == 1:
+        return train(model, positives, negative, cfg, latent, grids, **options)
+    runs = [train(model, positives, negative, cfg, latent, group, **options) for group in groups.values()]
+    first, report = runs[0][0], dict(runs[0][1])
+    entries = [grid for coords, _ in runs for grid in coords.grids]
+    coords = PASCoordinates(entries[0].sigmas, first.solver, first.max_order, first.n_basis, entries[0].steps,
+                            entries[0].coordinates, first.parameterization, first.metadata, entries[1:])
+    report["grids"] = [grid for _, run in runs for grid in run["grids"]]
+    for key in ("model_calls", "teacher_seconds", "search_seconds"):
+        report[key] = sum(run[key] for _, run in runs)
+    return coords, report
+
+
 def describe_model(model) -> dict:
     """What the file records about the model it was trained with (and the sampler compares)."""
     inner = model.model

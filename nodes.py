@@ -214,7 +214,7 @@ class PASTrainer(io.ComfyNode):
         if grid in ("scheduler", "learned"):
             metadata["scheduler"] = scheduler if grid == "scheduler" else "learned"
             metadata["denoise"] = denoise
-        coords, report = bridge.train(
+        coords, report = bridge.train_by_start(
             model, positives, negative, cfg, latent, grids, trajectories=trajectories, seed=seed,
             learn_steps=learn_steps, metadata=metadata, solver=solver, max_order=max_order or None,
             n_basis=n_basis, loss=loss, tolerance=tolerance, teacher_nfe=teacher_nfe)
