@@ -206,7 +206,7 @@ class PASTrainer(io.ComfyNode):
         if prompt_list and clip is None:
             raise ValueError("The PAS Trainer got a prompt list but no CLIP: connect a CLIP (text encoder) "
                              "or clear the prompts to use 'positive'.")
-        positives = [encode(clip, text) for text in prompt_list] if prompt_list else [positive]
+        positives = [encode(clip, text, positive) for text in prompt_list] if prompt_list else [positive]
         stem = bridge.output_stem(filename_prefix)  # a bad prefix fails before training, not after
         grids, learn_steps = student_grids(model, grid or GRID_MODES[0], sigmas, scheduler, steps, denoise)
         metadata = {"cfg": cfg, "seed": seed, "prompts": prompt_list, "trained_at": bridge.timestamp(),
@@ -262,8 +262,13 @@ def training_summary(report: dict) -> str:
     return "; ".join(parts)
 
 
-def encode(clip, text: str):
-    return clip.encode_from_tokens_scheduled(clip.tokenize(text))
+def encode(clip, text: str, like=None):
+    """A prompt's CONDITIONING; the guidance value of `like` (FluxGuidance on 'positive') carries over."""
+    conditioning = clip.encode_from_tokens_scheduled(clip.tokenize(text))
+    guidance = like[0][1].get("guidance") if like else None
+    if guidance is None:
+        return conditioning
+    return [[tokens, dict(extra, guidance=guidance)] for tokens, extra in conditioning]
 
 
 class PASLoadCoordinates(io.ComfyNode):

@@ -246,3 +246,11 @@ def test_flux_trains_and_samples_with_guidance_at_cfg_1(nodes, pas_dir, flux):
     torch.testing.assert_close(plain_pas, comfy_own, rtol=1e-5, atol=1e-5 * comfy_own.abs().max().item())
     assert torch.isfinite(corrected).all()
     assert (corrected - plain_pas).abs().max() > 1e-4 * plain_pas.abs().max()
+
+
+def test_prompt_list_keeps_the_positives_flux_guidance(nodes):
+    """With a CLIP and a prompt list, each prompt is encoded anew; the guidance set on 'positive' stays."""
+    clip = tiny.make_clip()
+    guided = nodes.encode(clip, "a red fox", flux_conditioning(2.5))
+    assert [extra["guidance"] for _, extra in guided] == [2.5]
+    assert "guidance" not in nodes.encode(clip, "a red fox", tiny.random_conditioning(1))[0][1]
