@@ -21,6 +21,7 @@ import torch
 from .comfyui_pas.coords import PASCoordinates, save_numbered
 from .comfyui_pas.denoiser import Denoiser
 from .comfyui_pas.pipeline import learn_and_train
+from .comfyui_pas.sampler import sample_pas
 from .comfyui_pas.search import train_pas
 from .comfyui_pas.settings import ScheduleSettings, training_settings
 
@@ -209,10 +210,17 @@ def run_with_model(model, positives: list, negative, cfg: float, latent: dict, s
     return sampler.result
 
 
-def scheduler_grids(model, scheduler: str, step_counts: list[int]) -> list[torch.Tensor]:
-    """One grid per step count, each exactly as BasicScheduler computes it (denoise 1)."""
+def scheduler_grids(model, scheduler: str, step_counts: list[int], denoise: float = 1.0) -> list[torch.Tensor]:
+    """One grid per step count, each exactly as BasicScheduler computes it: for denoise < 1 the last
+    steps + 1 sigmas of a schedule of int(steps / denoise) steps."""
+    if not 0.0 < denoise <= 1.0:
+        raise ValueError(f"denoise must lie in (0, 1], got {denoise}")
     model_sampling = model.get_model_object("model_sampling")
-    return [comfy.samplers.calculate_sigmas(model_sampling, scheduler, steps).cpu() for steps in step_counts]
+    grids = []
+    for steps in step_counts:
+        total = steps if denoise >= 1.0 else int(steps / denoise)
+        grids.append(comfy.samplers.calculate_sigmas(model_sampling, scheduler, total).cpu()[-(steps + 1):])
+    return grids
 
 
 def progress_bar():
@@ -245,12 +253,105 @@ def train(model, positives: list, negative, cfg: float, latent: dict, grids: lis
     return run_with_model(model, positives, negative, cfg, latent, grids[0], trajectories, seed, job)
 
 
+def train_by_start(model, positives: list, negative, cfg: float, latent: dict, grids: list[torch.Tensor], **options):
+    """train() once per group of grids that share their first sigma, merged into one file: a teacher run
+    starts every trajectory at one sigma, and with denoise < 1 each step count starts at its own."""
+    groups: dict[float, list[torch.Tensor]] = {}
+    for grid in grids:
+        groups.setdefault(float(grid[0]), []).append(grid)
+    if len(groups) == 1:
+        return train(model, positives, negative, cfg, latent, grids, **options)
+    runs = [train(model, positives, negative, cfg, latent, group, **options) for group in groups.values()]
+    first, report = runs[0][0], dict(runs[0][1])
+    entries = [grid for coords, _ in runs for grid in coords.grids]
+    coords = PASCoordinates(entries[0].sigmas, first.solver, first.max_order, first.n_basis, entries[0].steps,
+                            entries[0].coordinates, first.parameterization, first.metadata, entries[1:])
+    report["grids"] = [grid for _, run in runs for grid in run["grids"]]
+    for key in ("model_calls", "teacher_seconds", "search_seconds"):
+        report[key] = sum(run[key] for _, run in runs)
+    return coords, report
+
+
 def describe_model(model) -> dict:
-    """What the file records about the model it was trained with."""
+    """What the file records about the model it was trained with (and the sampler compares)."""
     inner = model.model
     model_type = getattr(inner.model_type, "name", str(inner.model_type))
     return {"model_class": type(inner.model_config).__name__, "model_type": model_type,
-            "latent_channels": int(getattr(inner.latent_format, "latent_channels", 0))}
+            "latent_channels": int(getattr(inner.latent_format, "latent_channels", 0)),
+            "model_fingerprint": model_fingerprint(model)}
+
+
+FINGERPRINT_TENSORS, FINGERPRINT_VALUES = 16, 1024
+
+
+def model_fingerprint(model) -> str:
+    """'w16:<16 hex>': SHA-256 of a fixed subset of the base weights (16 tensors spread over the sorted
+    state-dict keys, up to 1,024 evenly strided values of each, as float32), computed once per loaded model
+    and kept on it; clones (LoRAs, patches) share it. ComfyUI 0.3.x keeps no hash of a loaded model."""
+    inner = model.model
+    cached = getattr(inner, "_pas_fingerprint", None)
+    if cached:
+        return cached
+    import hashlib
+
+    weights = inner.state_dict()
+    keys = sorted(weights)
+    picked = sorted({keys[round(i * (len(keys) - 1) / (FINGERPRINT_TENSORS - 1))]
+                     for i in range(FINGERPRINT_TENSORS)}) if keys else []
+    digest = hashlib.sha256()
+    for key in picked:
+        backup = getattr(model, "backup", {}).get(key)  # weights patched in place keep their original here
+        values = (backup.weight if backup is not None else weights[key]).detach().flatten()
+        stride = max(1, values.numel() // FINGERPRINT_VALUES)
+        sample = values[::stride][:FINGERPRINT_VALUES].to("cpu", torch.float32).contiguous()
+        digest.update(f"{key}:{tuple(weights[key].shape)}:".encode())
+        digest.update(sample.numpy().tobytes())
+    inner._pas_fingerprint = f"w{FINGERPRINT_TENSORS}:{digest.hexdigest()[:16]}"
+    return inner._pas_fingerprint
+
+
+# ---- sampling with checks -------------------------------------------------------------------------
+UNCOVERED = ("error", "plain solver + warning")
+
+
+def notify(text: str) -> None:
+    """A warning in the log and on the node that is running (ComfyUI's progress text), where a server runs."""
+    log.warning("%s", text)
+    try:
+        from comfy_execution.utils import get_executing_context
+        from server import PromptServer
+
+        context, server = get_executing_context(), getattr(PromptServer, "instance", None)
+        if context is not None and server is not None:
+            server.send_progress_text(text, context.node_id)
+    except Exception as error:  # a host without these: the log has it
+        log.debug("PAS: no progress text (%s)", error)
+
+
+def sampled_model(model_k):
+    """The ModelPatcher behind KSAMPLER's denoiser (KSamplerX0Inpaint -> guider), or None."""
+    return getattr(getattr(model_k, "inner_model", None), "model_patcher", None)
+
+
+def sample_checked(model, x, sigmas, extra_args=None, callback=None, disable=None, *, coords=None, source="",
+                   uncovered=UNCOVERED[0], **options):
+    """sample_pas after the PAS Sampler's checks: the model against the one trained on (refused on another
+    type or latent channel count, a warning on another fingerprint), and the grid (error or plain solver)."""
+    if coords is not None:
+        patcher = sampled_model(model)
+        try:
+            warnings = coords.check_model(describe_model(patcher)) if patcher is not None else []
+        except ValueError as error:
+            raise ValueError(f"PAS Sampler ({source}): {error}") from None
+        for warning in warnings:
+            notify(f"PAS Sampler ({source}): {warning}")
+        if not coords.covers(sigmas):
+            message = coords.uncovered_message(sigmas)
+            if uncovered == UNCOVERED[0]:
+                raise ValueError(f"PAS Sampler ({source}): {message}")
+            notify(f"PAS Sampler ({source}): sampled with plain {options.get('solver')} (no PAS): {message}")
+            coords = None
+    return sample_pas(model, x, sigmas, extra_args, callback, disable, coords=coords, **options)
 
 
 def timestamp() -> str:

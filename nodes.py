@@ -11,7 +11,6 @@ from comfy_api.latest import io, ui
 from . import comfy_bridge as bridge
 from .comfyui_pas.coords import MAX_BASIS, PASCoordinates
 from .comfyui_pas.grids import parse_step_counts
-from .comfyui_pas.sampler import sample_pas
 from .comfyui_pas.search import DEFAULT_N_BASIS, DEFAULT_TOLERANCE, LOSSES
 from .comfyui_pas.solvers import ORDER, SOLVER_CLASSES, SOLVERS, canonical_solver, solver_tooltip
 
@@ -53,6 +52,14 @@ ORDER_TOOLTIP = ("Highest order of the multistep solvers (" + ", ".join(
       "connected coordinates file was trained with. Ignored by the other solvers.")
 
 
+UNCOVERED_TOOLTIP = (
+    "When the workflow's sigmas are not a grid the coordinates were trained on (other steps, scheduler or "
+    "denoise): 'error' stops the queue with a message naming the step counts and denoise the coordinates "
+    "cover; 'plain solver + warning' samples without PAS and shows a warning on the sampling node and in "
+    "the log. Another model type or latent channel count is always an error.")
+TEXT_TOOLTIP = "The coordinates as one line of text, to paste into a PAS Coordinates (text) node's widget."
+
+
 def coordinate_choices() -> list[str]:
     return [bridge.NO_FILE] + bridge.coordinate_files()
 
@@ -76,8 +83,10 @@ class PASSampler(io.ComfyNode):
                                tooltip="A trained file from models/pas/; 'none' samples without correction. It "
                                        "only fits the sigmas (scheduler, steps, denoise) it was trained on."),
                 PASCoords.Input("pas_coords", optional=True,
-                                tooltip="Coordinates from a PAS Trainer or PAS Load Coordinates node; overrides "
-                                        "the dropdown."),
+                                tooltip="Coordinates from a PAS Trainer, PAS Load Coordinates or PAS Coordinates "
+                                        "(text) node; overrides the dropdown."),
+                io.Combo.Input("if_uncovered", options=list(bridge.UNCOVERED), default=bridge.UNCOVERED[0],
+                               optional=True, tooltip=UNCOVERED_TOOLTIP),
             ],
             outputs=[io.Sampler.Output()],
         )
@@ -87,7 +96,7 @@ class PASSampler(io.ComfyNode):
         return bridge.file_fingerprint(coordinates)
 
     @classmethod
-    def execute(cls, solver, max_order, coordinates, pas_coords=None) -> io.NodeOutput:
+    def execute(cls, solver, max_order, coordinates, pas_coords=None, if_uncovered=bridge.UNCOVERED[0]) -> io.NodeOutput:
         coords, source = pas_coords, "the connected PAS coordinates"
         if coords is None and coordinates != bridge.NO_FILE:
             coords, source = bridge.load_coordinates(coordinates), coordinates
@@ -99,8 +108,12 @@ class PASSampler(io.ComfyNode):
                 coords.check_solver(solver, {ORDER: max_order})
             except ValueError as error:
                 raise ValueError(f"{source}: {error}") from None
-        options = {"solver": solver, "max_order": max_order or None, "coords": coords}
-        return io.NodeOutput(comfy.samplers.KSAMPLER(sample_pas, extra_options=options))
+        if if_uncovered not in bridge.UNCOVERED:
+            raise ValueError(f"PAS Sampler: if_uncovered must be one of {', '.join(bridge.UNCOVERED)}, not "
+                             f"{if_uncovered!r}")
+        options = {"solver": solver, "max_order": max_order or None, "coords": coords, "source": source,
+                   "uncovered": if_uncovered}
+        return io.NodeOutput(comfy.samplers.KSAMPLER(bridge.sample_checked, extra_options=options))
 
 
 class PASTrainer(io.ComfyNode):
@@ -170,12 +183,17 @@ class PASTrainer(io.ComfyNode):
                 io.String.Input("steps", default="4-8", optional=True,
                                 tooltip="Step counts for grid 'scheduler' ('4-12', '5,6,8') or the one count for "
                                         "grid 'learned'."),
+                io.Float.Input("denoise", default=1.0, min=0.01, max=1.0, step=0.01, optional=True,
+                               tooltip="grid 'scheduler': the denoise of img2img / hires fix, as BasicScheduler "
+                                       "takes it (each grid is the last steps + 1 sigmas of int(steps / denoise) "
+                                       "steps). Must be 1 for the other grid modes."),
             ],
             outputs=[
                 PASCoords.Output(display_name="pas_coords"),
                 io.Image.Output(display_name="error_curve"),
                 io.Sigmas.Output(display_name="sigmas",
                                  tooltip="The grid it trained on (the first of several): wire it to the sampler."),
+                io.String.Output(display_name="text", tooltip=TEXT_TOOLTIP),
             ],
         )
 
@@ -183,19 +201,20 @@ class PASTrainer(io.ComfyNode):
     def execute(cls, model, positive, negative, cfg, latent, sigmas=None, solver="euler", max_order=0,
                 trajectories=TRAINER_TRAJECTORIES, seed=0, teacher_nfe=TRAINER_TEACHER_NFE, n_basis=DEFAULT_N_BASIS, loss=LOSSES[0],
                 tolerance=DEFAULT_TOLERANCE["relative"], filename_prefix="PAS",
-                clip=None, prompts="", grid=None, scheduler="karras", steps="4-8") -> io.NodeOutput:
+                clip=None, prompts="", grid=None, scheduler="karras", steps="4-8", denoise=1.0) -> io.NodeOutput:
         prompt_list = [line.strip() for line in (prompts or "").splitlines() if line.strip()]
         if prompt_list and clip is None:
             raise ValueError("The PAS Trainer got a prompt list but no CLIP: connect a CLIP (text encoder) "
                              "or clear the prompts to use 'positive'.")
-        positives = [encode(clip, text) for text in prompt_list] if prompt_list else [positive]
+        positives = [encode(clip, text, positive) for text in prompt_list] if prompt_list else [positive]
         stem = bridge.output_stem(filename_prefix)  # a bad prefix fails before training, not after
-        grids, learn_steps = student_grids(model, grid or GRID_MODES[0], sigmas, scheduler, steps)
+        grids, learn_steps = student_grids(model, grid or GRID_MODES[0], sigmas, scheduler, steps, denoise)
         metadata = {"cfg": cfg, "seed": seed, "prompts": prompt_list, "trained_at": bridge.timestamp(),
                     "grid_mode": grid or GRID_MODES[0], **bridge.describe_model(model)}
         if grid in ("scheduler", "learned"):
             metadata["scheduler"] = scheduler if grid == "scheduler" else "learned"
-        coords, report = bridge.train(
+            metadata["denoise"] = denoise
+        coords, report = bridge.train_by_start(
             model, positives, negative, cfg, latent, grids, trajectories=trajectories, seed=seed,
             learn_steps=learn_steps, metadata=metadata, solver=solver, max_order=max_order or None,
             n_basis=n_basis, loss=loss, tolerance=tolerance, teacher_nfe=teacher_nfe)
@@ -206,11 +225,14 @@ class PASTrainer(io.ComfyNode):
         from .comfyui_pas.plot import error_curve_image  # matplotlib: imported only when a training ran
 
         image = torch.from_numpy(error_curve_image(report)).float().div(255.0).unsqueeze(0)
-        return io.NodeOutput(coords, image, coords.sigmas.float(), ui=ui.PreviewText(summary))
+        return io.NodeOutput(coords, image, coords.sigmas.float(), coords.to_text(), ui=ui.PreviewText(summary))
 
 
-def student_grids(model, mode: str, sigmas, scheduler: str, steps: str):
+def student_grids(model, mode: str, sigmas, scheduler: str, steps: str, denoise: float = 1.0):
     """(grids, learn_steps) for the PAS Trainer's grid mode; learn_steps is None unless mode is 'learned'."""
+    if mode != "scheduler" and denoise != 1.0:
+        raise ValueError(f"The PAS Trainer's denoise ({denoise}) applies to grid 'scheduler' only: set it to 1, or "
+                         "connect SIGMAS from a BasicScheduler with that denoise (grid 'sigmas').")
     if mode == "sigmas":
         if sigmas is None:
             raise ValueError("The PAS Trainer's grid is 'sigmas' but no SIGMAS are connected: connect a scheduler "
@@ -221,7 +243,7 @@ def student_grids(model, mode: str, sigmas, scheduler: str, steps: str):
         if len(counts) != 1:
             raise ValueError(f"grid 'learned' learns one schedule: give one step count, not {steps!r}")
         return bridge.scheduler_grids(model, "karras", counts), counts[0]
-    return bridge.scheduler_grids(model, scheduler, counts), None
+    return bridge.scheduler_grids(model, scheduler, counts, denoise), None
 
 
 def training_summary(report: dict) -> str:
@@ -240,8 +262,13 @@ def training_summary(report: dict) -> str:
     return "; ".join(parts)
 
 
-def encode(clip, text: str):
-    return clip.encode_from_tokens_scheduled(clip.tokenize(text))
+def encode(clip, text: str, like=None):
+    """A prompt's CONDITIONING; the guidance value of `like` (FluxGuidance on 'positive') carries over."""
+    conditioning = clip.encode_from_tokens_scheduled(clip.tokenize(text))
+    guidance = like[0][1].get("guidance") if like else None
+    if guidance is None:
+        return conditioning
+    return [[tokens, dict(extra, guidance=guidance)] for tokens, extra in conditioning]
 
 
 class PASLoadCoordinates(io.ComfyNode):
@@ -262,7 +289,8 @@ class PASLoadCoordinates(io.ComfyNode):
             outputs=[PASCoords.Output(display_name="pas_coords"),
                      io.Sigmas.Output(display_name="sigmas",
                                       tooltip="The sigmas stored in the file for that grid: wire them to the "
-                                              "sampler so grid and coordinates always match.")],
+                                              "sampler so grid and coordinates always match."),
+                     io.String.Output(display_name="text", tooltip=TEXT_TOOLTIP)],
         )
 
     @classmethod
@@ -272,11 +300,51 @@ class PASLoadCoordinates(io.ComfyNode):
     @classmethod
     def execute(cls, coordinates, steps=0) -> io.NodeOutput:
         coords = bridge.load_coordinates(coordinates)
-        chosen = [grid for grid in coords.grids if not steps or grid.n_steps == steps]
-        if not chosen:
-            raise ValueError(f"{coordinates} covers {', '.join(map(str, coords.step_counts))} steps, not {steps}: "
-                             "set steps to one of them (or 0 for the first).")
-        return io.NodeOutput(coords, chosen[0].sigmas.float(), ui=ui.PreviewText(describe_file(coordinates, coords)))
+        sigmas = grid_sigmas(coords, steps, coordinates)
+        return io.NodeOutput(coords, sigmas, coords.to_text(), ui=ui.PreviewText(describe_file(coordinates, coords)))
+
+
+def grid_sigmas(coords: PASCoordinates, steps: int, name: str) -> torch.Tensor:
+    """The sigmas of the grid with `steps` steps (0: the first grid), as float32 like ComfyUI's SIGMAS."""
+    chosen = [grid for grid in coords.grids if not steps or grid.n_steps == steps]
+    if not chosen:
+        raise ValueError(f"{name} covers {', '.join(map(str, coords.step_counts))} steps, not {steps}: "
+                         "set steps to one of them (or 0 for the first).")
+    return chosen[0].sigmas.float()
+
+
+TEXT_NODE = "PAS Coordinates (text)"
+
+
+class PASCoordinatesText(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return schema(
+            node_id="PAS_CoordinatesText",
+            search_aliases=["pas", "pas text", "pas coordinates text", "paste pas coordinates"],
+            display_name=TEXT_NODE,
+            category=CATEGORY,
+            description="PAS coordinates carried in the workflow: paste the text output of a PAS Trainer or PAS "
+                        "Load Coordinates. The saved workflow and the PNG's embedded workflow then sample "
+                        "without the file in models/pas/.",
+            is_output_node=True,
+            inputs=[io.String.Input("text", multiline=True, default="",
+                                    tooltip="One line starting with 'comfyui-pas-coordinates v2', from the text "
+                                            "output of a PAS Trainer or PAS Load Coordinates (Preview as Text "
+                                            "shows it for copying)."),
+                    io.Int.Input("steps", default=0, min=0, max=1000, optional=True,
+                                 tooltip="Which grid's sigmas to output when the coordinates cover several step "
+                                         "counts; 0 = the first grid.")],
+            outputs=[PASCoords.Output(display_name="pas_coords"),
+                     io.Sigmas.Output(display_name="sigmas",
+                                      tooltip="The sigmas of that grid: wire them to the sampler.")],
+        )
+
+    @classmethod
+    def execute(cls, text, steps=0) -> io.NodeOutput:
+        coords = PASCoordinates.from_text(text, source=TEXT_NODE)
+        sigmas = grid_sigmas(coords, steps, f"{TEXT_NODE}: the coordinates")
+        return io.NodeOutput(coords, sigmas, ui=ui.PreviewText(describe_file("text", coords)))
 
 
 def describe_file(name: str, coords: PASCoordinates) -> str:
@@ -287,4 +355,4 @@ def describe_file(name: str, coords: PASCoordinates) -> str:
     return "\n".join(lines)
 
 
-NODES = [PASSampler, PASTrainer, PASLoadCoordinates]
+NODES = [PASSampler, PASTrainer, PASLoadCoordinates, PASCoordinatesText]

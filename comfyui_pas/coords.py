@@ -156,15 +156,55 @@ class PASCoordinates:
         for grid in self.grids:
             if grid.matches(sigmas):
                 return grid
-        given = torch.as_tensor(sigmas).detach().double().cpu().flatten()
+        raise ValueError(self.uncovered_message(sigmas))
+
+    def covers(self, sigmas: torch.Tensor) -> bool:
+        return any(grid.matches(sigmas) for grid in self.grids)
+
+    def coverage(self) -> str:
+        """'4, 5, 7 steps (karras, denoise 0.5)': the step counts and, where recorded, scheduler and denoise."""
         counts = ", ".join(str(n) for n in self.step_counts)
+        known = [str(self.metadata[key]) for key in ("scheduler",) if self.metadata.get(key)]
+        denoise = self.metadata.get("denoise")
+        known += [f"denoise {denoise:g}"] if isinstance(denoise, (int, float)) else []
+        return f"{counts} steps" + (f" ({', '.join(known)})" if known else "")
+
+    def uncovered_message(self, sigmas: torch.Tensor) -> str:
+        given = torch.as_tensor(sigmas).detach().double().cpu().flatten()
         problem = (f"the workflow's sigmas differ: {format_sigmas(given)}" if len(given) - 1 in self.step_counts
                    else f"the workflow gives {len(given) - 1} steps on sigmas {format_sigmas(given)}")
-        raise ValueError(
-            f"This PAS file was trained for {self.describe()}, but {problem}. It covers {counts} steps, each on "
-            "exactly its own grid: use the same "
-            "scheduler, steps and denoise, or train coordinates on this grid (the PAS Trainer accepts any "
-            "SIGMAS, also img2img / denoise < 1 / split schedules).")
+        return (f"This PAS file was trained for {self.describe()}, but {problem}. It covers {self.coverage()}, "
+                "each on exactly its own grid: use the same scheduler, steps and denoise, or train coordinates "
+                "on this grid (the PAS Trainer accepts any SIGMAS, also img2img / denoise < 1 / split schedules).")
+
+    def check_model(self, model: dict) -> list[str]:
+        """Compare the model it samples (model_type, latent_channels, model_fingerprint, model_class) with the
+        one it was trained on: a ValueError naming both when type or latent channels differ, else the
+        warnings (another fingerprint). Values missing on either side are not compared."""
+        for key, what in (("model_type", "model type"), ("latent_channels", "latent channel count")):
+            trained, given = self.metadata.get(key), model.get(key)
+            if trained is not None and given is not None and trained != given:
+                raise ValueError(f"These PAS coordinates were trained on a model with {what} {trained} "
+                                 f"({self.metadata.get('model_class', 'unknown class')}), but the sampler's model "
+                                 f"has {what} {given} ({model.get('model_class', 'unknown class')}). Use "
+                                 "coordinates trained on this kind of model.")
+        trained, given = self.metadata.get("model_fingerprint"), model.get("model_fingerprint")
+        if trained and given and trained != given:
+            return [f"these PAS coordinates were trained on another model (fingerprint {trained}, this model "
+                    f"{given}); they may correct it less well. Train coordinates on this model for the best result."]
+        return []
+
+    # ---- text form (coords_text.py) ------------------------------------------------------------
+    def to_text(self) -> str:
+        from .coords_text import to_text
+
+        return to_text(self)
+
+    @classmethod
+    def from_text(cls, text: str, source: str | None = None) -> PASCoordinates:
+        from .coords_text import DEFAULT_SOURCE, from_text
+
+        return from_text(text, source or DEFAULT_SOURCE)
 
     def validate_for(self, sigmas: torch.Tensor, solver: str, max_order: int | None = None) -> None:
         """Raise ValueError unless both the solver and the grid match (see check_solver, entry_for)."""

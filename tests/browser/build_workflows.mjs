@@ -16,6 +16,9 @@ const SD15_CHECKPOINT = 'v1-5-pruned-emaonly-fp16.safetensors';
 const SDXL_CHECKPOINT = 'sd_xl_base_1.0.safetensors';
 const SD35_CHECKPOINT = 'sd3.5_medium.safetensors';
 const SD35_TEXT_ENCODERS = ['clip_l.safetensors', 'clip_g.safetensors', 't5xxl_fp16.safetensors'];
+const FLUX_UNET = 'flux1-dev.safetensors';
+const FLUX_TEXT_ENCODERS = ['clip_l.safetensors', 't5xxl_fp16.safetensors'];
+const FLUX_VAE = 'ae.safetensors';
 const POSITIVE = 'a photograph of a lighthouse on a rocky coast at sunset, highly detailed';
 const NEGATIVE = 'blurry, low quality, watermark';
 const PROMPTS = [
@@ -133,15 +136,47 @@ const SD35 = {
   baselineScheduler: 'sgm_uniform', trajectories: 16, teacherNfe: 100,
 };
 
+// Flux dev, a guidance-distilled flow model: the diffusion model, its two text encoders and its VAE come as
+// separate files (ComfyUI's own Flux example does the same). CFG 1 with a guidance value in the
+// conditioning (FluxGuidance): the negative is not used at CFG 1, so the guided prompt fills both inputs.
+const FLUX = {
+  key: 'flux', label: 'Flux.1 dev', folder: 'flux', cfg: 1.0, width: 1024, guidance: 3.5,
+  needs: `${FLUX_UNET} in models/diffusion_models/; ${FLUX_TEXT_ENCODERS.join(', ')} in models/text_encoders/; `
+    + `${FLUX_VAE} in models/vae/`,
+  loaders: () => ({
+    1: node('UNETLoader', { unet_name: FLUX_UNET, weight_dtype: 'default' }, { pos: [20, 20], size: [320, 90] }),
+    2: node('DualCLIPLoader', { clip_name1: FLUX_TEXT_ENCODERS[0], clip_name2: FLUX_TEXT_ENCODERS[1], type: 'flux' },
+      { pos: [20, 150], size: [320, 130] }),
+    3: node('VAELoader', { vae_name: FLUX_VAE }, { pos: [20, 320], size: [320, 60] }),
+  }),
+  modelOut: [1, 0], clipOut: [2, 0], vaeOut: [3, 0],
+  latent: 'EmptySD3LatentImage', latentY: 420,
+  solver: 'euler', solverLabel: 'Euler', grid: 'scheduler', scheduler: 'simple', steps: '6,8,10', sampleSteps: 8,
+  trajectories: 16, teacherNfe: 100,
+};
+
+// The conditioning the trainer and the guider get: [positive, negative] links.
+const guidanceWords = (model) => (model.guidance
+  ? [`A guidance-distilled model: CFG 1 and FluxGuidance ${model.guidance} on the prompt (the negative input is not used `
+    + 'at CFG 1, so the guided prompt fills it); the prompt list keeps that guidance.']
+  : []);
+const conditioningOut = (model) => (model.guidance ? [[13, 0], [13, 0]] : [[10, 0], [11, 0]]);
+
 function prompts(model) {
   const latentSize = { width: model.width, height: model.width, batch_size: 1 };
-  return {
+  const nodes = {
     10: node('CLIPTextEncode', { clip: model.clipOut, text: POSITIVE },
       { title: 'Positive prompt', pos: [380, 20], size: [380, 160] }),
-    11: node('CLIPTextEncode', { clip: model.clipOut, text: NEGATIVE },
-      { title: 'Negative prompt', pos: [380, 220], size: [380, 160] }),
     12: node(model.latent, latentSize, { title: `Latent ${model.width}x${model.width}`, pos: [20, model.latentY], size: [320, 110] }),
   };
+  if (model.guidance) {
+    nodes[13] = node('FluxGuidance', { conditioning: [10, 0], guidance: model.guidance },
+      { title: `FluxGuidance ${model.guidance}`, pos: [380, 220], size: [380, 60] });
+  } else {
+    nodes[11] = node('CLIPTextEncode', { clip: model.clipOut, text: NEGATIVE },
+      { title: 'Negative prompt', pos: [380, 220], size: [380, 160] });
+  }
+  return nodes;
 }
 
 const gridWords = (model) => (model.grid === 'learned'
@@ -159,6 +194,7 @@ function trainSpec(model) {
       `Train PAS for ${model.label}: ${model.solverLabel} (${model.solver}) on ${gridWords(model)}, CFG ${model.cfg}, `
         + `${model.trajectories} teacher trajectories over a list of prompts (one per line, cycled).`,
       `Put ${model.needs}.`,
+      ...guidanceWords(model),
       `The coordinates are saved as models/pas/${coordsFile(model)}_NNNNN.safetensors; sample with them in `
         + `${sampleName(model)} (same model and CFG; PAS Load Coordinates gives the sampler the file's own sigmas). `
         + 'Training costs about trajectories x teacher_nfe model calls plus short roll-outs: minutes on a GPU. '
@@ -168,7 +204,8 @@ function trainSpec(model) {
       ...model.loaders(),
       ...prompts(model),
       20: node('PAS_Trainer', {
-        model: model.modelOut, positive: [10, 0], negative: [11, 0], cfg: model.cfg, latent: [12, 0],
+        model: model.modelOut, positive: conditioningOut(model)[0], negative: conditioningOut(model)[1], cfg: model.cfg,
+        latent: [12, 0],
         solver: model.solver, max_order: 0, trajectories: model.trajectories, teacher_nfe: model.teacherNfe,
         ...TRAINER_DEFAULTS, filename_prefix: coordsFile(model), clip: model.clipOut, prompts: PROMPTS,
         grid: model.grid, scheduler: model.scheduler ?? 'karras', steps: model.steps,
@@ -192,7 +229,7 @@ function sampleSpec(model) {
       { title: learned ? 'PAS Load Coordinates (learned schedule)' : `PAS Load Coordinates (${steps} steps)`,
         pos: [380, 420], size: [380, 130] }),
     21: node('RandomNoise', { noise_seed: 42 }, { pos: [380, 610], size: [380, 90] }),
-    22: node('CFGGuider', { model: model.modelOut, positive: [10, 0], negative: [11, 0], cfg: model.cfg },
+    22: node('CFGGuider', { model: model.modelOut, positive: conditioningOut(model)[0], negative: conditioningOut(model)[1], cfg: model.cfg },
       { pos: [380, 750], size: [380, 100] }),
     23: node('PAS_Sampler', { solver: model.solver, max_order: 0, coordinates: 'none', pas_coords: [20, 0] },
       { pos: [800, 20], size: [320, 130] }),
@@ -233,6 +270,7 @@ function sampleSpec(model) {
         + (learned ? '.' : `; its steps input picks one of the file's grids (${model.steps}).`),
       `PAS Sampler's solver must be the one the file was trained with (${model.solver}); max_order 0 takes the `
         + "file's order.",
+      ...guidanceWords(model),
     ].join('\n\n'),
     nodes,
     notePos: [20, model.latentY + 160], noteSize: [320, Math.max(300, 780 - model.latentY - 160)],
@@ -240,7 +278,7 @@ function sampleSpec(model) {
   };
 }
 
-const SPECS = [DEMO, ...[SD15, SDXL, SD35].flatMap((model) => [trainSpec(model), sampleSpec(model)])];
+const SPECS = [DEMO, ...[SD15, SDXL, SD35, FLUX].flatMap((model) => [trainSpec(model), sampleSpec(model)])];
 
 function toApi(spec) {
   const api = {};

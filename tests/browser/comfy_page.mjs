@@ -163,20 +163,33 @@ export async function nodesScreenRect(page, ids = [], pad = 12) {
 }
 
 // Open the frontend's template browser on this pack's section; returns the card titles and image sizes.
-export async function packTemplates(page, packName, expected) {
+// The card grid is virtual: a card gets its thumbnail when scrolled into view and loses it when scrolled far
+// out, so the cards are visited one by one and each card's loaded thumbnail is recorded under its title.
+export async function packTemplates(page, packName, expected, timeoutMs = 30_000) {
   await page.getByRole('button', { name: 'Templates', exact: true }).click();
   const dialog = page.locator('[role=dialog]');
   await dialog.getByText(packName, { exact: true }).first().click();
-  await page.waitForFunction((expected) => {
-    const images = [...document.querySelectorAll('[role=dialog] img')];
-    return images.length >= expected && images.every((img) => img.complete && img.naturalWidth > 0);
-  }, expected, { timeout: 30_000, polling: 250 });
-  const cards = await page.evaluate(() => ({
-    titles: [...document.querySelectorAll('[role=dialog] h3')].map((h) => h.innerText.trim()),
-    images: [...document.querySelectorAll('[role=dialog] img')].map((img) => [img.naturalWidth, img.naturalHeight]),
-  }));
+  const thumbnails = {};
+  let titles = [];
+  for (const deadline = Date.now() + timeoutMs; Date.now() < deadline;) {
+    const seen = await page.evaluate(() => [...document.querySelectorAll('[role=dialog] h3')].map((h) => {
+      let card = h;  // the largest element around the title that holds no other title
+      while (card.parentElement && card.parentElement.querySelectorAll('h3').length === 1) card = card.parentElement;
+      const img = card.querySelector('img');
+      return [h.innerText.trim(), img?.complete && img.naturalWidth > 0 ? [img.naturalWidth, img.naturalHeight] : null];
+    }));
+    titles = seen.map(([title]) => title);
+    for (const [title, size] of seen) if (size) thumbnails[title] = size;
+    const missing = titles.slice(-expected).find((title) => !(title in thumbnails));
+    if (missing === undefined && Object.keys(thumbnails).length >= expected) break;
+    if (missing !== undefined) {
+      await page.evaluate((title) => [...document.querySelectorAll('[role=dialog] h3')]
+        .find((h) => h.innerText.trim() === title)?.scrollIntoView({ block: 'center' }), missing);
+    }
+    await page.waitForTimeout(250);
+  }
   await closeDialogs(page);
-  return cards;
+  return { titles, images: Object.values(thumbnails) };
 }
 
 // Open the frontend's help page for a node of this type, as a user does: select the node and press the

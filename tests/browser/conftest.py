@@ -39,7 +39,10 @@ PLACEHOLDER_MODELS = ("checkpoints/v1-5-pruned-emaonly-fp16.safetensors",
                       "text_encoders/t5xxl_fp16.safetensors",
                       "pas/sd15/pas_deis_karras_4-8_00001.safetensors",
                       "pas/sdxl/pas_deis_karras_5_6_8_10_00001.safetensors",
-                      "pas/sd35m/pas_dpmpp_2m_learned_6_00001.safetensors")
+                      "pas/sd35m/pas_dpmpp_2m_learned_6_00001.safetensors",
+                      "diffusion_models/flux1-dev.safetensors",
+                      "vae/ae.safetensors",
+                      "pas/flux/pas_euler_simple_6_8_10_00001.safetensors")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -85,7 +85,7 @@ def page_report(node_driver, comfy_ui_server, frontend, tmp_path_factory):
 def test_the_example_workflows_exist_with_thumbnails():
     from PIL import Image
 
-    examples = {f"pas_{model}_{kind}" for model in ("sd", "sdxl", "sd35") for kind in ("train", "sample")}
+    examples = {f"pas_{model}_{kind}" for model in ("sd", "sdxl", "sd35", "flux") for kind in ("train", "sample")}
     assert {DEMO} | examples <= set(workflow_ids())
     for path in WORKFLOWS:
         workflow = json.loads(path.read_text())

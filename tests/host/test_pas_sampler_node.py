@@ -116,4 +116,4 @@ def test_node_schema(nodes):
         for item in schema.inputs:
             assert item.tooltip, f"{schema.node_id}.{item.id} has no tooltip"
     assert ids == {"PAS_Sampler": "PAS Sampler", "PAS_Trainer": "PAS Trainer",
-                   "PAS_LoadCoordinates": "PAS Load Coordinates"}
+                   "PAS_LoadCoordinates": "PAS Load Coordinates", "PAS_CoordinatesText": "PAS Coordinates (text)"}

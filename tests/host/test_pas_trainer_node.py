@@ -257,12 +257,12 @@ def test_scheduler_mode_trains_one_file_for_every_step_count(nodes, pas_dir, tin
     latent = {"samples": torch.zeros(1, 4, 8, 8)}
     out = nodes.PASTrainer.execute(model, positive, negative, CFG, latent, None, "deis", 0, 8, 2, 16, 2, "l1", 0.0,
                                    "multi", grid="scheduler", scheduler="simple", steps="4-5,7")
-    coords, _, trained_sigmas = out.result
+    coords, _, trained_sigmas, text = out.result
     assert coords.step_counts == [4, 5, 7]
     for grid, steps in zip(coords.grids, (4, 5, 7), strict=True):
         torch.testing.assert_close(grid.sigmas, ncs.BasicScheduler.execute(model, "simple", steps, 1.0).result[0].double())
     torch.testing.assert_close(trained_sigmas, coords.sigmas.float())
-    loaded, sigmas = nodes.PASLoadCoordinates.execute("multi_00001.safetensors", 5).result
+    loaded, sigmas, _ = nodes.PASLoadCoordinates.execute("multi_00001.safetensors", 5).result
     assert len(sigmas) == 6 and loaded.step_counts == [4, 5, 7]
     sampler = nodes.PASSampler.execute("deis", 0, "multi_00001.safetensors").result[0]
     assert torch.isfinite(sample(model, sampler, sigmas, conditioning)).all()
@@ -289,7 +289,7 @@ def test_learned_mode_outputs_the_grid_it_trained_on(nodes, pas_dir, tiny_models
                                        "l1", 0.0, "learned", grid="learned", steps="5")
     finally:
         comfy.utils.ProgressBar.update_absolute = original
-    coords, _, sigmas = out.result
+    coords, _, sigmas, _ = out.result
     model_sampling = model.get_model_object("model_sampling")
     assert len(sigmas) == 6 and float(sigmas[-1]) == 0.0
     assert abs(float(sigmas[0]) - float(model_sampling.sigma_max)) < 1e-6

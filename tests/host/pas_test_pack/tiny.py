@@ -46,10 +46,13 @@ def fill_fan_in(module: torch.nn.Module, seed: int) -> None:
                 param.zero_()
 
 
-def make_model(kind: str = "eps", seed: int = 1234, unet_config: dict | None = None):
-    """A ModelPatcher around an SD1.x-topology UNet with random weights; kind: eps, v_prediction, flow."""
+def make_model(kind: str = "eps", seed: int = 1234, unet_config: dict | None = None, latent_format=None):
+    """A ModelPatcher around an SD1.x-topology UNet with random weights; kind: eps, v_prediction, flow.
+    latent_format (a comfy.latent_formats instance) replaces SD 1.5's, e.g. for another channel count."""
     model_type, sampling_settings = MODEL_TYPES[kind]
     config = comfy.supported_models.SD15(dict(unet_config or TINY_UNET))
+    if latent_format is not None:
+        config.latent_format = latent_format
     if sampling_settings:
         config.sampling_settings = {**config.sampling_settings, **sampling_settings}
     device = comfy.model_management.get_torch_device()
@@ -92,3 +95,33 @@ def make_clip(seed: int = 99):
     clip = comfy.sd.CLIP(target=_ClipTarget(), model_options={"clip_l_class": TinyClipL})
     fill_fan_in(clip.cond_stage_model, seed)
     return clip
+
+
+# A Flux-style (guidance-distilled, rectified-flow) DiT with ComfyUI's own Flux classes, shrunk: 16 latent
+# channels, 2x2 patches, one double and one single block, 32 wide, a guidance embedding.
+TINY_FLUX = {
+    "image_model": "flux", "guidance_embed": True, "in_channels": 16, "out_channels": 16, "vec_in_dim": 16,
+    "context_in_dim": CONTEXT_DIM, "hidden_size": 32, "mlp_ratio": 2.0, "num_heads": 2, "depth": 1,
+    "depth_single_blocks": 1, "axes_dim": [4, 6, 6], "theta": 10000, "patch_size": 2, "qkv_bias": True,
+    "dtype": torch.float32,
+}
+FLUX_POOLED_DIM = TINY_FLUX["vec_in_dim"]
+
+
+def make_flux(seed: int = 4321):
+    """A ModelPatcher around comfy.model_base.Flux (model type FLUX, latent format Flux) with random weights."""
+    config = comfy.supported_models.Flux(dict(TINY_FLUX))
+    device = comfy.model_management.get_torch_device()
+    model = comfy.model_base.Flux(config, device=device)
+    fill_fan_in(model.diffusion_model, seed)
+    return comfy.model_patcher.ModelPatcher(model, load_device=device,
+                                            offload_device=comfy.model_management.unet_offload_device())
+
+
+def flux_conditioning(seed: int, guidance: float | None = 3.5, tokens: int = 4):
+    """CONDITIONING as a Flux text encoder and FluxGuidance give it: T5-like tokens, a pooled vector, guidance."""
+    generator = torch.Generator().manual_seed(seed)
+    extra = {"pooled_output": torch.randn(1, FLUX_POOLED_DIM, generator=generator)}
+    if guidance is not None:
+        extra["guidance"] = guidance
+    return [[torch.randn(1, tokens, CONTEXT_DIM, generator=generator), extra]]
