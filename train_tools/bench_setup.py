@@ -37,6 +37,13 @@ def karras(steps: int, rho: float = 7.0) -> torch.Tensor:
     return edm_sigmas(steps, 0.002, 80.0, rho=rho, append_zero=True).float()
 
 
+def load_model(name):
+    """A bundled demo model by name ('cond', 'uncond') or a weights file."""
+    from train_tools.demo_model import DEFAULT_WEIGHTS, load_demo_model
+
+    return load_demo_model(DEFAULT_WEIGHTS.parent / MODELS[name] if name in MODELS else name)
+
+
 def _file_md5(path: Path) -> str:
     return hashlib.md5(path.read_bytes()).hexdigest()[:10]
 

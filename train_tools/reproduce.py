@@ -11,7 +11,6 @@ per-step error figure; prints the table. Shards seeds across processes under tor
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 from pathlib import Path
@@ -21,7 +20,6 @@ import torch.distributed as dist
 
 from comfyui_pas import edm_sigmas, learn_schedule, sample_pas, train_pas
 from comfyui_pas.grids import teacher_substeps as substeps_for
-from comfyui_pas.plot import save_error_curve
 from comfyui_pas.schedule import (
     DEFAULT_CANDIDATES,
     DEFAULT_TEACHER_SUBSTEPS,
@@ -31,21 +29,19 @@ from comfyui_pas.schedule import (
 from comfyui_pas.search import DEFAULT_N_BASIS, GUARDS, union_grid
 from comfyui_pas.solvers import SOLVERS, describe_solver, solver_options
 from comfyui_pas.teacher import teacher_nfe_for, teacher_states
-from train_tools.distributed import broadcast, gather_interleaved, init_distributed, map_seeds
+from train_tools.bench_setup import load_model
+from train_tools.distributed import init_distributed, map_seeds
 from train_tools.guided import GuidedModel, labels_for
 from train_tools.metrics import rmse
+from train_tools.reproduce_output import finish, score_fid, score_rows
 from train_tools.reproduce_report import (
     FID_POLICIES,
     LEARNED,
     MULTI_GRID,
-    base_rows,
     fid_keys,
-    full_report,
-    is_builtin,
     pas_label,
     plain_label,
     rewrite_report,
-    split_method,
 )
 from train_tools.seeds import EVAL_SEED_START, REFERENCE_SEED_START
 
@@ -62,36 +58,6 @@ PRESETS = {
                  fid_nfe=[4, 5, 6], learned=True, multigrid=True),
 }
 
-
-
-def load_model(name):
-    """A bundled demo model by name ('cond', 'uncond') or a weights file."""
-    from train_tools.bench_setup import MODELS
-    from train_tools.demo_model import DEFAULT_WEIGHTS, load_demo_model
-
-    return load_demo_model(DEFAULT_WEIGHTS.parent / MODELS[name] if name in MODELS else name)
-
-
-def score_fid(samples, fid_ref, rank, world):
-    """{sample key: FID}, each rank scoring its share of the keys; the Fashion-MNIST reference statistics
-    are computed once (Inception pass split across ranks) and cached."""
-    import numpy as np
-
-    from train_tools import fid
-    from train_tools.fashion_mnist import to_uint8
-
-    keys = list(samples)
-    # Features first: while they run, a reference being cached by another process can finish.
-    mine = {key: fid.statistics(fid.features(to_uint8(samples[key]))) for key in keys[rank::world]}
-
-    def extract(images):
-        local = fid.features(images[rank::world]) if rank < len(images) else np.empty((0, 2048))
-        return np.stack(gather_interleaved(local, len(images), rank, world))
-
-    cached = broadcast(fid.reference_path(fid_ref).is_file(), rank, world)
-    ref = fid.reference_stats(fid_ref) if cached else fid.reference_stats(fid_ref, extract=extract, save=rank == 0)
-    scores = [fid.fid_from_stats(stats, ref) for stats in mine.values()]
-    return dict(zip(keys, gather_interleaved(scores, len(keys), rank, world), strict=True))
 
 
 def broadcast_from(value, source, rank, world):
@@ -194,7 +160,7 @@ def multigrid_cost(multi, union_teacher_calls, reports, args):
             for name in args.solvers}
 
 
-def main(argv=None):
+def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", choices=PRESETS, default="quick")
     parser.add_argument("--model", default=None,
@@ -229,199 +195,139 @@ def main(argv=None):
                         help="only rebuild results.md (table and target checks) from a finished run's results.json")
     args = parser.parse_args(argv)
     if args.report:
-        return rewrite_report(args.report)
+        return args
     for key, value in PRESETS[args.preset].items():
         if getattr(args, key) is None:
             setattr(args, key, value)
     args.no_fid = not args.fid
     if args.eval_seed_start < args.train_seed_start + args.train and args.train_seed_start < args.eval_seed_start + args.eval:
         parser.error("training and evaluation seeds overlap")
-    out = Path(args.out or f"out/reproduce/{args.preset}")
+    return args
+
+
+class Run:
+    """One reproduction: the model, the seeds, the rows and their samples, shared by the steps below."""
+
+    def __init__(self, args, rank, world):
+        self.args, self.rank, self.world = args, rank, world
+        self.log = print if rank == 0 else (lambda *a, **k: None)
+        self.out = Path(args.out or f"out/reproduce/{args.preset}")
+        self.model = GuidedModel(load_model(args.model), args.cfg)
+        self.train_seeds = list(range(args.train_seed_start, args.train_seed_start + args.train))
+        self.eval_seeds = list(range(args.eval_seed_start, args.eval_seed_start + args.eval))
+        self.comfy = {}
+        if not args.no_comfy:
+            from train_tools.comfy_builtins import load_builtin_samplers
+            self.comfy = load_builtin_samplers() or {}
+            if not self.comfy:
+                self.log("ComfyUI host not installed (make host): plain rows from our solvers, no extra built-ins")
+        self.samples, self.rows, self.reports, self.extra = {}, [], {}, {}
+
+    def seeds_map(self, run, seeds):
+        return map_seeds(run, seeds, self.args.batch, self.rank, self.world)
+
+    def references(self):
+        """The Heun reference on the evaluation seeds (RMSE) and on the reference seeds (the bench's teacher)."""
+        steps = max(1, (self.args.reference_nfe + 1) // 2)
+        grid = edm_sigmas(steps, self.model.sigma_min, self.model.sigma_max).float()
+        self.samples[("teacher", 0)] = self.reference = self.seeds_map(teacher_run(self.model, grid, 0, True),
+                                                                      self.eval_seeds)
+        seeds = list(range(REFERENCE_SEED_START, REFERENCE_SEED_START + self.args.eval))
+        self.teacher_reference = self.seeds_map(teacher_run(self.model, grid, 0, True), seeds)
+        self.rows.append({"method": f"teacher (Heun {2 * steps} NFE)", "nfe": 0, "rmse": 0.0})
+
+    def add_row(self, method, nfe, run, **fields):
+        self.samples[(method, nfe)] = finals = self.seeds_map(run, self.eval_seeds)
+        self.rows.append(dict(method=method, nfe=nfe, rmse=rmse(finals, self.reference), **fields))
+
+    def plain(self, name, sigmas):
+        return builtin_run(self.comfy[name], self.model, sigmas) if name in self.comfy else pas_run(
+            self.model, sigmas, name, None)
+
+    def train(self, sigmas, targets, tag):
+        return train_all(self.model, sigmas, targets, self.args.solvers, self.args, self.rank, self.world,
+                         self.out, self.log, tag)
+
+    def edm_rows(self, nfe, sigmas, extra_builtins):
+        t0 = time.perf_counter()
+        targets = self.seeds_map(teacher_run(self.model, sigmas, self.args.teacher_nfe, False),
+                                 self.train_seeds).transpose(0, 1)
+        teacher_seconds = time.perf_counter() - t0
+        for name, (coords, report) in self.train(sigmas, targets, f"nfe{nfe}").items():
+            self.reports[(name, nfe)] = report
+            options = describe_solver(name, solver_options(name))
+            self.add_row(plain_label(name, name in self.comfy), nfe, self.plain(name, sigmas), solver=options,
+                         steps=[], params=0)
+            self.add_row(pas_label(name), nfe, pas_run(self.model, sigmas, name, coords), solver=options,
+                         steps=coords.steps, params=coords.n_parameters, teacher_s=teacher_seconds,
+                         search_s=report["search_seconds"])
+        for name, fn in extra_builtins.items():
+            self.add_row(plain_label(name, True), nfe, builtin_run(fn, self.model, sigmas))
+
+    def multigrid_rows(self, nfe, sigmas, multi):
+        for name in self.args.solvers:
+            coords = multi[name][0]
+            self.add_row(pas_label(name, MULTI_GRID), nfe, pas_run(self.model, sigmas, name, coords),
+                         solver=coords.solver_label(), steps=coords.entry_for(sigmas).steps,
+                         params=coords.entry_for(sigmas).coordinates.numel())
+
+    def learned_rows(self, nfe, candidates, train_x):
+        learned, schedule = learn_schedule(self.model, train_x, nfe, teacher=candidates)  # no model call
+        learned = learned.float()
+        self.log(f"    learned schedule, {nfe} steps: {[round(v, 4) for v in learned.tolist()]}")
+        for name, (coords, report) in self.train(learned, schedule["targets"], f"learned_nfe{nfe}").items():
+            self.add_row(plain_label(name, name in self.comfy, LEARNED), nfe, self.plain(name, learned),
+                         solver=coords.solver_label(), steps=[], params=0, sigmas=learned.tolist())
+            self.add_row(pas_label(name, LEARNED), nfe, pas_run(self.model, learned, name, coords),
+                         solver=coords.solver_label(), steps=coords.steps, params=coords.n_parameters,
+                         search_s=report["search_seconds"])
+
+    def fid(self):
+        if self.args.no_fid:
+            return {}, 0.0
+        t0 = time.perf_counter()
+        keys = [key for key in fid_keys(self.rows, self.args.fid_rows)
+                if not self.args.fid_nfe or key[1] in (0, *self.args.fid_nfe)]
+        scores = score_fid({key: self.samples[key] for key in keys}, self.args.fid_ref, self.rank, self.world)
+        return scores, time.perf_counter() - t0
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.report:
+        return rewrite_report(args.report)
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     rank, world = init_distributed()
-    log = print if rank == 0 else (lambda *a, **k: None)
     started = time.perf_counter()
-
-    model = GuidedModel(load_model(args.model), args.cfg)
-    train_seeds = list(range(args.train_seed_start, args.train_seed_start + args.train))
-    eval_seeds = list(range(args.eval_seed_start, args.eval_seed_start + args.eval))
-    comfy = {}
-    if not args.no_comfy:
-        from train_tools.comfy_builtins import load_builtin_samplers
-        comfy = load_builtin_samplers() or {}
-        if not comfy:
-            log("ComfyUI host not installed (make host): plain rows from our solvers, no extra built-ins")
-    extra = {name: comfy[name] for name in (args.builtins or []) if name in comfy}
-    log(f"reproduce[{args.preset}]: NFE {args.nfe}, solvers {args.solvers}, {args.train} training trajectories, "
-        f"{args.eval} evaluation seeds, teacher {args.teacher_nfe} NFE, {world} process(es)")
-
-    samples, rows, reports = {}, [], {}
-    steps = max(1, (args.reference_nfe + 1) // 2)
-    reference_grid = edm_sigmas(steps, model.sigma_min, model.sigma_max).float()
-    reference = map_seeds(teacher_run(model, reference_grid, 0, True), eval_seeds, args.batch, rank, world)
-    reference_seeds = list(range(REFERENCE_SEED_START, REFERENCE_SEED_START + args.eval))
-    teacher_reference = map_seeds(teacher_run(model, reference_grid, 0, True), reference_seeds, args.batch, rank, world)
-    samples[("teacher", 0)] = reference
-    rows.append({"method": f"teacher (Heun {2 * steps} NFE)", "nfe": 0, "rmse": 0.0})
-
-    def add_row(method, nfe, run, **fields):
-        samples[(method, nfe)] = map_seeds(run, eval_seeds, args.batch, rank, world)
-        rows.append(dict(method=method, nfe=nfe, rmse=rmse(samples[(method, nfe)], reference), **fields))
-
-    train_x = noise(train_seeds) * model.sigma_max
-    extra_info = {}
-    candidates = candidate_teacher(model, train_seeds, args, rank, world) if args.learned else None
-    multi = None
-    if args.multigrid:
-        multi, union_teacher_calls = train_multigrid(model, train_seeds, args, rank, world, out, log)
-
+    run = Run(args, rank, world)
+    extra = {name: run.comfy[name] for name in (args.builtins or []) if name in run.comfy}
+    run.log(f"reproduce[{args.preset}]: NFE {args.nfe}, solvers {args.solvers}, {args.train} training trajectories, "
+            f"{args.eval} evaluation seeds, teacher {args.teacher_nfe} NFE, {world} process(es)")
+    run.references()
+    train_x = noise(run.train_seeds) * run.model.sigma_max
+    candidates = candidate_teacher(run.model, run.train_seeds, args, rank, world) if args.learned else None
+    multi = train_multigrid(run.model, run.train_seeds, args, rank, world, run.out, run.log) if args.multigrid else None
     for nfe in args.nfe:
-        sigmas = edm_sigmas(nfe, model.sigma_min, model.sigma_max).float()
-        t0 = time.perf_counter()
-        targets = map_seeds(teacher_run(model, sigmas, args.teacher_nfe, False), train_seeds, args.batch, rank,
-                            world).transpose(0, 1)
-        teacher_seconds = time.perf_counter() - t0
-        trained = train_all(model, sigmas, targets, args.solvers, args, rank, world, out, log, f"nfe{nfe}")
-        for name in args.solvers:
-            coords, report = trained[name]
-            reports[(name, nfe)] = report
-            options = describe_solver(name, solver_options(name))
-            plain = builtin_run(comfy[name], model, sigmas) if name in comfy else pas_run(model, sigmas, name, None)
-            add_row(plain_label(name, name in comfy), nfe, plain, solver=options, steps=[], params=0)
-            add_row(pas_label(name), nfe, pas_run(model, sigmas, name, coords), solver=options, steps=coords.steps,
-                    params=coords.n_parameters, teacher_s=teacher_seconds, search_s=report["search_seconds"])
-        for name, fn in extra.items():
-            add_row(plain_label(name, True), nfe, builtin_run(fn, model, sigmas))
+        sigmas = edm_sigmas(nfe, run.model.sigma_min, run.model.sigma_max).float()
+        run.edm_rows(nfe, sigmas, extra)
         if multi:
-            for name in args.solvers:
-                coords = multi[name][0]
-                add_row(pas_label(name, MULTI_GRID), nfe, pas_run(model, sigmas, name, coords),
-                        solver=coords.solver_label(), steps=coords.entry_for(sigmas).steps,
-                        params=coords.entry_for(sigmas).coordinates.numel())
+            run.multigrid_rows(nfe, sigmas, multi[0])
         if candidates is not None:
-            learned, schedule = learn_schedule(model, train_x, nfe, teacher=candidates)  # no model call
-            learned = learned.float()
-            log(f"    learned schedule, {nfe} steps: {[round(v, 4) for v in learned.tolist()]}")
-            trained = train_all(model, learned, schedule["targets"], args.solvers, args, rank, world, out, log,
-                                f"learned_nfe{nfe}")
-            for name in args.solvers:
-                coords, report = trained[name]
-                plain = builtin_run(comfy[name], model, learned) if name in comfy else pas_run(model, learned, name, None)
-                add_row(plain_label(name, name in comfy, LEARNED), nfe, plain, solver=coords.solver_label(),
-                        steps=[], params=0, sigmas=learned.tolist())
-                add_row(pas_label(name, LEARNED), nfe, pas_run(model, learned, name, coords),
-                        solver=coords.solver_label(), steps=coords.steps, params=coords.n_parameters,
-                        search_s=report["search_seconds"])
-        log(f"  NFE {nfe} sampled ({time.perf_counter() - started:.0f} s)")
-
+            run.learned_rows(nfe, candidates, train_x)
+        run.log(f"  NFE {nfe} sampled ({time.perf_counter() - started:.0f} s)")
     if multi:
-        extra_info["multigrid_cost"] = multigrid_cost(multi, union_teacher_calls, reports, args)
-        log(f"  multi-grid training cost: {extra_info['multigrid_cost']}")
-    fid_scores, fid_seconds = {}, 0.0
-    if not args.no_fid:
-        t0 = time.perf_counter()
-        keys = [key for key in fid_keys(rows, args.fid_rows) if not args.fid_nfe or key[1] in (0, *args.fid_nfe)]
-        fid_scores = score_fid({key: samples[key] for key in keys}, args.fid_ref, rank, world)
-        fid_seconds = time.perf_counter() - t0
+        run.extra["multigrid_cost"] = multigrid_cost(multi[0], multi[1], run.reports, args)
+        run.log(f"  multi-grid training cost: {run.extra['multigrid_cost']}")
+    fid_scores, fid_seconds = run.fid()
     if rank == 0:
         t0 = time.perf_counter()
-        extra_info["bench"] = score_rows(rows, samples, teacher_reference, model, eval_seeds)
-        extra_info["bench_seconds"] = time.perf_counter() - t0
-        finish(args, out, model, samples, rows, reports, started, fid_scores, fid_seconds, extra_info)
+        run.extra["bench"] = score_rows(run.rows, run.samples, run.teacher_reference, run.model, run.eval_seeds)
+        run.extra["bench_seconds"] = time.perf_counter() - t0
+        finish(args, run.out, run.model, run.samples, run.rows, run.reports, started, fid_scores, fid_seconds,
+               run.extra)
     if world > 1:
         dist.barrier()
         dist.destroy_process_group()
-
-
-def score_rows(rows, samples, teacher_reference, model, eval_seeds):
-    """The quality bench on every row: classifier-feature FD and KID against the teacher's samples on other
-    seeds and against the test images, class accuracy (conditional), RMSE against the reference, each with its
-    95% interval; PAS rows get the paired difference to their uncorrected row, and each NFE the best PAS row
-    (least FD to the teacher, at least one corrected step) against the best built-in."""
-    from train_tools.bench_setup import data_features
-    from train_tools.classifier import features
-    from train_tools.fashion_mnist import to_uint8
-    from train_tools.quality import Judge
-
-    labels = labels_for(eval_seeds).numpy() if model.conditional else None
-    judge = Judge(len(eval_seeds), {"teacher": features(to_uint8(teacher_reference)), "data": data_features()},
-                  samples[("teacher", 0)], labels)
-    scored = {key: judge.score(to_uint8(finals), finals) for key, finals in samples.items()}
-    for row in rows:
-        row["bench"] = {m: Judge.interval(scored[row_key(row)], m).as_dict() for m in scored[row_key(row)].boots}
-        base = next((b for b in base_rows(row["method"]) if (b, row["nfe"]) in scored), None)
-        if split_method(row["method"])[1] and base:
-            row["vs_base"] = {m: Judge.difference(scored[row_key(row)], scored[(base, row["nfe"])], m).as_dict()
-                              for m in ("fd_teacher", "fd_data", "rmse")}
-    best = {}
-    for nfe in sorted({r["nfe"] for r in rows if r["nfe"] > 0}):
-        pas = [r for r in rows if r["nfe"] == nfe and split_method(r["method"])[1] and r.get("steps")]
-        comfy = [r for r in rows if r["nfe"] == nfe and is_builtin(r["method"])]
-        if pas and comfy:
-            a = min(pas, key=lambda r: r["bench"]["fd_teacher"]["value"])
-            b = min(comfy, key=lambda r: r["bench"]["fd_teacher"]["value"])
-            best[nfe] = {"pas": a["method"], "builtin": b["method"],
-                         **{m: Judge.relative(scored[row_key(a)], scored[row_key(b)], m).as_dict()
-                            for m in ("fd_teacher", "fd_data", "rmse")}}
-    return {"n": len(eval_seeds), "best_vs_builtin": best}
-
-
-def comparison_picture(panels, title, count=16):
-    """Grids of the same seeds side by side, one per (label, finals), each under its label."""
-    from PIL import Image, ImageDraw
-
-    from train_tools.demo_model import image_grid
-    from train_tools.fashion_mnist import to_uint8
-
-    grids = [image_grid(to_uint8(finals[:count]), 4, 4) for _, finals in panels]
-    width, height, top = grids[0].width, grids[0].height, 28
-    canvas = Image.new("L", (len(grids) * (width + 8) + 8, height + top + 8), 255)
-    draw = ImageDraw.Draw(canvas)
-    for i, ((label, _), grid) in enumerate(zip(panels, grids, strict=True)):
-        canvas.paste(grid, (8 + i * (width + 8), top))
-        draw.text((8 + i * (width + 8), 6), f"{label} ({title})" if i else label, fill=0)
-    return canvas
-
-
-def row_key(row):
-    return ("teacher", 0) if row["nfe"] == 0 else (row["method"], row["nfe"])
-
-
-def finish(args, out, model, samples, rows, reports, started, fid_scores, fid_seconds, extra=None):
-    from train_tools.demo_model import image_grid
-    from train_tools.fashion_mnist import to_uint8
-
-    out.mkdir(parents=True, exist_ok=True)
-    for row in rows:
-        key = ("teacher", 0) if row["method"].startswith("teacher") else (row["method"], row["nfe"])
-        if key in fid_scores:
-            row["fid"] = fid_scores[key]
-    for (method, nfe), images in samples.items():
-        if nfe in (0, 5, max(args.nfe)):
-            name = method.replace(" ", "_").replace("+", "_").replace("(", "").replace(")", "")
-            image_grid(to_uint8(images[:64]), 8, 8).save(out / f"grid_{name}_nfe{nfe}.png")
-    for nfe, best in (extra or {}).get("bench", {}).get("best_vs_builtin", {}).items():
-        panels = [("teacher", samples[("teacher", 0)]), (best["builtin"], samples[(best["builtin"], nfe)]),
-                  (best["pas"], samples[(best["pas"], nfe)])]
-        comparison_picture(panels, f"NFE {nfe}").save(out / f"compare_nfe{nfe}.png")
-    for (name, nfe), report in reports.items():
-        if report and nfe == max(args.nfe):
-            save_error_curve(report, out / f"error_curve_{name}_nfe{nfe}.png",
-                             title=f"{name}, NFE {nfe}: per-step L1 error vs teacher")
-    if args.save_samples:
-        from safetensors.torch import save_file
-
-        save_file({f"{method}@{nfe}": images.contiguous() for (method, nfe), images in samples.items()},
-                  str(out / "samples.safetensors"))
-    table = full_report(rows, args, extra)
-    (out / "results.md").write_text(table + "\n")
-    with open(out / "results.json", "w") as handle:
-        json.dump({"args": vars(args), "rows": rows, "fid_seconds": fid_seconds, "extra": extra or {},
-                   "total_seconds": time.perf_counter() - started,
-                   "model": getattr(model, "metadata", {})}, handle, indent=1)
-    print(table)
-    print(f"wrote {out}/results.md, results.json, grids and error curves ({time.perf_counter() - started:.0f} s, "
-          f"FID {fid_seconds:.0f} s)")
 
 
 if __name__ == "__main__":
