@@ -5,7 +5,7 @@ export OMP_NUM_THREADS ?= 1
 export PYTHONUNBUFFERED := 1
 
 .PHONY: venv host dataset fid-weights browser test test-unit test-host test-server test-browser demo bench bench-overhead gpu-check \
-	ab-study reproduce train-model comfy lint screenshot
+	ab-study reproduce train-model train-classifier quality-study rule-study trajectory-pca comfy lint screenshot
 
 venv:
 	@bash scripts/setup_venv.sh
@@ -39,7 +39,7 @@ test-server: venv host
 test-browser: venv host browser
 	$(PY) -m pytest -q tests/browser
 
-demo: venv host dataset fid-weights   ## the quick preset on 2 processes (seeds, teacher and FID rows shared)
+demo: venv host dataset fid-weights   ## the quick preset on 2 processes: conditional model, CFG 4, quality bench
 	$(PY) -m torch.distributed.run --standalone --nproc-per-node $(REPRODUCE_PROCS) -m train_tools.demo
 
 bench: venv host   ## every solver with and without PAS on the mixture, then the per-solver correction overhead
@@ -60,8 +60,22 @@ REPRODUCE_PROCS ?= 2
 reproduce: venv host dataset fid-weights
 	$(PY) -m torch.distributed.run --standalone --nproc-per-node $(REPRODUCE_PROCS) -m train_tools.reproduce --preset full
 
-train-model: venv dataset
+train-model: venv dataset   ## the unconditional demo model; the conditional one: docs/demo-model.md
 	$(PY) -m train_tools.train_model
+
+train-classifier: venv dataset   ## the quality bench's Fashion-MNIST classifier (docs/quality-bench.md)
+	$(PY) -m train_tools.classifier
+
+quality-study: venv host dataset fid-weights   ## validate the quality bench on both demo models (docs/quality-bench.md)
+	$(PY) -m train_tools.quality_study --model uncond
+	$(PY) -m train_tools.quality_study --model cond --cfg 4
+
+rule-study: venv host dataset   ## acceptance rules judged on image quality (docs/objective-study.md)
+	$(PY) -m train_tools.rule_study --model cond --cfg 4
+	$(PY) -m train_tools.rule_study --model uncond
+
+trajectory-pca: venv dataset   ## PCA of teacher trajectories (docs/trajectory-pca.md)
+	$(PY) -m train_tools.trajectory_pca --model gmm fashion --out out/trajectory_pca
 
 comfy: venv host
 	@bash scripts/run_comfy.sh

@@ -20,6 +20,7 @@ from comfy_extras import nodes_custom_sampler as ncs
 from pas_test_pack import tiny
 
 from comfyui_pas.coords import PASCoordinates
+from comfyui_pas.denoiser import Denoiser
 from comfyui_pas.teacher import teacher_states
 
 CFG = 3.0
@@ -208,7 +209,7 @@ def test_flux_teacher_is_comfyuis_guided_model_at_cfg_1(bridge, flux):
     sigmas = karras(flux, 3, scheduler="simple")
 
     def teacher(denoiser, x, sigmas, **model_args):
-        return teacher_states(denoiser, x, sigmas, substeps=1, **model_args)[0][-1]
+        return teacher_states(Denoiser(denoiser, **model_args), x, sigmas, substeps=1)[0][-1]
 
     def end(guidance):
         positive = flux_conditioning(guidance)
