@@ -116,6 +116,36 @@ def inception_scores(images_by_config: dict, fid_n: int, ref_count: int) -> tupl
     return fids, kids
 
 
+def conditional_checks(n_sweep: int, cfgs, n_best: int, best_nfe: int) -> dict:
+    """The conditional model's own quality: class accuracy of Heun samples over a CFG sweep (n_sweep seeds,
+    the bench's teacher NFE), at the best CFG with a best_nfe-NFE Heun (n_best seeds); and with the empty
+    prompt, its FD to the test images next to the unconditional model's (the bench's teacher, same seeds)."""
+    from train_tools import classifier
+
+    out = {"sweep": {}, "n_sweep": n_sweep}
+    for cfg in cfgs:
+        setup = BenchSetup.create("cond", cfg, n_sweep)
+        seeds = setup.seeds("eval")
+        images = fashion_mnist.to_uint8(setup.run(setup.heun, karras(18), seeds))
+        out["sweep"][cfg] = float((classifier.predict(images) == setup.labels(seeds).numpy()).mean())
+    best = max(out["sweep"], key=out["sweep"].get)
+    setup = BenchSetup.create("cond", best, n_best)
+    seeds = setup.seeds("eval")
+    images = fashion_mnist.to_uint8(setup.run(setup.heun, karras((best_nfe + 1) // 2), seeds))
+    out["best"] = {"cfg": best, "nfe": best_nfe, "n": n_best,
+                   "acc": float((classifier.predict(images) == setup.labels(seeds).numpy()).mean())}
+    from train_tools.bench_setup import data_features
+    from train_tools.quality import FrechetReference
+
+    data = FrechetReference(data_features())
+    out["empty_prompt_fd_data"] = {}
+    for name, empty in (("cond", True), ("uncond", False)):
+        setup = BenchSetup.create(name, 1.0, 1000, empty_prompt=empty)
+        feats = classifier.features(fashion_mnist.to_uint8(setup.teacher_finals("eval")))
+        out["empty_prompt_fd_data"][name] = data.distance(feats)
+    return out
+
+
 def run(args) -> dict:
     setup = BenchSetup.create(args.model, args.cfg, args.n, args.empty_prompt)
     started = time.perf_counter()
@@ -198,8 +228,17 @@ def main(argv=None):
     p.add_argument("--fid-n", type=int, default=500, help="samples per configuration scored by Inception (0: none)")
     p.add_argument("--fid-ref", type=int, default=1000, help="test images in the Inception reference")
     p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--conditional-checks", action="store_true",
+                   help="only the conditional model's class accuracy over CFG and its empty-prompt FD")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
+    if args.conditional_checks:
+        checks = conditional_checks(200, (1.0, 2.0, 3.0, 4.0, 5.0), 300, 101)
+        out = args.out or Path("out/quality/conditional_checks.json")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(checks, indent=1))
+        print(json.dumps(checks, indent=1))
+        return
     study = run(args)
     out = args.out or Path("out/quality") / f"{args.model}_cfg{args.cfg:g}{'_empty' if args.empty_prompt else ''}"
     out.mkdir(parents=True, exist_ok=True)

@@ -70,11 +70,13 @@ def test_judge_scores_rmse_and_class_accuracy_per_seed():
 
     images, labels = fashion_mnist.load_images("test")[:200], fashion_mnist.load_labels("test")[:200]
     feats = classifier.features(fashion_mnist.load_images("test")[200:1200])
-    teacher = torch.zeros(200, 1, 4, 4)
-    finals = torch.full((200, 1, 4, 4), 0.5)
+    teacher = fashion_mnist.to_model_space(images)
+    finals = teacher + 0.5
     judge = Judge(200, {"data": feats}, teacher_finals=teacher, labels=labels, n_boot=50)
     scored = judge.score(images, finals)
     assert scored.values["rmse"] == pytest.approx(0.5)
+    same = judge.score(images, teacher)  # the teacher's own images: zero distance on the same seeds
+    assert abs(same.values["fd_paired"]) < 1e-5 and np.allclose(same.boots["fd_paired"], 0, atol=1e-5)
     assert scored.values["acc"] == pytest.approx(classifier.accuracy(classifier.load_classifier(), images, labels))
     assert scored.values["acc"] > 0.85  # the test split is classified well (the committed model's ~92%)
     with pytest.raises(ValueError, match="200 seeds"):
