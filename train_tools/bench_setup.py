@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from comfyui_pas.denoiser import Denoiser
 from comfyui_pas.grids import edm_sigmas
 from comfyui_pas.teacher import heun_states
 from train_tools import classifier, fashion_mnist
@@ -127,7 +128,7 @@ class BenchSetup:
 
     @staticmethod
     def heun(model, x, sigmas, extra):
-        return heun_states(model, x, sigmas, keep_every=len(sigmas) - 1, extra_args=extra)[-1]
+        return heun_states(Denoiser(model, extra_args=extra), x, sigmas, keep_every=len(sigmas) - 1)[-1]
 
     # ---- references ----------------------------------------------------------------------------
     def teacher_finals(self, kind: str, nfe: int = TEACHER_NFE) -> torch.Tensor:

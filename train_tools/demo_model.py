@@ -72,6 +72,7 @@ def image_grid(images, rows: int, cols: int, zoom: int = 3, gap: int = 2):
 def main(argv: list[str] | None = None) -> None:
     import argparse
 
+    from comfyui_pas.denoiser import Denoiser
     from comfyui_pas.grids import edm_sigmas
     from comfyui_pas.teacher import heun_states
     from train_tools.fashion_mnist import to_uint8
@@ -94,8 +95,8 @@ def main(argv: list[str] | None = None) -> None:
     x = seeded_noise(seeds, LATENT_SHAPE, torch.float32) * sigmas[0]
     # Conditional: row r shows class r (seed order is row-major, so the label is the row).
     labels = {"class_labels": torch.tensor([i // args.rows for i in range(len(seeds))])} if model.num_classes else None
-    x = heun_states(GuidedModel(model, args.cfg), x, sigmas, keep_every=len(sigmas) - 1,
-                    extra_args=labels)[-1]  # EDM Algorithm 1, final state only
+    denoiser = Denoiser(GuidedModel(model, args.cfg), extra_args=labels)
+    x = heun_states(denoiser, x, sigmas, keep_every=len(sigmas) - 1)[-1]  # EDM Algorithm 1, final state only
     args.out.parent.mkdir(parents=True, exist_ok=True)
     image_grid(to_uint8(x), args.rows, args.rows).save(args.out)
     print(f"{len(seeds)} samples, {2 * args.steps - 1} NFE Heun, CFG {args.cfg:g}, steps_done="

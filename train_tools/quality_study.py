@@ -17,6 +17,7 @@ import argparse
 import itertools
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -39,14 +40,14 @@ def configurations(nfes, builtins, pas_solvers, pas_nfe):
 
 
 def train_default(setup: BenchSetup, solver: str, sigmas: torch.Tensor, **settings):
-    """PAS with the Trainer's budget (12 trajectories, teacher 48 NFE) on the training seeds."""
-    from comfyui_pas import train_pas
+    """PAS with the Trainer's budget (12 trajectories, teacher 48 NFE) on the training seeds; `settings`
+    replace fields of the library's SearchSettings."""
+    from comfyui_pas import Denoiser, SearchSettings, TeacherSettings, train_pas
 
     seeds = setup.seeds("train", TRAINER_TRAJECTORIES)
-    x = setup.noise(seeds) * sigmas[0]
-    coords, report = train_pas(setup.guided, x, sigmas, solver=solver, teacher_nfe=TRAINER_TEACHER_NFE,
-                               per_sample_args=setup.per_sample_args(seeds), **settings)
-    return coords, report
+    denoiser = Denoiser(setup.guided, per_sample_args=setup.per_sample_args(seeds))
+    return train_pas(denoiser, setup.noise(seeds) * sigmas[0], sigmas, solver=solver,
+                     settings=replace(SearchSettings(), **settings), teacher=TeacherSettings(nfe=TRAINER_TEACHER_NFE))
 
 
 def sample_config(setup: BenchSetup, kind: str, solver: str, nfe: int, seeds=None):

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from comfyui_pas import edm_sigmas, learn_schedule, sample_pas, train_pas
+from comfyui_pas import Denoiser, SearchSettings, edm_sigmas, learn_schedule, sample_pas, train_pas
 from comfyui_pas.grids import teacher_substeps as substeps_for
 from comfyui_pas.schedule import (
     DEFAULT_CANDIDATES,
@@ -109,9 +109,10 @@ def train_all(model, sigmas, targets, solvers, args, rank, world, out, log, tag)
             t1 = time.perf_counter()
             start = sigmas[0] if isinstance(sigmas, torch.Tensor) else sigmas[0][0]
             seeds = range(args.train_seed_start, args.train_seed_start + args.train)
-            coords, report = train_pas(model, noise(seeds) * start, sigmas, solver=name, targets=targets,
-                                       chunk_size=args.batch, n_basis=args.n_basis, guard=args.guard, loss=args.loss,
-                                       per_sample_args={"class_labels": labels_for(seeds)})
+            denoiser = Denoiser(model, per_sample_args={"class_labels": labels_for(seeds)}, chunk_size=args.batch)
+            settings = SearchSettings(n_basis=args.n_basis, guard=args.guard, loss=args.loss)
+            coords, report = train_pas(denoiser, noise(seeds) * start, sigmas, solver=name, settings=settings,
+                                       teacher=targets)
             report["search_seconds"] = time.perf_counter() - t1
             result = (coords, report)
         trained[name] = result
