@@ -92,16 +92,18 @@ class DemoModel(comfy.model_base.BaseModel):
         self.num_classes = int(model_config.unet_config.get("num_classes", 0))
 
     def extra_conds(self, **kwargs):
+        """ComfyUI's conds plus `class_labels` (CONDRegular, one label per row) for the conditional net."""
         out = super().extra_conds(**kwargs)
         label = int(kwargs.get(CLASS_KEY, -1))
-        if label >= 0 and not self.num_classes:
-            raise ValueError(f"PAS Demo Model: {self.weights} is the unconditional model and takes no class prompt "
-                             f"(got {class_name(label)!r}); use an empty prompt, or the conditional weights "
-                             f"{DEFAULT_WEIGHTS}.")
-        if not -1 <= label < self.num_classes and self.num_classes:
+        if not self.num_classes:
+            if label >= 0:
+                raise ValueError(f"PAS Demo Model: {self.weights} is the unconditional model and takes no class "
+                                 f"prompt (got {class_name(label)!r}); use an empty prompt, or the conditional "
+                                 f"weights {DEFAULT_WEIGHTS}.")
+            return out
+        if not -1 <= label < self.num_classes:
             raise ValueError(f"PAS Demo Model: class label {label} is outside 0-{self.num_classes - 1}.")
-        if self.num_classes:
-            out["class_labels"] = comfy.conds.CONDRegular(torch.tensor([label], dtype=torch.long))
+        out["class_labels"] = comfy.conds.CONDRegular(torch.tensor([label], dtype=torch.long))
         return out
 
 
