@@ -49,7 +49,7 @@ const demoSampler = (sampler, sigmas, title, pos) => node('SamplerCustom', {
 const DEMO = {
   name: 'pas_demo_train_and_sample',
   note: [
-    'PAS on the bundled class-conditional Fashion-MNIST model at CFG 3; runs on a CPU in about a minute.',
+    'PAS on the bundled class-conditional Fashion-MNIST model at CFG 3; runs on a CPU in well under a minute.',
     '1. PAS Trainer integrates 20 accurate teacher trajectories, two per class of its prompt list (one class per '
       + 'line, encoded by the clip output of PAS Demo Model; the empty negative is the unconditional prompt), and '
       + 'learns a few coordinates that correct Euler (DDIM) on the 5-step Karras grid it gets as SIGMAS (grid: '
