@@ -49,8 +49,8 @@ const demoSampler = (sampler, sigmas, title, pos) => node('SamplerCustom', {
 const DEMO = {
   name: 'pas_demo_train_and_sample',
   note: [
-    'PAS on the bundled class-conditional Fashion-MNIST model at CFG 3; runs on a CPU in well under a minute.',
-    '1. PAS Trainer integrates 20 accurate teacher trajectories, two per class of its prompt list (one class per '
+    'PAS on the bundled class-conditional Fashion-MNIST model at CFG 3; runs on a CPU in about a minute.',
+    '1. PAS Trainer integrates 60 accurate teacher trajectories, six per class of its prompt list (one class per '
       + 'line, encoded by the clip output of PAS Demo Model; the empty negative is the unconditional prompt), and '
       + 'learns a few coordinates that correct Euler (DDIM) on the 5-step Karras grid it gets as SIGMAS (grid: '
       + 'sigmas). Its error curve shows the per-step distance to the teacher with and without the correction.',
@@ -67,7 +67,7 @@ const DEMO = {
     20: node('PAS_DemoPrompt', { text: '' }, { title: 'Negative: empty (unconditional)', pos: [20, 800], size: [320, 90] }),
     4: node('PAS_Trainer', {
       model: [1, 0], positive: [19, 0], negative: [20, 0], cfg: DEMO_CFG, latent: [2, 0], sigmas: [3, 0],
-      solver: 'euler', max_order: 0, trajectories: 20, teacher_nfe: 40, ...TRAINER_DEFAULTS, n_basis: 4,
+      solver: 'euler', max_order: 0, trajectories: 60, teacher_nfe: 40, ...TRAINER_DEFAULTS, n_basis: 4,
       filename_prefix: 'pas_demo/fashion_mnist_euler_5steps', clip: [1, 2], prompts: DEMO_CLASSES, grid: 'sigmas',
       scheduler: 'karras', steps: '5',
     }, { pos: [380, 20], size: [340, 560] }),
