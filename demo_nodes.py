@@ -6,6 +6,11 @@ EDM model sampling (comfy/model_sampling.py: EPS.calculate_input, ModelSamplingC
 EDM.calculate_denoised) applies exactly the preconditioning of edm_unet.EDMDenoiser:
 c_in * x in, c_noise = ln(sigma) / 4 as the timestep, c_skip * x + c_out * F out. So the diffusion
 model handed to ComfyUI is the raw network F alone, and the preconditioning is applied once.
+
+The class-conditional model takes its class the way SD models take text: a conditioning entry carries the
+label under CLASS_KEY (from PAS Demo Prompt, or CLIPTextEncode with the model's class-name encoder), and
+DemoModel.extra_conds turns it into a CONDRegular `class_labels` tensor. ComfyUI then batches cond and
+uncond rows into one network call with their own labels, as it batches SD's cross-attention.
 """
 from __future__ import annotations
 
@@ -13,10 +18,12 @@ import json
 import logging
 import os
 
+import comfy.conds
 import comfy.latent_formats
 import comfy.model_base
 import comfy.model_management
 import comfy.model_patcher
+import comfy.sd
 import comfy.supported_models_base
 import torch
 from comfy_api.latest import io
@@ -24,12 +31,15 @@ from comfy_api.latest import io
 from .nodes import CATEGORY as PAS_CATEGORY
 from .train_tools import demo_model
 from .train_tools.edm_unet import UNet, UNetConfig
+from .train_tools.fashion_mnist import CLASS_NAMES, class_label
 
 log = logging.getLogger("comfyui_pas")
 
 CATEGORY = PAS_CATEGORY + "/demo"
 WEIGHTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "train_tools", "models")
-DEFAULT_WEIGHTS = "fashion_mnist_edm.safetensors"
+DEFAULT_WEIGHTS = "fashion_mnist_edm_cond.safetensors"
+UNCONDITIONAL_WEIGHTS = "fashion_mnist_edm.safetensors"
+CLASS_KEY = "pas_demo_class"  # the conditioning entry's class label: 0-9, or -1 for unconditional
 IMAGE_SIZE, MODEL_SIZE = 28, 32
 PAD = (MODEL_SIZE - IMAGE_SIZE) // 2
 SIGMA_MIN, SIGMA_MAX, SIGMA_DATA = 0.002, 80.0, 0.5
@@ -68,8 +78,33 @@ class DemoDiffusionModel(torch.nn.Module):
         self.unet = UNet(UNetConfig.from_dict(config))
         self.to(device=device, dtype=self.dtype)
 
-    def forward(self, x, timesteps, context=None, control=None, transformer_options=None, **kwargs):
-        return self.unet(x, timesteps)
+    def forward(self, x, timesteps, context=None, control=None, transformer_options=None, class_labels=None,
+                **kwargs):
+        return self.unet(x, timesteps, class_labels)
+
+
+class DemoModel(comfy.model_base.BaseModel):
+    """BaseModel whose conditionings carry a class label (CLASS_KEY) instead of cross-attention."""
+
+    def __init__(self, model_config, weights: str, **kwargs):
+        super().__init__(model_config, **kwargs)
+        self.weights = weights
+        self.num_classes = int(model_config.unet_config.get("num_classes", 0))
+
+    def extra_conds(self, **kwargs):
+        """ComfyUI's conds plus `class_labels` (CONDRegular, one label per row) for the conditional net."""
+        out = super().extra_conds(**kwargs)
+        label = int(kwargs.get(CLASS_KEY, -1))
+        if not self.num_classes:
+            if label >= 0:
+                raise ValueError(f"PAS Demo Model: {self.weights} is the unconditional model and takes no class "
+                                 f"prompt (got {class_name(label)!r}); use an empty prompt, or the conditional "
+                                 f"weights {DEFAULT_WEIGHTS}.")
+            return out
+        if not -1 <= label < self.num_classes:
+            raise ValueError(f"PAS Demo Model: class label {label} is outside 0-{self.num_classes - 1}.")
+        out["class_labels"] = comfy.conds.CONDRegular(torch.tensor([label], dtype=torch.long))
+        return out
 
 
 def weight_files() -> list[str]:
@@ -96,6 +131,9 @@ def read_weights(path: str) -> tuple[dict[str, torch.Tensor], dict]:
         raise ValueError(f"{path}: the demo nodes expect a 1x{MODEL_SIZE}x{MODEL_SIZE} model, got {config}.")
     if float(config.get("sigma_data", SIGMA_DATA)) != SIGMA_DATA:
         raise ValueError(f"{path}: sigma_data must be {SIGMA_DATA} (got {config['sigma_data']}).")
+    if int(config.get("num_classes", 0)) not in (0, len(CLASS_NAMES)):
+        raise ValueError(f"{path}: a conditional demo model has the {len(CLASS_NAMES)} Fashion-MNIST classes, "
+                         f"not {config['num_classes']}.")
     return tensors, config
 
 
@@ -103,8 +141,8 @@ def load_demo_model_patcher(name: str = DEFAULT_WEIGHTS) -> comfy.model_patcher.
     """A ComfyUI MODEL: BaseModel(EDM model sampling) whose diffusion_model is the demo network."""
     tensors, config = read_weights(weights_path(name))
     offload = comfy.model_management.unet_offload_device()
-    model = comfy.model_base.BaseModel(DemoModelConfig(config), model_type=comfy.model_base.ModelType.EDM,
-                                       device=offload, unet_model=DemoDiffusionModel)
+    model = DemoModel(DemoModelConfig(config), os.path.basename(name), model_type=comfy.model_base.ModelType.EDM,
+                      device=offload, unet_model=DemoDiffusionModel)
     model.diffusion_model.load_state_dict(tensors, strict=True)
     model.diffusion_model.requires_grad_(False)
     log.info("PAS demo model %s: %d parameters", name, sum(p.numel() for p in model.diffusion_model.parameters()))
@@ -112,9 +150,74 @@ def load_demo_model_patcher(name: str = DEFAULT_WEIGHTS) -> comfy.model_patcher.
                                             offload_device=offload)
 
 
-def empty_conditioning() -> list:
-    """The demo model is unconditional: one empty cross-attention entry satisfies CFGGuider (ignored)."""
-    return [[torch.zeros(1, 1, 1), {}]]
+def class_name(label: int) -> str:
+    return CLASS_NAMES[label] if 0 <= label < len(CLASS_NAMES) else str(label)
+
+
+def class_conditioning(label: int) -> list:
+    """A CONDITIONING for one class label (-1: unconditional). The cross-attention tensor is a placeholder
+    that CFGGuider and the conditioning nodes expect; the network reads only CLASS_KEY."""
+    return [[torch.zeros(1, 1, 1), {"pooled_output": torch.zeros(1, 1), CLASS_KEY: int(label)}]]
+
+
+def parse_class(text: str, where: str) -> int:
+    """class_label with the node (or encoder) named in the error."""
+    try:
+        return class_label(text)
+    except ValueError as error:
+        raise ValueError(f"{where}: {error}") from None
+
+
+class ClassTokenizer:
+    """comfy.sd.CLIP's tokenizer for the demo model: a class name (or index) to its label, "" to -1.
+
+    tokenizer_data["class_names"] lists the classes the model knows (none for the unconditional model)."""
+
+    def __init__(self, embedding_directory=None, tokenizer_data=None):
+        self.class_names = tuple((tokenizer_data or {}).get("class_names", ()))
+
+    def tokenize_with_weights(self, text: str, return_word_ids=False, **kwargs):
+        label = parse_class(text, "PAS demo text encoder")
+        if label >= 0 and not self.class_names:
+            raise ValueError(f"PAS demo text encoder: the unconditional demo model takes no class prompt (got "
+                             f"{text!r}); leave the prompt empty, or load {DEFAULT_WEIGHTS}.")
+        return {CLASS_KEY: label}
+
+    def state_dict(self):
+        return {}
+
+
+class ClassEncoder(torch.nn.Module):
+    """comfy.sd.CLIP's text model for the demo model: tokens to class_conditioning's entry (no weights)."""
+
+    def __init__(self, device=None, dtype=None, model_options=None, **kwargs):
+        super().__init__()
+        self.dtypes = {torch.float32}
+
+    def encode_token_weights(self, tokens):
+        cond, extra = class_conditioning(tokens[CLASS_KEY])[0]
+        return cond, extra.pop("pooled_output"), extra
+
+    def reset_clip_options(self):
+        pass
+
+    def set_clip_options(self, options):
+        pass
+
+
+class ClassEncoderTarget:
+    params = {}
+    clip = ClassEncoder
+    tokenizer = ClassTokenizer
+
+
+def class_text_encoder(num_classes: int) -> comfy.sd.CLIP:
+    """A real comfy.sd.CLIP whose tokenizer knows the model's class names (CLIPTextEncode, PAS Trainer)."""
+    names = list(CLASS_NAMES) if num_classes else []
+    return comfy.sd.CLIP(target=ClassEncoderTarget(), tokenizer_data={"class_names": names})
+
+
+CLASS_LIST = ", ".join(f"{label} {name}" for label, name in enumerate(CLASS_NAMES))
 
 
 class PASDemoModel(io.ComfyNode):
@@ -124,15 +227,23 @@ class PASDemoModel(io.ComfyNode):
             node_id="PAS_DemoModel",
             display_name="PAS Demo Model (Fashion-MNIST)",
             category=CATEGORY,
-            description="The small unconditional Fashion-MNIST diffusion model bundled with the pack, as a "
-                        "ComfyUI MODEL with EDM sampling (sigma 0.002-80). Its latent is the 1x32x32 image: use "
-                        "PAS Demo Latent and PAS Demo Decode. Fast on CPU; for trying PAS without a checkpoint.",
+            description="The small Fashion-MNIST diffusion model bundled with the pack, as a ComfyUI MODEL with "
+                        "EDM sampling (sigma 0.002-80). The default weights are class-conditional: prompt a class "
+                        "with PAS Demo Prompt (or CLIPTextEncode on the clip output) and sample with CFG as with an "
+                        "SD checkpoint. Its latent is the 1x32x32 image: use PAS Demo Latent and PAS Demo Decode. "
+                        "Fast on CPU; for trying PAS without a checkpoint.",
             inputs=[io.Combo.Input("weights", options=weight_files(), default=DEFAULT_WEIGHTS,
-                                   tooltip="Demo model weights shipped in the pack's train_tools/models/ folder.")],
+                                   tooltip=f"Demo model weights from the pack's train_tools/models/ folder: "
+                                           f"{DEFAULT_WEIGHTS} is class-conditional (10 classes, CFG), "
+                                           f"{UNCONDITIONAL_WEIGHTS} unconditional (empty prompts, CFG 1).")],
             outputs=[io.Model.Output(display_name="model", tooltip="The demo model (EDM, 1-channel latent)."),
                      io.Conditioning.Output(display_name="conditioning",
-                                            tooltip="Empty conditioning for this unconditional model: connect it "
-                                                    "to both positive and negative and use CFG 1.0.")],
+                                            tooltip="The unconditional (empty-prompt) conditioning: the negative "
+                                                    "for CFG, or positive and negative at CFG 1."),
+                     io.Clip.Output(display_name="clip",
+                                    tooltip="Text encoder for class names (" + CLASS_LIST + "; empty = "
+                                            "unconditional), for CLIPTextEncode and the PAS Trainer's prompt "
+                                            "list.")],
         )
 
     @classmethod
@@ -145,7 +256,28 @@ class PASDemoModel(io.ComfyNode):
 
     @classmethod
     def execute(cls, weights) -> io.NodeOutput:
-        return io.NodeOutput(load_demo_model_patcher(weights), empty_conditioning())
+        model = load_demo_model_patcher(weights)
+        return io.NodeOutput(model, class_conditioning(-1), class_text_encoder(model.model.num_classes))
+
+
+class PASDemoPrompt(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="PAS_DemoPrompt",
+            display_name="PAS Demo Prompt (class)",
+            category=CATEGORY,
+            description="The prompt of the class-conditional PAS Demo Model: a Fashion-MNIST class name or index "
+                        "in, CONDITIONING out. An empty prompt is the unconditional one (the usual negative).",
+            inputs=[io.String.Input("text", default="Sneaker",
+                                    tooltip="A class name or index (" + CLASS_LIST + "); case does not matter. "
+                                            "Empty = unconditional.")],
+            outputs=[io.Conditioning.Output(display_name="conditioning")],
+        )
+
+    @classmethod
+    def execute(cls, text) -> io.NodeOutput:
+        return io.NodeOutput(class_conditioning(parse_class(text, "PAS Demo Prompt")))
 
 
 class PASDemoLatent(io.ComfyNode):
@@ -197,4 +329,4 @@ class PASDemoDecode(io.ComfyNode):
         return io.NodeOutput(image.movedim(1, -1).repeat(1, 1, 1, 3).contiguous())
 
 
-DEMO_NODES = [PASDemoModel, PASDemoLatent, PASDemoDecode]
+DEMO_NODES = [PASDemoModel, PASDemoPrompt, PASDemoLatent, PASDemoDecode]

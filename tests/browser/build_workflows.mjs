@@ -38,50 +38,56 @@ const node = (classType, inputs, layout) => ({ class_type: classType, inputs, la
 // The PAS Trainer's settings that every example shares (the library's defaults: docs/ab-study.md).
 const TRAINER_DEFAULTS = { seed: 0, n_basis: 3, loss: 'l1', tolerance: 0.01 };
 
+// The demo samples one class at a CFG above 1 against the empty (unconditional) prompt, like an SD prompt and
+// negative; the trainer's prompt list covers every class, so one file serves them all.
+const DEMO_CFG = 3.0;
+const DEMO_CLASS = 'Sneaker';
+const DEMO_CLASSES = ['T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat', 'Sandal', 'Shirt', 'Sneaker', 'Bag',
+  'Ankle boot'].join('\n');
+const demoSampler = (sampler, sigmas, title, pos) => node('SamplerCustom', {
+  model: [1, 0], add_noise: true, noise_seed: 42, cfg: DEMO_CFG, positive: [19, 0], negative: [20, 0],
+  sampler, sigmas, latent_image: [2, 0],
+}, { title, pos, size: [300, 270] });
+
 const DEMO = {
   name: 'pas_demo_train_and_sample',
   note: [
-    'PAS on the bundled Fashion-MNIST model; runs on a CPU in well under a minute.',
-    '1. PAS Trainer integrates 16 accurate teacher trajectories and learns a few coordinates that correct '
-      + 'Euler (DDIM) on the 5-step Karras grid it gets as SIGMAS (grid: sigmas). Its error curve shows the '
-      + 'per-step distance to the teacher with and without the correction.',
-    '2. The same seed is sampled with 5 Euler steps without and with PAS, next to a 30-step Heun reference.',
+    'PAS on the bundled class-conditional Fashion-MNIST model at CFG 3; runs on a CPU in about a minute.',
+    '1. PAS Trainer integrates 60 accurate teacher trajectories, six per class of its prompt list (one class per '
+      + 'line, encoded by the clip output of PAS Demo Model; the empty negative is the unconditional prompt), and '
+      + 'learns a few coordinates that correct Euler (DDIM) on the 5-step Karras grid it gets as SIGMAS (grid: '
+      + 'sigmas). Its error curve shows the per-step distance to the teacher with and without the correction.',
+    `2. The same seed is sampled for the class "${DEMO_CLASS}" (PAS Demo Prompt; try another class or an index `
+      + '0-9) with 5 Euler steps without and with PAS, next to a 30-step Heun reference.',
     'The coordinates are also saved in models/pas/pas_demo/.',
   ].join('\n\n'),
   nodes: {
-    1: node('PAS_DemoModel', { weights: 'fashion_mnist_edm.safetensors' }, { pos: [20, 260], size: [320, 100] }),
-    2: node('PAS_DemoLatent', { batch_size: 8 }, { pos: [20, 400], size: [320, 60] }),
+    1: node('PAS_DemoModel', { weights: 'fashion_mnist_edm_cond.safetensors' }, { pos: [20, 260], size: [320, 120] }),
+    2: node('PAS_DemoLatent', { batch_size: 8 }, { pos: [20, 420], size: [320, 60] }),
     3: node('BasicScheduler', { model: [1, 0], scheduler: 'karras', steps: 5, denoise: 1.0 },
-      { title: 'Karras, 5 steps', pos: [20, 500], size: [320, 110] }),
+      { title: 'Karras, 5 steps', pos: [20, 520], size: [320, 110] }),
+    19: node('PAS_DemoPrompt', { text: DEMO_CLASS }, { title: 'Positive: class', pos: [20, 670], size: [320, 90] }),
+    20: node('PAS_DemoPrompt', { text: '' }, { title: 'Negative: empty (unconditional)', pos: [20, 800], size: [320, 90] }),
     4: node('PAS_Trainer', {
-      model: [1, 0], positive: [1, 1], negative: [1, 1], cfg: 1.0, latent: [2, 0], sigmas: [3, 0],
-      solver: 'euler', max_order: 0, trajectories: 16, teacher_nfe: 40, ...TRAINER_DEFAULTS, n_basis: 4,
-      filename_prefix: 'pas_demo/fashion_mnist_euler_5steps', prompts: '', grid: 'sigmas', scheduler: 'karras',
-      steps: '5',
-    }, { pos: [380, 20], size: [340, 470] }),
+      model: [1, 0], positive: [19, 0], negative: [20, 0], cfg: DEMO_CFG, latent: [2, 0], sigmas: [3, 0],
+      solver: 'euler', max_order: 0, trajectories: 60, teacher_nfe: 40, ...TRAINER_DEFAULTS, n_basis: 4,
+      filename_prefix: 'pas_demo/fashion_mnist_euler_5steps', clip: [1, 2], prompts: DEMO_CLASSES, grid: 'sigmas',
+      scheduler: 'karras', steps: '5',
+    }, { pos: [380, 20], size: [340, 560] }),
     5: node('PAS_Sampler', { solver: 'euler', max_order: 0, coordinates: 'none', pas_coords: [4, 0] },
       { pos: [760, 20], size: [300, 130] }),
     6: node('KSamplerSelect', { sampler_name: 'euler' }, { title: 'Euler (no PAS)', pos: [760, 190], size: [300, 60] }),
-    7: node('SamplerCustom', {
-      model: [1, 0], add_noise: true, noise_seed: 42, cfg: 1.0, positive: [1, 1], negative: [1, 1],
-      sampler: [6, 0], sigmas: [3, 0], latent_image: [2, 0],
-    }, { title: 'Sample: Euler, 5 steps', pos: [1100, 20], size: [300, 270] }),
-    8: node('SamplerCustom', {
-      model: [1, 0], add_noise: true, noise_seed: 42, cfg: 1.0, positive: [1, 1], negative: [1, 1],
-      sampler: [5, 0], sigmas: [3, 0], latent_image: [2, 0],
-    }, { title: 'Sample: Euler + PAS, 5 steps', pos: [1100, 330], size: [300, 270] }),
+    7: demoSampler([6, 0], [3, 0], 'Sample: Euler, 5 steps', [1100, 20]),
+    8: demoSampler([5, 0], [3, 0], 'Sample: Euler + PAS, 5 steps', [1100, 330]),
     9: node('PAS_DemoDecode', { samples: [7, 0], zoom: 4 }, { pos: [1440, 20], size: [240, 80] }),
     10: node('PAS_DemoDecode', { samples: [8, 0], zoom: 4 }, { pos: [1440, 330], size: [240, 80] }),
     11: node('PreviewImage', { images: [9, 0] }, { title: 'Euler, 5 steps (no PAS)', pos: [1720, 20], size: [300, 290] }),
     12: node('PreviewImage', { images: [10, 0] }, { title: 'Euler + PAS, 5 steps', pos: [1720, 330], size: [300, 290] }),
-    13: node('PreviewImage', { images: [4, 1] }, { title: 'PAS error per step', pos: [380, 590], size: [340, 290] }),
+    13: node('PreviewImage', { images: [4, 1] }, { title: 'PAS error per step', pos: [380, 640], size: [340, 290] }),
     14: node('BasicScheduler', { model: [1, 0], scheduler: 'karras', steps: 30, denoise: 1.0 },
       { title: 'Karras, 30 steps (reference)', pos: [760, 650], size: [300, 110] }),
     15: node('KSamplerSelect', { sampler_name: 'heun' }, { title: 'Heun (reference)', pos: [760, 800], size: [300, 60] }),
-    16: node('SamplerCustom', {
-      model: [1, 0], add_noise: true, noise_seed: 42, cfg: 1.0, positive: [1, 1], negative: [1, 1],
-      sampler: [15, 0], sigmas: [14, 0], latent_image: [2, 0],
-    }, { title: 'Sample: Heun, 30 steps', pos: [1100, 640], size: [300, 270] }),
+    16: demoSampler([15, 0], [14, 0], 'Sample: Heun, 30 steps', [1100, 640]),
     17: node('PAS_DemoDecode', { samples: [16, 0], zoom: 4 }, { pos: [1440, 640], size: [240, 80] }),
     18: node('PreviewImage', { images: [17, 0] }, { title: 'Reference: Heun, 30 steps', pos: [1720, 640], size: [300, 290] }),
   },

@@ -21,7 +21,7 @@ def demo_nodes(pack):
 def demo(demo_nodes):
     from comfy_extras import nodes_custom_sampler as ncs
 
-    model, conditioning = demo_nodes.PASDemoModel.execute("fashion_mnist_edm.safetensors").result
+    model, conditioning, _ = demo_nodes.PASDemoModel.execute("fashion_mnist_edm.safetensors").result
     return demo_nodes, ncs, model, conditioning
 
 
