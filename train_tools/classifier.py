@@ -26,7 +26,6 @@ from train_tools import fashion_mnist
 
 LOG = logging.getLogger("classifier")
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "models" / "fashion_mnist_classifier.safetensors"
-CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 FEATURE_DIM = 128
 _LOADED: dict[str, "Classifier"] = {}
 
@@ -43,7 +42,7 @@ class Classifier(nn.Module):
         self.body = nn.Sequential(block(1, 32), block(32, 32), nn.MaxPool2d(2),
                                   block(32, 64), block(64, 64), nn.MaxPool2d(2), nn.Flatten(),
                                   nn.Linear(64 * 7 * 7, FEATURE_DIM), nn.ReLU())
-        self.head = nn.Linear(FEATURE_DIM, len(CLASSES))
+        self.head = nn.Linear(FEATURE_DIM, len(fashion_mnist.CLASS_NAMES))
 
     @staticmethod
     def prepare(images) -> torch.Tensor:

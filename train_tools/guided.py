@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import torch
 
-CLASS_COUNT = 10
+from train_tools.fashion_mnist import CLASS_NAMES
+
+CLASS_COUNT = len(CLASS_NAMES)
 
 
 def labels_for(seeds) -> torch.Tensor:
