@@ -165,6 +165,37 @@ def build_metadata(cfg: UNetConfig, args, data_md5: str, step: int, elapsed: flo
     }
 
 
+def resume(state_path: Path, cfg: UNetConfig, model, ema, opt, gen) -> tuple[int, float, float]:
+    """Load a checkpoint into model, EMA, optimizer and generator; (step, elapsed seconds, loss average)."""
+    if not state_path.is_file():
+        raise SystemExit(f"--resume: no checkpoint at {state_path}")
+    state = torch.load(state_path, map_location="cpu", weights_only=False)
+    if state["model_config"] != cfg.to_dict():
+        raise SystemExit("--resume: checkpoint was trained with a different model config")
+    model.load_state_dict(state["model"])
+    ema.load_state_dict(state["ema"])
+    opt.load_state_dict(state["opt"])
+    gen.set_state(state["gen"])
+    LOG.info("resumed at step %d (%.1f min done)", state["step"], state["elapsed"] / 60)
+    return state["step"], state["elapsed"], state["loss_avg"]
+
+
+def train_step(model, ema, opt, batch, gen, args, step: int, lr: float) -> float:
+    """One Adam step on the EDM loss (clipped), then the EMA update; returns the loss."""
+    for group in opt.param_groups:
+        group["lr"] = lr
+    loss = edm_loss(model, batch[0], gen, args, batch[1])
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
+    opt.step()
+    with torch.no_grad():
+        decay = ema_decay(step, args.ema)
+        for p_ema, p in zip(ema.parameters(), model.parameters(), strict=True):
+            p_ema.lerp_(p, 1 - decay)
+    return loss.item()
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
@@ -173,7 +204,6 @@ def main(argv: list[str] | None = None) -> None:
     labels = torch.from_numpy(fashion_mnist.load_labels("train", args.data_dir)).long() if args.num_classes else None
     data_md5 = fashion_mnist.images_md5("train", args.data_dir)
     cfg = model_config(args)
-
     torch.manual_seed(args.seed)
     model = EDMDenoiser(cfg)
     if args.init_from is not None:
@@ -181,55 +211,26 @@ def main(argv: list[str] | None = None) -> None:
     ema = copy.deepcopy(model).requires_grad_(False)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     gen = torch.Generator().manual_seed(args.seed)
-    step, elapsed_before, loss_avg = 0, 0.0, float("nan")
-
-    if args.resume:
-        if not args.ckpt.is_file():
-            raise SystemExit(f"--resume: no checkpoint at {args.ckpt}")
-        state = torch.load(args.ckpt, map_location="cpu", weights_only=False)
-        if state["model_config"] != cfg.to_dict():
-            raise SystemExit("--resume: checkpoint was trained with a different model config")
-        model.load_state_dict(state["model"])
-        ema.load_state_dict(state["ema"])
-        opt.load_state_dict(state["opt"])
-        gen.set_state(state["gen"])
-        step, elapsed_before, loss_avg = state["step"], state["elapsed"], state["loss_avg"]
-        LOG.info("resumed at step %d (%.1f min done)", step, elapsed_before / 60)
-
+    step, elapsed_before, loss_avg = resume(args.ckpt, cfg, model, ema, opt, gen) if args.resume else (0, 0.0, math.nan)
     LOG.info("model: %d params, config %s", model.param_count(), cfg.to_dict())
     LOG.info("training: %s", training_config(args))
-    start = time.time() - elapsed_before
-    last_ckpt = time.time()
-    budget_s = args.minutes * 60
+    start, last_ckpt, budget_s = time.time() - elapsed_before, time.time(), args.minutes * 60
 
     def checkpoint(complete: bool) -> None:
         elapsed = time.time() - start
-        save_checkpoint(args.ckpt, {
-            "model": model.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),
-            "gen": gen.get_state(), "step": step, "elapsed": elapsed, "loss_avg": loss_avg,
-            "model_config": cfg.to_dict(),
-        })
+        save_checkpoint(args.ckpt, {"model": model.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),
+                                    "gen": gen.get_state(), "step": step, "elapsed": elapsed, "loss_avg": loss_avg,
+                                    "model_config": cfg.to_dict()})
         export_weights(ema, args.out, build_metadata(cfg, args, data_md5, step, elapsed, loss_avg, complete))
         LOG.info("checkpoint at step %d -> %s, weights -> %s", step, args.ckpt, args.out)
 
     model.train()
     while step < args.steps and time.time() - start < budget_s:
-        progress = max(step / args.steps, (time.time() - start) / budget_s)
-        lr = learning_rate(step, progress, args)
-        for group in opt.param_groups:
-            group["lr"] = lr
-        y, batch_labels = sample_batch(images, gen, args.batch, not args.no_flip, labels, args.label_dropout)
-        loss = edm_loss(model, y, gen, args, batch_labels)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
-        opt.step()
-        with torch.no_grad():
-            decay = ema_decay(step, args.ema)
-            for p_ema, p in zip(ema.parameters(), model.parameters(), strict=True):
-                p_ema.lerp_(p, 1 - decay)
+        lr = learning_rate(step, max(step / args.steps, (time.time() - start) / budget_s), args)
+        batch = sample_batch(images, gen, args.batch, not args.no_flip, labels, args.label_dropout)
+        loss = train_step(model, ema, opt, batch, gen, args, step, lr)
         step += 1
-        loss_avg = loss.item() if math.isnan(loss_avg) else 0.99 * loss_avg + 0.01 * loss.item()
+        loss_avg = loss if math.isnan(loss_avg) else 0.99 * loss_avg + 0.01 * loss
         if step % args.log_every == 0:
             el = time.time() - start
             LOG.info("step %d loss %.4f lr %.2e  %.1f min  %.1f steps/min", step, loss_avg, lr, el / 60,
@@ -237,7 +238,6 @@ def main(argv: list[str] | None = None) -> None:
         if time.time() - last_ckpt > args.ckpt_minutes * 60:
             checkpoint(complete=False)
             last_ckpt = time.time()
-
     checkpoint(complete=True)
     LOG.info("done: %d steps in %.1f min, loss %.4f", step, (time.time() - start) / 60, loss_avg)
 
