@@ -189,6 +189,16 @@ def edm_scalings(sigma: torch.Tensor, sigma_data: float) -> tuple[torch.Tensor, 
     return c_skip, c_out, c_in, c_noise
 
 
+def per_sample(values: torch.Tensor, x: torch.Tensor, name: str) -> torch.Tensor:
+    """A scalar or one value per sample of x, as a (B,) tensor."""
+    values = values.reshape(-1)
+    if values.numel() == 1:
+        values = values.expand(x.shape[0])
+    if values.numel() != x.shape[0]:
+        raise ValueError(f"{name} must be a scalar or have one value per sample ({x.shape[0]}), got {values.numel()}")
+    return values
+
+
 class EDMDenoiser(nn.Module):
     """k-diffusion denoiser D(x; sigma, class_labels) around `UNet`.
 
@@ -221,11 +231,7 @@ class EDMDenoiser(nn.Module):
 
     @staticmethod
     def _sigma_per_sample(sigma: torch.Tensor | float, x: torch.Tensor) -> torch.Tensor:
-        sigma = torch.as_tensor(sigma, device=x.device, dtype=torch.float32).reshape(-1)
-        if sigma.numel() == 1:
-            sigma = sigma.expand(x.shape[0])
-        if sigma.numel() != x.shape[0]:
-            raise ValueError(f"sigma must be a scalar or have one value per sample ({x.shape[0]}), got {sigma.numel()}")
+        sigma = per_sample(torch.as_tensor(sigma, device=x.device, dtype=torch.float32), x, "sigma")
         if not bool((sigma > 0).all()):
             raise ValueError("sigma must be > 0 (the denoiser is not defined at sigma = 0)")
         return sigma
@@ -233,11 +239,7 @@ class EDMDenoiser(nn.Module):
     def _labels_per_sample(self, labels: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor | None:
         if labels is None:
             return None
-        labels = torch.as_tensor(labels, device=x.device).reshape(-1).long()
-        if labels.numel() == 1:
-            labels = labels.expand(x.shape[0])
-        if labels.numel() != x.shape[0]:
-            raise ValueError(f"class_labels must have one label per sample ({x.shape[0]}), got {labels.numel()}")
+        labels = per_sample(torch.as_tensor(labels, device=x.device).long(), x, "class_labels")
         if bool(((labels < -1) | (labels >= self.num_classes)).any()):
             raise ValueError(f"class_labels must be -1 (unconditional) or 0..{self.num_classes - 1}")
         return labels

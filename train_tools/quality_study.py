@@ -26,7 +26,7 @@ import torch
 from train_tools import fashion_mnist
 from train_tools.bench_setup import MODELS, BenchSetup, karras
 from train_tools.quality import Judge, metrics_of, scored_table
-from train_tools.tables import markdown_table
+from train_tools.tables import markdown_table, write_results
 
 BUILTINS = ("euler", "deis", "dpmpp_2m", "ipndm", "res_multistep")
 TRAINER_TRAJECTORIES, TRAINER_TEACHER_NFE = 12, 48  # the PAS Trainer node's defaults
@@ -242,11 +242,7 @@ def main(argv=None):
         return
     study = run(args)
     out = args.out or Path("out/quality") / f"{args.model}_cfg{args.cfg:g}{'_empty' if args.empty_prompt else ''}"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "study.json").write_text(json.dumps({**study, "args": vars(args)}, indent=1, default=str))
-    text = study_markdown(study)
-    (out / "study.md").write_text(text + "\n")
-    print(text)
+    write_results(out, "study", {**study, "args": vars(args)}, study_markdown(study))
 
 
 if __name__ == "__main__":

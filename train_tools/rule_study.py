@@ -10,7 +10,6 @@ Writes out/rule_study/<model>_cfg<w>/rules.json and rules.md.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -19,7 +18,7 @@ import torch
 from train_tools.bench_setup import MODELS, BenchSetup, karras
 from train_tools.quality import Judge
 from train_tools.quality_study import train_default
-from train_tools.tables import markdown_table
+from train_tools.tables import markdown_table, write_results
 
 # name -> train_pas settings. "fid-safe" is the library default.
 RULES = {
@@ -86,11 +85,8 @@ def main(argv=None):
     setup = BenchSetup.create(args.model, args.cfg, args.n)
     rows = study(setup, setup.judge(), args.solvers, args.nfe, args.rules)
     out = args.out or Path("out/rule_study") / f"{args.model}_cfg{args.cfg:g}"
-    out.mkdir(parents=True, exist_ok=True)
     text = rules_markdown(rows, setup.label(), args.n) + f"\n\nTotal {(time.perf_counter() - started) / 60:.1f} min."
-    (out / "rules.json").write_text(json.dumps({"args": vars(args), "rows": rows}, indent=1, default=str))
-    (out / "rules.md").write_text(text + "\n")
-    print(text)
+    write_results(out, "rules", {"args": vars(args), "rows": rows}, text)
 
 
 if __name__ == "__main__":

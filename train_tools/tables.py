@@ -23,3 +23,10 @@ def markdown_table(header, rows, align: str | None = None) -> str:
 def write_json(path, data, indent: int = 1, **options) -> str:
     """Write JSON atomically (folders made): a reader never sees half a results file. options: json.dumps's."""
     return write_text(os.fspath(path), json.dumps(data, indent=indent, **options))
+
+
+def write_results(out, name: str, data: dict, text: str) -> None:
+    """A study's <name>.json and <name>.md in the folder `out` (made if needed), and the Markdown printed."""
+    write_json(os.path.join(out, f"{name}.json"), data, default=str)
+    write_text(os.path.join(out, f"{name}.md"), text + "\n")
+    print(text)
