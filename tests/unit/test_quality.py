@@ -107,3 +107,20 @@ def test_guided_model_combines_branches_as_comfyui_cfg():
     torch.testing.assert_close(bound(x, sigma), uncond + 4.0 * (cond - uncond))
     with pytest.raises(ValueError, match="bound to 4 seeds"):
         bound(x[:2], sigma[:2])
+
+
+def test_study_precision_and_agreement_on_hand_made_scores():
+    from train_tools.quality_study import agreement, precision
+
+    def scored(value, spread):
+        out = Scored()
+        out.values["fd_teacher"] = value
+        out.boots["fd_teacher"] = value + spread * np.linspace(-1, 1, 101)
+        return out
+
+    results = {"a 4": scored(10.0, 0.0), "b 4": scored(20.0, 0.0), "c 6": scored(5.0, 0.0)}
+    configs = [("a 4", "builtin", "a", 4), ("b 4", "builtin", "b", 4), ("c 6", "builtin", "c", 6)]
+    prec = precision(results, configs)["fd_teacher"]
+    assert prec["pairs"] == 1 and prec["max"] == 0.0 and prec["within_1pct"] == 1  # same-NFE pairs only
+    rho = agreement(results, {"a 4": 100.0, "b 4": 200.0, "c 6": 50.0})["fd_teacher"]
+    assert rho["rho"] == pytest.approx(1.0) and rho["configs"] == 3

@@ -58,7 +58,7 @@ def test_two_process_fid_equals_single_process(tmp_path):
     from train_tools.fashion_mnist import load_images
 
     args = ["--nfe", "4", "--train", "4", "--eval", "4", "--teacher-nfe", "6", "--reference-nfe", "6",
-            "--fid-ref", "10", "--fid", "--batch", "2", "--solvers", "euler", "--no-learned"]
+            "--fid-ref", "10", "--fid", "--batch", "2", "--solvers", "euler", "--no-learned", "--model", "uncond"]
     run(args, tmp_path / "one", PAS_FID_CACHE=str(tmp_path / "cache_one"))
     run(args, tmp_path / "two", processes=2, PAS_FID_CACHE=str(tmp_path / "cache_two"))
     rows = {}
