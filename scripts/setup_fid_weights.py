@@ -15,15 +15,16 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
-import os
 import subprocess
 import sys
-import tempfile
 import zipfile
 from pathlib import Path
 from unittest import mock
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from comfyui_pas.files import atomic_write  # noqa: E402  (the repository root is not on the path of a script)
 
 ROOT = Path(__file__).resolve().parents[1]
 WHEEL_DIR = ROOT / ".cache" / "wheels"
@@ -203,16 +204,7 @@ def write_atomic(state: dict[str, torch.Tensor], path: Path) -> None:
     """Write via a temporary file; serialising to memory first keeps the bytes identical on every run."""
     buffer = io.BytesIO()
     torch.save(state, buffer)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(buffer.getvalue())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    atomic_write(path, lambda temporary: Path(temporary).write_bytes(buffer.getvalue()))
 
 
 # ---------------------------------------------------------------- main

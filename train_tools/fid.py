@@ -16,12 +16,13 @@ import argparse
 import hashlib
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from comfyui_pas.files import atomic_write
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE_DIR = Path(os.environ.get("PAS_FID_CACHE") or ROOT / ".cache" / "fid")  # reference statistics
@@ -149,16 +150,10 @@ def reference_path(count: int | None = None) -> Path:
 
 
 def _save_npz_atomic(path: Path, **arrays) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.stem + ".", suffix=".tmp.npz", dir=path.parent)
-    os.close(fd)
-    try:
-        np.savez(tmp, **arrays)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    def fill(temporary):
+        with open(temporary, "wb") as handle:
+            np.savez(handle, **arrays)
+    atomic_write(path, fill)
 
 
 def reference_stats(count: int | None = None, batch_size: int = 50, device: str | torch.device = "cpu",
