@@ -4,11 +4,11 @@ from dataclasses import FrozenInstanceError, replace
 
 import pytest
 import torch
+from test_search import PLANTED_STEPS, SIGMAS, planted, trajectory_states
 
 from comfyui_pas import SearchSettings, edm_sigmas, train_pas
 from comfyui_pas.acceptance import HeldOutErrors, guard_passes, loss_drops
 from comfyui_pas.settings import GUARDS
-from tests.unit.test_search import PLANTED_STEPS, SIGMAS, planted, trajectory_states
 from train_tools.seeds import seeded_noise
 
 
