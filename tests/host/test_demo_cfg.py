@@ -18,6 +18,7 @@ from comfy.k_diffusion import sampling as k_sampling
 from comfy_extras import nodes_custom_sampler as ncs
 
 from comfyui_pas.coords import PASCoordinates
+from comfyui_pas.denoiser import Denoiser
 from comfyui_pas.teacher import teacher_states
 
 COND_WEIGHTS = "fashion_mnist_edm_cond.safetensors"
@@ -205,7 +206,7 @@ def test_trainer_prompt_rows_follow_their_class(nodes, bridge, demo_nodes, cond_
     sigmas = karras(model, 3)
 
     def teacher(denoiser, x, sigmas, **model_args):
-        return teacher_states(denoiser, x, sigmas, teacher_nfe=6, **model_args)[0], x
+        return teacher_states(Denoiser(denoiser, **model_args), x, sigmas, teacher_nfe=6)[0], x
 
     states, x = bridge.run_with_model(model, positives, unconditional, CFG, latent, sigmas, 4, 8, teacher,
                                       chunk_size=3)
