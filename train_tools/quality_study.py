@@ -39,12 +39,13 @@ def configurations(nfes, builtins, pas_solvers, pas_nfe):
     return out
 
 
-def train_default(setup: BenchSetup, solver: str, sigmas: torch.Tensor, **settings):
+def train_default(setup: BenchSetup, solver: str, sigmas: torch.Tensor, trajectories: int = TRAINER_TRAJECTORIES,
+                  **settings):
     """PAS with the Trainer's budget (12 trajectories, teacher 48 NFE) on the training seeds; `settings`
     replace fields of the library's SearchSettings."""
     from comfyui_pas import Denoiser, SearchSettings, TeacherSettings, train_pas
 
-    seeds = setup.seeds("train", TRAINER_TRAJECTORIES)
+    seeds = setup.seeds("train", trajectories)
     denoiser = Denoiser(setup.guided, per_sample_args=setup.per_sample_args(seeds))
     return train_pas(denoiser, setup.noise(seeds) * sigmas[0], sigmas, solver=solver,
                      settings=replace(SearchSettings(), **settings), teacher=TeacherSettings(nfe=TRAINER_TEACHER_NFE))

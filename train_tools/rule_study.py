@@ -2,7 +2,7 @@
 
     python -m train_tools.rule_study --model cond --cfg 4 --solvers deis dpmpp_2m --nfe 4 5 6
 
-Every rule trains with the PAS Trainer's budget (12 trajectories, teacher 48 NFE) on the training seeds and
+Every rule trains with the PAS Trainer's budget (12 trajectories, or --trajectories; teacher 48 NFE) on the training seeds and
 samples the evaluation seeds on ComfyUI's karras grid; each PAS row gets the paired difference to ComfyUI's
 own solver on the same seeds and grid (FD to the teacher's samples, FD to the data, RMSE), 95% intervals.
 Writes out/rule_study/<model>_cfg<w>/rules.json and rules.md.
@@ -30,7 +30,7 @@ RULES = {
 METRICS = ("fd_teacher", "fd_data", "rmse")
 
 
-def study(setup: BenchSetup, judge: Judge, solvers, nfes, rules) -> list[dict]:
+def study(setup: BenchSetup, judge: Judge, solvers, nfes, rules, trajectories: int) -> list[dict]:
     rows = []
     for nfe in nfes:
         sigmas = karras(nfe)
@@ -41,7 +41,7 @@ def study(setup: BenchSetup, judge: Judge, solvers, nfes, rules) -> list[dict]:
                          "values": {m: base.values[m] for m in METRICS}, "seconds": time.perf_counter() - t0})
             for rule in rules:
                 t0 = time.perf_counter()
-                coords, report = train_default(setup, solver, sigmas, **RULES[rule])
+                coords, report = train_default(setup, solver, sigmas, trajectories, **RULES[rule])
                 scored = judge.score(*setup.sample(setup.pas(solver, coords), sigmas))
                 rows.append({"nfe": nfe, "solver": solver, "rule": rule, "steps": coords.steps,
                              "model_calls": report.get("model_calls"),
@@ -78,12 +78,13 @@ def main(argv=None):
     p.add_argument("--solvers", nargs="+", default=["deis", "dpmpp_2m"])
     p.add_argument("--nfe", type=int, nargs="+", default=[4, 5, 6])
     p.add_argument("--rules", nargs="+", choices=RULES, default=list(RULES))
+    p.add_argument("--trajectories", type=int, default=12, help="training trajectories (the Trainer's default: 12)")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     started = time.perf_counter()
     setup = BenchSetup.create(args.model, args.cfg, args.n)
-    rows = study(setup, setup.judge(), args.solvers, args.nfe, args.rules)
+    rows = study(setup, setup.judge(), args.solvers, args.nfe, args.rules, args.trajectories)
     out = args.out or Path("out/rule_study") / f"{args.model}_cfg{args.cfg:g}"
     text = rules_markdown(rows, setup.label(), args.n) + f"\n\nTotal {(time.perf_counter() - started) / 60:.1f} min."
     write_results(out, "rules", {"args": vars(args), "rows": rows}, text)
