@@ -124,3 +124,15 @@ def test_study_precision_and_agreement_on_hand_made_scores():
     assert prec["pairs"] == 1 and prec["max"] == 0.0 and prec["within_1pct"] == 1  # same-NFE pairs only
     rho = agreement(results, {"a 4": 100.0, "b 4": 200.0, "c 6": 50.0})["fd_teacher"]
     assert rho["rho"] == pytest.approx(1.0) and rho["configs"] == 3
+
+
+def test_rule_table_shows_each_rule_against_its_base():
+    from train_tools.rule_study import RULES, rules_markdown
+
+    assert RULES["fid-safe"] == {} and RULES["paper"]["guard"] == "none"  # the default and the paper's rule
+    change = {"value": -0.25, "low": -0.3, "high": -0.2}
+    rows = [{"nfe": 5, "solver": "deis", "rule": "(ComfyUI, uncorrected)", "steps": [], "values": {"fd_teacher": 40.0}},
+            {"nfe": 5, "solver": "deis", "rule": "paper", "steps": [1, 2], "values": {"fd_teacher": 30.0},
+             "vs_base": {"fd_teacher": change, "fd_data": change, "rmse": change}}]
+    text = rules_markdown(rows, "conditional model, CFG 4", 1000)
+    assert "| 5 | deis | paper | [1, 2] | 30 | -25.0 [-30.0, -20.0] |" in text and "N = 1000" in text
