@@ -135,6 +135,7 @@ class Bench:
         self.keep_teachers = bool(spec.identity)
         self.reference_nfe = reference_nfe
         self._reference_errors = {}
+        self._judge, self.plain_scored = None, {}
         if evaluate:
             self.eval_x = spec.noise(self.eval_seeds)
             self.reference = reference_finals(spec, self.eval_x, reference_nfe, self.eval_seeds)
@@ -195,7 +196,21 @@ class Bench:
         if key not in self.plain:
             final = sample_pas(self.spec.model, self.eval_x, self.spec.sigmas(nfe), solver=solver, max_order=order)
             self.plain[key] = (sample_rmse(final, self.reference), self.flips(final))
+            self.plain_scored[key] = self.image_score(final)
         return self.plain[key]
+
+    def image_score(self, final):
+        """The quality bench on Fashion-MNIST finals (FD to the reference on the same seeds and to the test
+        images, docs/quality-bench.md); None for other models."""
+        if self.spec.shape != (1, 32, 32):
+            return None
+        from train_tools.bench_setup import data_features
+        from train_tools.fashion_mnist import to_uint8
+        from train_tools.quality import Judge
+
+        if self._judge is None:
+            self._judge = Judge(len(self.eval_seeds), {"data": data_features()}, teacher_finals=self.reference)
+        return self._judge.score(to_uint8(final), final, labels=None)
 
     def flips(self, final):
         """Share of samples that end in another mixture component than the reference (None: not a mixture)."""
@@ -208,7 +223,13 @@ class Bench:
         final = sample_pas(self.spec.model, self.eval_x, self.spec.sigmas(nfe), solver=solver, max_order=order,
                            coords=coords)
         corrected = sample_rmse(final, self.reference)
-        return dict(compare(plain, corrected), flips_plain=flips_plain, flips_pas=self.flips(final))
+        out = dict(compare(plain, corrected), flips_plain=flips_plain, flips_pas=self.flips(final))
+        scored, base = self.image_score(final), self.plain_scored.get((solver, order, nfe))
+        if scored is not None and base is not None:  # paired relative changes with their 95% intervals
+            from train_tools.quality import Judge
+
+            out.update({f"{m}_change": Judge.relative(scored, base, m).as_dict() for m in ("fd_paired", "fd_data")})
+        return out
 
 
 # The baseline each study varies one knob of: the library's defaults when the studies were run, pinned here so

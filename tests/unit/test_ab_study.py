@@ -159,3 +159,28 @@ def test_merge_joins_the_rows_of_two_runs(tmp_path):
     assert [s["setting"] for s in summary] == ["relative, N=8, teacher 16"]
     text = (tmp_path / "m" / "budget.md").read_text()
     assert "from 2 runs" in text and "'teacher 16'" in text  # the command keeps its quotes
+
+
+def test_fashion_rows_carry_the_quality_bench_paired_changes():
+    """On the demo model each A/B row gets the bench's FD changes against the plain solver on the same seeds;
+    the value is the ratio of the two FDs to the reference computed directly, and no change is exactly zero."""
+    from comfyui_pas import train_pas
+    from train_tools.ab_bench import Bench, make_spec
+    from train_tools.classifier import features
+    from train_tools.fashion_mnist import to_uint8
+    from train_tools.quality import frechet_pair
+
+    bench = Bench(make_spec("fashion"), 12, 7)
+    plain = bench.score(None, "euler", 1, 3)
+    assert plain["fd_paired_change"] == {"value": 0.0, "low": 0.0, "high": 0.0}
+    x = bench.spec.noise(range(4))
+    coords, _ = train_pas(bench.spec.model, x, bench.spec.sigmas(3), solver="euler", teacher_nfe=6, guard="none",
+                          min_held_out_gain=0.0, correct_last_step=True)
+    row = bench.score(coords, "euler", 1, 3)
+    from comfyui_pas import sample_pas
+
+    ref = features(to_uint8(bench.reference))
+    fd = [frechet_pair(features(to_uint8(sample_pas(bench.spec.model, bench.eval_x, bench.spec.sigmas(3), solver="euler",
+                                                    coords=c))), ref) for c in (None, coords)]
+    assert row["fd_paired_change"]["value"] == pytest.approx(fd[1] / fd[0] - 1, rel=1e-6)
+    assert row["fd_paired_change"]["low"] <= row["fd_paired_change"]["value"] <= row["fd_paired_change"]["high"]
