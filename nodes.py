@@ -12,13 +12,13 @@ from . import comfy_bridge as bridge
 from .comfyui_pas.coords import MAX_BASIS, PASCoordinates
 from .comfyui_pas.grids import parse_step_counts
 from .comfyui_pas.search import DEFAULT_N_BASIS, DEFAULT_TOLERANCE, LOSSES
+from .comfyui_pas.settings import TRAINER_TEACHER_NFE, TRAINER_TRAJECTORIES
 from .comfyui_pas.solvers import ORDER, SOLVER_CLASSES, SOLVERS, canonical_solver, solver_tooltip
 
 log = logging.getLogger("comfyui_pas")
 
 GRID_MODES = ("sigmas", "scheduler", "learned")
 # The PAS Trainer's budget defaults: at most 1,000 model calls per grid at 3-10 steps (docs/ab-study.md)
-TRAINER_TRAJECTORIES, TRAINER_TEACHER_NFE = 12, 48
 
 
 def sampling_category() -> str:

@@ -18,6 +18,8 @@ LOSSES = ("l1", "l2")
 GUARDS = ("validation", "spectral", "mean", "none")
 DEFAULT_TOLERANCE = {"relative": 0.01, "absolute": 1e-4}
 OBJECTIVES = ("local", "end_to_end")
+# The PAS Trainer's budget (docs/ab-study.md): at most 1,000 model calls per grid at 3-10 steps.
+TRAINER_TRAJECTORIES, TRAINER_TEACHER_NFE = 12, 48
 
 
 def _set(settings, name, value):

@@ -23,13 +23,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from comfyui_pas.settings import TRAINER_TEACHER_NFE, TRAINER_TRAJECTORIES
 from train_tools import fashion_mnist
 from train_tools.bench_setup import MODELS, BenchSetup, karras
 from train_tools.quality import Judge, metrics_of, scored_table
 from train_tools.tables import markdown_table, write_results
 
 BUILTINS = ("euler", "deis", "dpmpp_2m", "ipndm", "res_multistep")
-TRAINER_TRAJECTORIES, TRAINER_TEACHER_NFE = 12, 48  # the PAS Trainer node's defaults
 
 
 def configurations(nfes, builtins, pas_solvers, pas_nfe):

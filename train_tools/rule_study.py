@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from comfyui_pas.settings import TRAINER_TRAJECTORIES
 from train_tools.bench_setup import MODELS, BenchSetup, karras
 from train_tools.quality import Judge
 from train_tools.quality_study import train_default
@@ -78,7 +79,7 @@ def main(argv=None):
     p.add_argument("--solvers", nargs="+", default=["deis", "dpmpp_2m"])
     p.add_argument("--nfe", type=int, nargs="+", default=[4, 5, 6])
     p.add_argument("--rules", nargs="+", choices=RULES, default=list(RULES))
-    p.add_argument("--trajectories", type=int, default=12, help="training trajectories (the Trainer's default: 12)")
+    p.add_argument("--trajectories", type=int, default=TRAINER_TRAJECTORIES, help="training trajectories (default: the Trainer's)")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
     torch.set_num_threads(1)
