@@ -40,45 +40,45 @@ test-browser: venv host browser
 	$(PY) -m pytest -q tests/browser
 
 demo: venv host dataset fid-weights   ## the quick preset on 2 processes: conditional model, CFG 4, quality bench
-	$(PY) -m torch.distributed.run --standalone --nproc-per-node $(REPRODUCE_PROCS) -m train_tools.demo
+	$(PY) -m torch.distributed.run --standalone --nproc-per-node $(REPRODUCE_PROCS) -m train_tools.reproduction.demo
 
 bench: venv host   ## every solver with and without PAS on the mixture, then the per-solver correction overhead
-	$(PY) -m train_tools.bench_gmm --out out/bench_gmm.json
-	$(PY) -m train_tools.bench_overhead
+	$(PY) -m train_tools.benches.bench_gmm --out out/bench_gmm.json
+	$(PY) -m train_tools.benches.bench_overhead
 
 gpu-check:            ## on a CUDA machine (GPU_PYTHON): host tests on the GPU, SD1.5-size trainer, overhead per solver
 	@bash scripts/gpu_check.sh
 
 bench-overhead: venv host   ## the PAS correction's per-step cost next to an SD1.5 UNet call (CPU)
-	$(PY) -m train_tools.bench_overhead
+	$(PY) -m train_tools.benches.bench_overhead
 
 ab-study: venv   ## the A/B study's tables on the Gaussian mixture (docs/ab-study.md)
-	$(PY) -m train_tools.ab_study --model gmm --study all --out out/ab/gmm
+	$(PY) -m train_tools.benches.ab_study --model gmm --study all --out out/ab/gmm
 
 # torchrun processes for make reproduce (one per core): seeds, teacher and FID rows are split across them
 REPRODUCE_PROCS ?= 2
 reproduce: venv host dataset fid-weights
-	$(PY) -m torch.distributed.run --standalone --nproc-per-node $(REPRODUCE_PROCS) -m train_tools.reproduce --preset full
+	$(PY) -m torch.distributed.run --standalone --nproc-per-node $(REPRODUCE_PROCS) -m train_tools.reproduction.reproduce --preset full
 
 train-model: venv dataset   ## the unconditional demo model; the conditional one: docs/demo-model.md
-	$(PY) -m train_tools.train_model
+	$(PY) -m train_tools.training.train_model
 
 train-classifier: venv dataset   ## the quality bench's Fashion-MNIST classifier (docs/quality-bench.md)
-	$(PY) -m train_tools.classifier
+	$(PY) -m train_tools.evaluation.classifier
 
 quality-study: venv host dataset fid-weights   ## validate the quality bench on both demo models (docs/quality-bench.md)
-	$(PY) -m train_tools.quality_study --model uncond
-	$(PY) -m train_tools.quality_study --model cond --cfg 4
+	$(PY) -m train_tools.studies.quality_study --model uncond
+	$(PY) -m train_tools.studies.quality_study --model cond --cfg 4
 
 rule-study: venv host dataset   ## acceptance rules judged on image quality (docs/objective-study.md)
-	$(PY) -m train_tools.rule_study --model cond --cfg 4
-	$(PY) -m train_tools.rule_study --model uncond
+	$(PY) -m train_tools.studies.rule_study --model cond --cfg 4
+	$(PY) -m train_tools.studies.rule_study --model uncond
 
 objective-study: venv host dataset fid-weights   ## the earlier FID-only objective study (docs/objective-study.md)
-	$(PY) -m train_tools.objective_study --solvers deis dpmpp_2m --nfe 5 6 --out out/objective
+	$(PY) -m train_tools.studies.objective_study --solvers deis dpmpp_2m --nfe 5 6 --out out/objective
 
 trajectory-pca: venv dataset   ## PCA of teacher trajectories (docs/trajectory-pca.md)
-	$(PY) -m train_tools.trajectory_pca --model gmm fashion --out out/trajectory_pca
+	$(PY) -m train_tools.studies.trajectory_pca --model gmm fashion --out out/trajectory_pca
 
 comfy: venv host
 	@bash scripts/run_comfy.sh

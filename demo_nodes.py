@@ -1,6 +1,6 @@
 """The bundled Fashion-MNIST demo model as ComfyUI nodes: a real MODEL, its latent, and a decoder to IMAGE.
 
-The demo model (train_tools/edm_unet.py) is an unconditional EDM network on 1x32x32 images in [-1, 1]
+The demo model (demo_model/edm_unet.py) is an unconditional EDM network on 1x32x32 images in [-1, 1]
 (28x28 Fashion-MNIST padded with the background value -1). Its "latent" is the image itself. ComfyUI's
 EDM model sampling (comfy/model_sampling.py: EPS.calculate_input, ModelSamplingContinuousEDM.timestep,
 EDM.calculate_denoised) applies exactly the preconditioning of edm_unet.EDMDenoiser:
@@ -28,17 +28,15 @@ import comfy.supported_models_base
 import torch
 from comfy_api.latest import io
 
+from . import demo_model
+from .demo_model import CLASS_NAMES, WEIGHTS_DIR, UNet, UNetConfig, class_label, weight_files, weights_path
 from .nodes import CATEGORY as PAS_CATEGORY
-from .train_tools import demo_model
-from .train_tools.edm_unet import UNet, UNetConfig
-from .train_tools.fashion_mnist import CLASS_NAMES, class_label
 
 log = logging.getLogger("comfyui_pas")
 
 CATEGORY = PAS_CATEGORY + "/demo"
-WEIGHTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "train_tools", "models")
-DEFAULT_WEIGHTS = "fashion_mnist_edm_cond.safetensors"
-UNCONDITIONAL_WEIGHTS = "fashion_mnist_edm.safetensors"
+DEFAULT_WEIGHTS = demo_model.CONDITIONAL_WEIGHTS.name
+UNCONDITIONAL_WEIGHTS = demo_model.DEFAULT_WEIGHTS.name
 CLASS_KEY = "pas_demo_class"  # the conditioning entry's class label: 0-9, or -1 for unconditional
 IMAGE_SIZE, MODEL_SIZE = 28, 32
 PAD = (MODEL_SIZE - IMAGE_SIZE) // 2
@@ -107,22 +105,8 @@ class DemoModel(comfy.model_base.BaseModel):
         return out
 
 
-def weight_files() -> list[str]:
-    if not os.path.isdir(WEIGHTS_DIR):
-        return []
-    return sorted(name for name in os.listdir(WEIGHTS_DIR) if name.endswith(".safetensors"))
-
-
-def weights_path(name: str) -> str:
-    path = os.path.join(WEIGHTS_DIR, os.path.basename(name))
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"Demo model weights {name!r} not found in {WEIGHTS_DIR}; they ship with the "
-                                "pack (retrain them with `make train-model`).")
-    return path
-
-
 def read_weights(path: str) -> tuple[dict[str, torch.Tensor], dict]:
-    """The tensors and the UNet config stored in a demo-model file (train_tools/train_model.py writes them)."""
+    """The tensors and the UNet config stored in a demo-model file (train_tools/training/train_model.py writes them)."""
     tensors, metadata = demo_model.read_weights(path)
     if "model_config" not in metadata:
         raise ValueError(f"{path} has no 'model_config' metadata: not a PAS demo model file.")
@@ -233,7 +217,7 @@ class PASDemoModel(io.ComfyNode):
                         "SD checkpoint. Its latent is the 1x32x32 image: use PAS Demo Latent and PAS Demo Decode. "
                         "Fast on CPU; for trying PAS without a checkpoint.",
             inputs=[io.Combo.Input("weights", options=weight_files(), default=DEFAULT_WEIGHTS,
-                                   tooltip=f"Demo model weights from the pack's train_tools/models/ folder: "
+                                   tooltip=f"Demo model weights from the pack's demo_model/weights/ folder: "
                                            f"{DEFAULT_WEIGHTS} is class-conditional (10 classes, CFG), "
                                            f"{UNCONDITIONAL_WEIGHTS} unconditional (empty prompts, CFG 1).")],
             outputs=[io.Model.Output(display_name="model", tooltip="The demo model (EDM, 1-channel latent)."),
@@ -248,8 +232,8 @@ class PASDemoModel(io.ComfyNode):
 
     @classmethod
     def fingerprint_inputs(cls, weights, **_):
-        path = os.path.join(WEIGHTS_DIR, os.path.basename(weights))
-        if not os.path.isfile(path):
+        path = WEIGHTS_DIR / os.path.basename(weights)
+        if not path.is_file():
             return weights
         status = os.stat(path)
         return f"{weights}:{status.st_mtime_ns}:{status.st_size}"

@@ -10,4 +10,4 @@ PY=${GPU_PYTHON:-python3}
 [ -f .comfyui/ComfyUI/main.py ] || { echo "gpu-check: no ComfyUI tree in .comfyui/ComfyUI (run 'make host' first)" >&2; exit 1; }
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-4} PAS_TEST_DEVICE=cuda PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 "$PY" -m pytest -q -p no:cacheprovider tests/host
-"$PY" -m train_tools.gpu_check
+"$PY" -m train_tools.benches.gpu_check

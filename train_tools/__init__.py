@@ -1,1 +1,1 @@
-"""Offline tools: datasets, the bundled demo model, FID, reproduction and benchmarks."""
+"""Offline tools around the library: data, training, evaluation, benches, studies and reproduction."""

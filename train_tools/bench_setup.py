@@ -6,7 +6,7 @@
     scored = judge.score(images, finals)
 
 Seeds: training from TRAIN_SEED_START, evaluation from EVAL_SEED_START, the teacher reference from
-REFERENCE_SEED_START (train_tools.seeds), never overlapping. Teacher finals are cached in .cache/quality/.
+REFERENCE_SEED_START (train_tools.data.seeds), never overlapping. Teacher finals are cached in .cache/quality/.
 """
 from __future__ import annotations
 
@@ -22,9 +22,10 @@ from safetensors.torch import load_file, save_file
 from comfyui_pas.denoiser import Denoiser
 from comfyui_pas.grids import edm_sigmas
 from comfyui_pas.teacher import heun_states
-from train_tools import classifier, fashion_mnist
-from train_tools.guided import GuidedModel, labels_for
-from train_tools.seeds import EVAL_SEED_START, REFERENCE_SEED_START, TRAIN_SEED_START, seeded_noise
+from train_tools.data import fashion_mnist
+from train_tools.data.guided import GuidedModel, labels_for
+from train_tools.data.seeds import EVAL_SEED_START, REFERENCE_SEED_START, TRAIN_SEED_START, seeded_noise
+from train_tools.evaluation import classifier
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = Path(os.environ.get("PAS_QUALITY_CACHE") or ROOT / ".cache" / "quality")
@@ -40,7 +41,7 @@ def karras(steps: int, rho: float = 7.0) -> torch.Tensor:
 
 def load_model(name):
     """A bundled demo model by name ('cond', 'uncond') or a weights file."""
-    from train_tools.demo_model import DEFAULT_WEIGHTS, load_demo_model
+    from demo_model import DEFAULT_WEIGHTS, load_demo_model
 
     return load_demo_model(DEFAULT_WEIGHTS.parent / MODELS[name] if name in MODELS else name)
 
@@ -60,7 +61,7 @@ class BenchSetup:
 
     @classmethod
     def create(cls, name: str = "cond", cfg: float = 1.0, n: int = 1000, empty_prompt: bool = False):
-        from train_tools.demo_model import DEFAULT_WEIGHTS, load_demo_model
+        from demo_model import DEFAULT_WEIGHTS, load_demo_model
 
         path = DEFAULT_WEIGHTS.parent / MODELS[name]
         model = load_demo_model(path)
@@ -88,7 +89,7 @@ class BenchSetup:
         return {"class_labels": self.labels(seeds)} if self.guided.conditional else {}
 
     def noise(self, seeds) -> torch.Tensor:
-        from train_tools.demo_model import LATENT_SHAPE
+        from demo_model import LATENT_SHAPE
 
         return seeded_noise(list(seeds), LATENT_SHAPE, torch.float32)
 
@@ -148,13 +149,13 @@ class BenchSetup:
         return finals
 
     def judge(self, with_inception: bool = False):
-        from train_tools.quality import Judge
+        from train_tools.evaluation.quality import Judge
 
         teacher_ref = fashion_mnist.to_uint8(self.teacher_finals("reference"))
         references = {"teacher": classifier.features(teacher_ref), "data": data_features()}
         inception = None
         if with_inception:
-            from train_tools import fid
+            from train_tools.evaluation import fid
             inception = fid.features(teacher_ref)
         labels = self.labels(self.seeds("eval")).numpy() if self.conditional else None
         return Judge(self.n, references, self.teacher_finals("eval"), labels, inception_reference=inception)

@@ -5,7 +5,9 @@ import os
 import sys
 from pathlib import Path
 
-DEFAULT_COMFYUI_DIR = Path(__file__).resolve().parents[1] / ".comfyui" / "ComfyUI"
+from train_tools.paths import REPO_ROOT
+
+DEFAULT_COMFYUI_DIR = REPO_ROOT / ".comfyui" / "ComfyUI"
 
 
 def comfyui_dir() -> Path:

@@ -53,16 +53,20 @@ torch.set_num_threads(1)
 comfy.utils.set_progress_bar_enabled(False)
 
 
+def load_module(name: str, path: Path, package: bool = False):
+    """Import the file at `path` as sys.modules[name] (a package whose submodules sit beside it if `package`)."""
+    spec = importlib.util.spec_from_file_location(name, path,
+                                                  submodule_search_locations=[str(path.parent)] if package else None)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.fixture(scope="session")
 def pack():
     """The pack imported as ComfyUI imports it: the linked folder, as a module named after the folder."""
-    path = BASE_DIR / "custom_nodes" / PACK_MODULE / "__init__.py"
-    spec = importlib.util.spec_from_file_location(PACK_MODULE, path,
-                                                  submodule_search_locations=[str(path.parent)])
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[PACK_MODULE] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_module(PACK_MODULE, BASE_DIR / "custom_nodes" / PACK_MODULE / "__init__.py", package=True)
 
 
 @pytest.fixture(scope="session")
@@ -79,6 +83,22 @@ def nodes(pack):
 @pytest.fixture(scope="session")
 def bridge(pack):
     return sys.modules[PACK_MODULE + ".comfy_bridge"]
+
+
+@pytest.fixture(scope="session")
+def demo_nodes(pack):
+    """The pack's demo_nodes module, as ComfyUI imported it with the pack."""
+    return sys.modules[PACK_MODULE + ".demo_nodes"]
+
+
+@pytest.fixture(scope="session")
+def host_nodes():
+    """ComfyUI's own nodes.py (KSampler, CLIPTextEncode), registered as `nodes` as ComfyUI's main does."""
+    path = (COMFYUI_DIR / "nodes.py").resolve()
+    loaded = sys.modules.get("nodes")
+    if loaded is not None and Path(loaded.__file__).resolve() == path:
+        return loaded
+    return load_module("nodes", path)
 
 
 @pytest.fixture(scope="session", params=["eps", "v_prediction", "flow"])

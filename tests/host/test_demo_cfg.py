@@ -1,14 +1,10 @@
 """The class-conditional demo model under CFG, through ComfyUI's own nodes and samplers.
 
-References are computed outside ComfyUI: train_tools' EDMDenoiser called once with the class label and
+References are computed outside ComfyUI: demo_model's EDMDenoiser called once with the class label and
 once unconditionally, combined by hand as uncond + w (cond - uncond), integrated by a hand Euler loop or
 by k-diffusion's own solver functions.
 """
 from __future__ import annotations
-
-import importlib.util
-import sys
-from pathlib import Path
 
 import comfy.sample
 import comfy.samplers
@@ -28,25 +24,6 @@ SNEAKER, BAG = 7, 8
 
 
 @pytest.fixture(scope="module")
-def demo_nodes(pack):
-    return sys.modules[pack.__name__ + ".demo_nodes"]
-
-
-@pytest.fixture(scope="module")
-def host_nodes():
-    """ComfyUI's own nodes.py (KSampler, CLIPTextEncode), registered as `nodes` as ComfyUI's main does."""
-    path = Path(comfy.samplers.__file__).resolve().parents[1] / "nodes.py"
-    loaded = sys.modules.get("nodes")
-    if loaded is not None and Path(loaded.__file__).resolve() == path:
-        return loaded
-    spec = importlib.util.spec_from_file_location("nodes", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["nodes"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture(scope="module")
 def cond_demo(demo_nodes):
     """(model, unconditional conditioning, clip) of the default (conditional) weights."""
     return demo_nodes.PASDemoModel.execute(COND_WEIGHTS).result
@@ -54,10 +31,9 @@ def cond_demo(demo_nodes):
 
 @pytest.fixture(scope="module")
 def reference():
-    from train_tools.demo_model import load_demo_model
+    from demo_model import CONDITIONAL_WEIGHTS, load_demo_model
 
-    path = Path(__file__).resolve().parents[2] / "train_tools" / "models" / COND_WEIGHTS
-    return load_demo_model(path)
+    return load_demo_model(CONDITIONAL_WEIGHTS)
 
 
 def prompt(demo_nodes, text):

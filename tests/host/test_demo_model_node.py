@@ -1,20 +1,12 @@
 """The PAS Demo Model node is a real ComfyUI MODEL whose EDM preconditioning is applied exactly once.
 
-Reference: train_tools.demo_model's EDMDenoiser (the network with its own preconditioning) sampled by the
+Reference: demo_model's EDMDenoiser (the network with its own preconditioning) sampled by the
 library's sample_pas; under test: ComfyUI's own `euler` sampler through SamplerCustom on the node's MODEL.
 """
 from __future__ import annotations
 
-import sys
-
 import pytest
 import torch
-
-
-@pytest.fixture(scope="module")
-def demo_nodes(pack):
-    """The pack's demo_nodes module, as ComfyUI imported it with the pack."""
-    return sys.modules[pack.__name__ + ".demo_nodes"]
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +19,7 @@ def demo(demo_nodes):
 
 @pytest.fixture(scope="module")
 def reference_denoiser():
-    from train_tools.demo_model import load_demo_model
+    from demo_model import load_demo_model
 
     return load_demo_model()
 

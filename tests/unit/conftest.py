@@ -8,7 +8,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from train_tools.gmm import GaussianMixtureDenoiser  # noqa: E402
+from train_tools.data.gmm import GaussianMixtureDenoiser  # noqa: E402
 
 torch.set_num_threads(1)
 

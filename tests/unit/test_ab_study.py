@@ -1,4 +1,4 @@
-"""train_tools.ab_study (with ab_bench, ab_report and metrics): its model, metrics, decision rule and a tiny
+"""train_tools.benches.ab_study (with ab_bench, ab_report and metrics): its model, metrics, decision rule and a tiny
 end-to-end run on the mixture."""
 import json
 
@@ -7,9 +7,10 @@ import torch
 
 from comfyui_pas import sample_pas
 from comfyui_pas.errors import rmse
-from train_tools import ab_bench, ab_report, ab_study, metrics
-from train_tools.gmm import GaussianMixtureDenoiser
-from train_tools.seeds import seeded_noise
+from train_tools.benches import ab_bench, ab_report, ab_study
+from train_tools.data.gmm import GaussianMixtureDenoiser
+from train_tools.data.seeds import seeded_noise
+from train_tools.evaluation import metrics
 
 
 def test_block_mixture_is_the_mixture_applied_to_every_block():
@@ -79,7 +80,7 @@ def test_tiny_study_end_to_end(tmp_path):
         (value,) = plain[(solver, 0)]
         assert value == pytest.approx(rmse(final, bench.reference), rel=1e-12)
     text = (tmp_path / "parameterization.md").read_text()
-    assert "relative, guard" in text and "python -m train_tools.ab_study" in text
+    assert "relative, guard" in text and "python -m train_tools.benches.ab_study" in text
     transfer = json.loads((tmp_path / "transfer.json").read_text())
     assert {(r["train_size"], r["eval_size"]) for r in transfer["rows"]} == {(32, 64), (64, 64)}
     subsets = json.loads((tmp_path / "subsets.json").read_text())["rows"]
@@ -165,10 +166,10 @@ def test_fashion_rows_carry_the_quality_bench_paired_changes():
     """On the demo model each A/B row gets the bench's FD changes against the plain solver on the same seeds;
     the value is the ratio of the two FDs to the reference computed directly, and no change is exactly zero."""
     from comfyui_pas import train_pas
-    from train_tools.ab_bench import Bench, make_spec
-    from train_tools.classifier import features
-    from train_tools.fashion_mnist import to_uint8
-    from train_tools.quality import frechet_pair
+    from train_tools.benches.ab_bench import Bench, make_spec
+    from train_tools.data.fashion_mnist import to_uint8
+    from train_tools.evaluation.classifier import features
+    from train_tools.evaluation.quality import frechet_pair
 
     bench = Bench(make_spec("fashion"), 12, 7)
     plain = bench.score(None, "euler", 1, 3)

@@ -9,7 +9,7 @@ from test_search import PLANTED_STEPS, SIGMAS, planted, trajectory_states
 from comfyui_pas import SearchSettings, edm_sigmas, train_pas
 from comfyui_pas.acceptance import HeldOutErrors, guard_passes, loss_drops
 from comfyui_pas.settings import GUARDS
-from train_tools.seeds import seeded_noise
+from train_tools.data.seeds import seeded_noise
 
 
 def errors(values, fine=None):

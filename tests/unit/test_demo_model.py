@@ -1,4 +1,4 @@
-"""EDM preconditioning, denoiser interface and weight files of the bundled demo model."""
+"""EDM preconditioning, denoiser interface, weight files and class prompts of the bundled demo model."""
 
 import argparse
 import math
@@ -6,10 +6,10 @@ import math
 import pytest
 import torch
 
-from train_tools import fashion_mnist
-from train_tools.demo_model import DEFAULT_WEIGHTS, load_demo_model
-from train_tools.edm_unet import EDMDenoiser, UNetConfig, edm_scalings
-from train_tools.train_model import build_metadata, ema_decay, export_weights, learning_rate
+from demo_model import CLASS_NAMES, DEFAULT_WEIGHTS, class_label, load_demo_model
+from demo_model.edm_unet import EDMDenoiser, UNetConfig, edm_scalings
+from train_tools.data import fashion_mnist
+from train_tools.training.train_model import build_metadata, ema_decay, export_weights, learning_rate
 
 TINY = UNetConfig(channels=(8, 16), emb_dim=16, fourier_dim=8)
 
@@ -159,3 +159,18 @@ def test_conditional_net_from_unconditional_weights_starts_as_that_net_and_learn
     torch.testing.assert_close(cond(x, sigma, class_labels=torch.tensor([-1, -1, -1])), uncond(x, sigma))
     with pytest.raises(ValueError, match="-1 \\(unconditional\\) or 0..9"):
         cond(x, sigma, class_labels=torch.tensor([0, 10, 1]))
+
+
+@pytest.mark.parametrize("text, label", [
+    ("Sneaker", 7), ("  sneakers ", 7), ("ANKLE   boot", 9), ("Ankle boots", 9), ("T-shirt/top", 0), ("t-shirt", 0),
+    ("top", 0), ("Trousers", 1), ("0", 0), ("9", 9), ("", -1), ("   ", -1),
+])
+def test_class_label_reads_names_plurals_and_indices(text, label):
+    assert class_label(text) == label
+
+
+@pytest.mark.parametrize("text", ["Sneakr", "10", "-1", "shoe", "T-shirt top"])
+def test_unknown_class_lists_every_valid_one(text):
+    with pytest.raises(ValueError, match="unknown Fashion-MNIST class") as error:
+        class_label(text)
+    assert all(f"{label} {name}" in str(error.value) for label, name in enumerate(CLASS_NAMES))

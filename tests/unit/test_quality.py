@@ -4,8 +4,8 @@ import pytest
 import torch
 from pytorch_fid.fid_score import calculate_frechet_distance
 
-from train_tools.guided import GuidedModel, labels_for
-from train_tools.quality import FrechetReference, Judge, KIDReference, Scored
+from train_tools.data.guided import GuidedModel, labels_for
+from train_tools.evaluation.quality import FrechetReference, Judge, KIDReference, Scored
 
 
 def _gaussian(n, d, shift=0.0, scale=1.0, seed=0):
@@ -66,7 +66,8 @@ def test_paired_interval_detects_a_small_planted_shift_and_not_a_null():
 
 
 def test_judge_scores_rmse_and_class_accuracy_per_seed():
-    from train_tools import classifier, fashion_mnist
+    from train_tools.data import fashion_mnist
+    from train_tools.evaluation import classifier
 
     images, labels = fashion_mnist.load_images("test")[:200], fashion_mnist.load_labels("test")[:200]
     feats = classifier.features(fashion_mnist.load_images("test")[200:1200])
@@ -110,7 +111,7 @@ def test_guided_model_combines_branches_as_comfyui_cfg():
 
 
 def test_study_precision_and_agreement_on_hand_made_scores():
-    from train_tools.quality_study import agreement, precision
+    from train_tools.studies.quality_study import agreement, precision
 
     def scored(value, spread):
         out = Scored()
@@ -127,7 +128,7 @@ def test_study_precision_and_agreement_on_hand_made_scores():
 
 
 def test_rule_table_shows_each_rule_against_its_base():
-    from train_tools.rule_study import RULES, rules_markdown
+    from train_tools.studies.rule_study import RULES, rules_markdown
 
     assert RULES["fid-safe"] == {} and RULES["paper"]["guard"] == "none"  # the default and the paper's rule
     change = {"value": -0.25, "low": -0.3, "high": -0.2}

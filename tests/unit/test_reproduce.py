@@ -16,10 +16,10 @@ TINY = ["--nfe", "4", "--train", "6", "--eval", "6", "--teacher-nfe", "8", "--re
 def run(args, out, processes=1, **env_extra):
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT), **env_extra)
     if processes == 1:
-        command = [sys.executable, "-m", "train_tools.reproduce"]
+        command = [sys.executable, "-m", "train_tools.reproduction.reproduce"]
     else:
         command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(processes),
-                   "--master-addr", "127.0.0.1", "--master-port", "29571", "-m", "train_tools.reproduce"]
+                   "--master-addr", "127.0.0.1", "--master-port", "29571", "-m", "train_tools.reproduction.reproduce"]
     result = subprocess.run(command + args + ["--out", str(out)], cwd=ROOT, env=env, capture_output=True,
                             text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
@@ -54,8 +54,8 @@ def test_two_process_fid_equals_single_process(tmp_path):
     Inception pass split across ranks; both must agree with one process (each run gets its own cache)."""
     import numpy as np
 
-    from train_tools import fid
-    from train_tools.fashion_mnist import load_images
+    from train_tools.data.fashion_mnist import load_images
+    from train_tools.evaluation import fid
 
     args = ["--nfe", "4", "--train", "4", "--eval", "4", "--teacher-nfe", "6", "--reference-nfe", "6",
             "--fid-ref", "10", "--fid", "--batch", "2", "--solvers", "euler", "--no-learned", "--model", "uncond"]
@@ -78,13 +78,18 @@ def test_two_process_fid_equals_single_process(tmp_path):
 
 def test_overlapping_seeds_are_refused(tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
-    result = subprocess.run([sys.executable, "-m", "train_tools.reproduce", *TINY, "--eval-seed-start", "3",
+    result = subprocess.run([sys.executable, "-m", "train_tools.reproduction.reproduce", *TINY, "--eval-seed-start", "3",
                              "--out", str(tmp_path)], cwd=ROOT, env=env, capture_output=True, text=True)
     assert result.returncode != 0 and "overlap" in result.stderr
 
 
 def test_target_checks_judge_hand_made_rows():
-    from train_tools.reproduce_report import fid_keys, format_targets, summary_table, target_checks
+    from train_tools.reproduction.reproduce_report import (
+        fid_keys,
+        format_targets,
+        summary_table,
+        target_checks,
+    )
 
     def row(method, nfe, fid):
         return {"method": method, "nfe": nfe, "fid": fid, "rmse": fid / 100}

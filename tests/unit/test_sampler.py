@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from comfyui_pas import edm_sigmas, sample_pas
-from train_tools.seeds import seeded_noise
+from train_tools.data.seeds import seeded_noise
 
 
 def reference_euler(model, x, sigmas):

@@ -15,7 +15,7 @@ from comfyui_pas import (
 )
 from comfyui_pas.schedule import candidate_grid, cheapest_path
 from comfyui_pas.teacher import teacher_states
-from train_tools.seeds import seeded_noise
+from train_tools.data.seeds import seeded_noise
 
 
 def test_cheapest_path_equals_brute_force():

@@ -7,7 +7,7 @@ import torch
 from comfyui_pas import PASCoordinates, TeacherSettings, edm_sigmas, sample_pas, train_pas
 from comfyui_pas.search import teacher_targets
 from comfyui_pas.teacher import Denoiser
-from train_tools.seeds import seeded_noise
+from train_tools.data.seeds import seeded_noise
 
 SIGMAS = edm_sigmas(8)
 PLANTED_STEPS = [3, 6]

@@ -8,8 +8,8 @@ import torch
 
 from comfyui_pas.grids import edm_sigmas
 from comfyui_pas.teacher import Denoiser, heun_states, teacher_states
-from train_tools.gmm import GaussianMixtureDenoiser
-from train_tools.seeds import seeded_noise
+from train_tools.data.gmm import GaussianMixtureDenoiser
+from train_tools.data.seeds import seeded_noise
 
 
 def edm_algorithm_1(denoise, x, t):

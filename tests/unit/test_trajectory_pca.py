@@ -1,8 +1,8 @@
-"""train_tools.trajectory_pca: the explained-variance helper on hand-made trajectories, and the three sets."""
+"""train_tools.studies.trajectory_pca: the explained-variance helper on hand-made trajectories, and the three sets."""
 import pytest
 import torch
 
-from train_tools import trajectory_pca
+from train_tools.studies import trajectory_pca
 
 
 def _plane_trajectory(points=12, dim=50, seed=0):

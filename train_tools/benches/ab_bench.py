@@ -1,5 +1,5 @@
 """The A/B study's models and its bench: held-out start points, their reference, the plain solvers'
-errors and a teacher cache for the training runs (train_tools.ab_study runs the studies on it)."""
+errors and a teacher cache for the training runs (train_tools.benches.ab_study runs the studies on it)."""
 from __future__ import annotations
 
 import hashlib
@@ -14,12 +14,13 @@ from comfyui_pas.errors import sample_rmse
 from comfyui_pas.files import atomic_write
 from comfyui_pas.grids import EDM_SIGMA_MAX, EDM_SIGMA_MIN
 from comfyui_pas.teacher import heun_states, teacher_states
-from train_tools.bench_gmm import EVAL_SEED_OFFSET, GMM_SETTINGS
-from train_tools.gmm import GaussianMixtureDenoiser
-from train_tools.metrics import compare, rmse
-from train_tools.seeds import TRAIN_SEED_STRIDE, seeded_noise
+from train_tools.benches.bench_gmm import EVAL_SEED_OFFSET, GMM_SETTINGS
+from train_tools.data.gmm import GaussianMixtureDenoiser
+from train_tools.data.seeds import TRAIN_SEED_STRIDE, seeded_noise
+from train_tools.evaluation.metrics import compare, rmse
+from train_tools.paths import CACHE_ROOT
 
-CACHE_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".cache", "ab_study")
+CACHE_DIR = str(CACHE_ROOT / "ab_study")
 # Block mixture of the transfer study: every block of BLOCK_SETTINGS["dim"] values is an independent draw
 # of one small mixture, so the same "model" exists at any dimension that is a multiple of the block size.
 BLOCK_SETTINGS = dict(dim=16, components=8, spread=1.0, std=0.5, seed=1)
@@ -95,7 +96,7 @@ def make_spec(model_name, size=None):
         return Spec(f"block-gmm-{size}", BlockMixtureDenoiser(GaussianMixtureDenoiser.random(**BLOCK_SETTINGS)),
                     (int(size),), torch.float64, False)
     if model_name == "fashion":
-        from train_tools.demo_model import DEFAULT_WEIGHTS, load_demo_model
+        from demo_model import DEFAULT_WEIGHTS, load_demo_model
 
         side = 32 if size is None else int(size)
         model = load_demo_model()
@@ -205,8 +206,8 @@ class Bench:
         if self.spec.shape != (1, 32, 32):
             return None
         from train_tools.bench_setup import data_features
-        from train_tools.fashion_mnist import to_uint8
-        from train_tools.quality import Judge
+        from train_tools.data.fashion_mnist import to_uint8
+        from train_tools.evaluation.quality import Judge
 
         if self._judge is None:
             self._judge = Judge(len(self.eval_seeds), {"data": data_features()}, teacher_finals=self.reference)
@@ -218,7 +219,7 @@ class Bench:
         return None if modes is None else float((modes != self.reference_modes).any(dim=1).double().mean())
 
     def score(self, coords, solver, order, nfe):
-        """Held-out metrics of coordinates against the plain solver (train_tools.metrics.compare)."""
+        """Held-out metrics of coordinates against the plain solver (train_tools.evaluation.metrics.compare)."""
         plain, flips_plain = self.plain_errors(solver, order, nfe)
         final = sample_pas(self.spec.model, self.eval_x, self.spec.sigmas(nfe), solver=solver, max_order=order,
                            coords=coords)
@@ -226,7 +227,7 @@ class Bench:
         out = dict(compare(plain, corrected), flips_plain=flips_plain, flips_pas=self.flips(final))
         scored, base = self.image_score(final), self.plain_scored.get((solver, order, nfe))
         if scored is not None and base is not None:  # paired relative changes with their 95% intervals
-            from train_tools.quality import Judge
+            from train_tools.evaluation.quality import Judge
 
             out.update({f"{m}_change": Judge.relative(scored, base, m).as_dict() for m in ("fd_paired", "fd_data")})
         return out

@@ -1,5 +1,5 @@
 """The A/B studies that are not one knob of the baseline: subsets of accepted steps, the teacher's own error,
-end-to-end model-call counts, and coordinates used at another latent size (run by train_tools.ab_study)."""
+end-to-end model-call counts, and coordinates used at another latent size (run by train_tools.benches.ab_study)."""
 from __future__ import annotations
 
 import itertools
@@ -10,8 +10,8 @@ from comfyui_pas.coords import PASCoordinates
 from comfyui_pas.errors import pooled_rmse, sample_rmse
 from comfyui_pas.search import guard_model_calls
 from comfyui_pas.teacher import teacher_states
-from train_tools.ab_bench import BASELINE, Bench, CountingModel, baseline, make_spec
-from train_tools.ab_report import case_name
+from train_tools.benches.ab_bench import BASELINE, Bench, CountingModel, baseline, make_spec
+from train_tools.benches.ab_report import case_name
 
 
 def run_subsets(session):

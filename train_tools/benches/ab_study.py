@@ -1,7 +1,7 @@
 """A/B study of PAS design choices, on the Gaussian mixture or on the bundled demo model.
 
-    python -m train_tools.ab_study --model gmm --study all --out out/ab/gmm
-    python -m train_tools.ab_study --model fashion --study parameterization --nfe 5 8 --out out/ab/fashion
+    python -m train_tools.benches.ab_study --model gmm --study all --out out/ab/gmm
+    python -m train_tools.benches.ab_study --model fashion --study parameterization --nfe 5 8 --out out/ab/fashion
 
 Studies: parameterization (absolute / relative, with and without the validation guard, and the paper's
 settings), trajectories (training trajectories N), teacher (teacher NFE), basis (n_basis), loss (l1 / l2),
@@ -24,7 +24,7 @@ RMSE of a mixture with separated modes, not the median); "worse" = share of samp
 Model calls per training run = N x teacher NFE (teacher) + the search's own calls (N x student NFE plus
 the guard's roll-outs), counted. Prints Markdown tables; writes <out>/<study>.json and <out>/<study>.md.
 STUDIES below lists every study (how it runs, how it renders); the models and the held-out bench live in
-train_tools/ab_bench.py, the summaries and tables in train_tools/ab_report.py.
+train_tools/benches/ab_bench.py, the summaries and tables in train_tools/benches/ab_report.py.
 """
 from __future__ import annotations
 
@@ -41,8 +41,8 @@ from functools import partial
 import torch
 
 from comfyui_pas.solvers import ORDER, SOLVERS, canonical_solver, solver_class, solver_options
-from train_tools.ab_bench import BASELINE, Bench, baseline, make_spec
-from train_tools.ab_report import (
+from train_tools.benches.ab_bench import BASELINE, Bench, baseline, make_spec
+from train_tools.benches.ab_report import (
     calls_markdown,
     case_name,
     study_markdown,
@@ -50,8 +50,8 @@ from train_tools.ab_report import (
     teacher_error_markdown,
     transfer_markdown,
 )
-from train_tools.ab_special import run_calls, run_subsets, run_teacher_error, run_transfer
-from train_tools.bench_gmm import EVAL_SEED_OFFSET
+from train_tools.benches.ab_special import run_calls, run_subsets, run_teacher_error, run_transfer
+from train_tools.benches.bench_gmm import EVAL_SEED_OFFSET
 from train_tools.tables import write_json
 
 # The solver pair of the published tables (docs/ab-study.md): euler and ipndm with order 3.
@@ -314,7 +314,7 @@ def main(argv=None):
     started = time.perf_counter()
     log = (lambda _: None) if args.quiet else (lambda text: print(text, flush=True))
     os.makedirs(args.out, exist_ok=True)
-    command = "python -m train_tools.ab_study " + shlex.join(argv if argv is not None else sys.argv[1:])
+    command = "python -m train_tools.benches.ab_study " + shlex.join(argv if argv is not None else sys.argv[1:])
     session = Session(args, log)
     results = {}
     for name in args.study:

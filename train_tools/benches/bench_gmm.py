@@ -14,9 +14,9 @@ from comfyui_pas import SearchSettings, edm_sigmas, sample_pas, train_pas
 from comfyui_pas.errors import rmse, sample_rmse
 from comfyui_pas.solvers import SOLVERS, describe_solver, solver_options
 from comfyui_pas.teacher import teacher_states
-from train_tools.gmm import GaussianMixtureDenoiser
-from train_tools.metrics import compare
-from train_tools.seeds import GMM_EVAL_SEED_START, seeded_noise
+from train_tools.data.gmm import GaussianMixtureDenoiser
+from train_tools.data.seeds import GMM_EVAL_SEED_START, seeded_noise
+from train_tools.evaluation.metrics import compare
 from train_tools.tables import markdown_table, write_json
 
 GMM_SETTINGS = dict(dim=128, components=16, spread=1.0, std=0.5, seed=0)

@@ -1,7 +1,7 @@
 """`make bench-overhead`: per-step cost of the PAS correction next to one model call, SD1.5 UNet topology,
 1x4x64x64 latent.
 
-    OMP_NUM_THREADS=1 python -m train_tools.bench_overhead [--steps 10] [--repeats 3] [--full-sampling]
+    OMP_NUM_THREADS=1 python -m train_tools.benches.bench_overhead [--steps 10] [--repeats 3] [--full-sampling]
 
 The UNet is ComfyUI's SD1.5 UNet (the unet_config ComfyUI derives for SD1.5 checkpoints,
 comfy/model_detection.py) with random fan-in weights inside a real ModelPatcher (the tests' model factory,
@@ -18,7 +18,6 @@ import os
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import torch
 
@@ -27,8 +26,9 @@ from comfyui_pas.coords import PASCoordinates
 from comfyui_pas.sampler import sample_pas
 from comfyui_pas.solvers import SOLVERS
 from train_tools.comfy_builtins import comfyui_dir, setup_comfy
+from train_tools.paths import REPO_ROOT
 
-TEST_PACKS = Path(__file__).resolve().parents[1] / "tests" / "host"  # holds pas_test_pack
+TEST_PACKS = REPO_ROOT / "tests" / "host"  # holds pas_test_pack
 SD15_UNET = {
     "use_checkpoint": False, "image_size": 32, "out_channels": 4, "use_spatial_transformer": True, "legacy": False,
     "adm_in_channels": None, "dtype": torch.float32, "in_channels": 4, "model_channels": 320,

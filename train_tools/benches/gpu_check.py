@@ -1,7 +1,7 @@
 """`make gpu-check`, part 2: PAS training on a full-size SD1.5-topology UNet (random weights) on the GPU,
-then the per-solver correction overhead next to one UNet call (train_tools.bench_overhead on cuda).
+then the per-solver correction overhead next to one UNet call (train_tools.benches.bench_overhead on cuda).
 
-    python -m train_tools.gpu_check [--trajectories 8] [--steps 10] [--teacher-nfe 48]
+    python -m train_tools.benches.gpu_check [--trajectories 8] [--steps 10] [--teacher-nfe 48]
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import time
 import torch
 
 from comfyui_pas import Denoiser, TeacherSettings, train_pas
-from train_tools import bench_overhead
+from train_tools.benches import bench_overhead
 
 
 def main(argv=None):

@@ -24,9 +24,6 @@ IMAGE_MD5 = {
     "train": "f4a8712d7a061bf5bd6d2ca38dc4d50a",
     "test": "8181f5470baa50b63fa0f6fddb340f0a",
 }
-# The dataset's labels 0-9 in order (Zalando's Fashion-MNIST README).
-CLASS_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
-               "Ankle boot")
 _IDX_UINT8 = 0x08
 _INSTALL_HINT = "run `make dataset` (apt-get install dataset-fashion-mnist)"
 
@@ -130,20 +127,13 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
     return pixels.to(torch.uint8).numpy()
 
 
-def class_label(text: str) -> int:
-    """The label of a class name ("Sneaker", "sneakers", "T-shirt", "top") or index ("7"); -1 for an empty text.
+def image_grid(images, rows: int, cols: int, zoom: int = 3, gap: int = 2):
+    """uint8 (N, 28, 28) -> a PIL image with the items on a white background."""
+    from PIL import Image
 
-    Case and spacing do not matter; a plural "s" and either half of "T-shirt/top" are accepted.
-    """
-    name = " ".join(str(text).split()).lower()
-    if not name:
-        return -1
-    if name.isdigit() and int(name) < len(CLASS_NAMES):
-        return int(name)
-    for label, full in enumerate(CLASS_NAMES):
-        words = {full.lower(), *full.lower().split("/")}
-        if name in words or name in {word + "s" for word in words}:
-            return label
-    valid = ", ".join(f"{label} {full}" for label, full in enumerate(CLASS_NAMES))
-    raise ValueError(f"unknown Fashion-MNIST class {text!r}; valid classes (name or index): {valid}; "
-                     "an empty prompt is unconditional")
+    h, w = images.shape[1:]
+    canvas = np.full((rows * (h + gap) + gap, cols * (w + gap) + gap), 255, np.uint8)
+    for i, item in enumerate(images[: rows * cols]):
+        r, c = divmod(i, cols)
+        canvas[gap + r * (h + gap): gap + r * (h + gap) + h, gap + c * (w + gap): gap + c * (w + gap) + w] = item
+    return Image.fromarray(canvas).resize((canvas.shape[1] * zoom, canvas.shape[0] * zoom), Image.NEAREST)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from train_tools.fashion_mnist import CLASS_NAMES
+from demo_model.classes import CLASS_NAMES
 
 CLASS_COUNT = len(CLASS_NAMES)
 

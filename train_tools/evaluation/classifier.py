@@ -1,8 +1,8 @@
 """A small Fashion-MNIST CNN: the feature space of the quality bench and the judge of class adherence.
 
-    OMP_NUM_THREADS=1 python -m train_tools.classifier          # the recipe of the committed weights
+    OMP_NUM_THREADS=1 python -m train_tools.evaluation.classifier          # the recipe of the committed weights
 
-Input: uint8 28x28 images, what a user sees after decoding (train_tools.fashion_mnist.to_uint8).
+Input: uint8 28x28 images, what a user sees after decoding (train_tools.data.fashion_mnist.to_uint8).
 `features()` is the 128-d penultimate layer (after ReLU) divided by the test images' feature spread (the
 file's `feature_scale`: the root of the mean per-dimension variance), in which the bench's Frechet distance
 and KID are computed; so the data's features have unit mean variance. `predict()` gives the class. The weights file records its recipe, data md5 and test accuracy.
@@ -22,10 +22,12 @@ from safetensors.torch import save_file
 from torch import nn
 from torch.nn import functional as F
 
-from train_tools import fashion_mnist
+from demo_model.classes import CLASS_NAMES
+from train_tools.data import fashion_mnist
+from train_tools.paths import MODELS_DIR
 
 LOG = logging.getLogger("classifier")
-DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "models" / "fashion_mnist_classifier.safetensors"
+DEFAULT_WEIGHTS = MODELS_DIR / "fashion_mnist_classifier.safetensors"
 FEATURE_DIM = 128
 _LOADED: dict[str, "Classifier"] = {}
 
@@ -42,7 +44,7 @@ class Classifier(nn.Module):
         self.body = nn.Sequential(block(1, 32), block(32, 32), nn.MaxPool2d(2),
                                   block(32, 64), block(64, 64), nn.MaxPool2d(2), nn.Flatten(),
                                   nn.Linear(64 * 7 * 7, FEATURE_DIM), nn.ReLU())
-        self.head = nn.Linear(FEATURE_DIM, len(fashion_mnist.CLASS_NAMES))
+        self.head = nn.Linear(FEATURE_DIM, len(CLASS_NAMES))
 
     @staticmethod
     def prepare(images) -> torch.Tensor:
@@ -62,7 +64,7 @@ def load_classifier(path: Path | str | None = None) -> Classifier:
     if str(path) not in _LOADED:
         if not path.is_file():
             raise FileNotFoundError(f"classifier weights not found: {path}; train them with "
-                                    "`python -m train_tools.classifier`")
+                                    "`python -m train_tools.evaluation.classifier`")
         with safe_open(str(path), framework="pt") as f:
             tensors = {k: f.get_tensor(k) for k in f.keys()}
             metadata = dict(f.metadata() or {})

@@ -5,9 +5,9 @@ bilinear resize to 299 and [0, 1] -> [-1, 1] scaling), statistics and the Freche
 The weights come from pytorch-fid's usual hub checkpoint; `make fid-weights` installs it offline.
 
 CLI:
-  python -m train_tools.fid ref --count N          cache Fashion-MNIST test statistics, print the path
-  python -m train_tools.fid pngdir DIR --count N   FID of DIR's images vs the first N test images
-  python -m train_tools.fid fmnist --count N       sanity figure: first N train vs first N test images
+  python -m train_tools.evaluation.fid ref --count N          cache Fashion-MNIST test statistics, print the path
+  python -m train_tools.evaluation.fid pngdir DIR --count N   FID of DIR's images vs the first N test images
+  python -m train_tools.evaluation.fid fmnist --count N       sanity figure: first N train vs first N test images
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ import numpy as np
 import torch
 
 from comfyui_pas.files import atomic_write
+from train_tools.paths import CACHE_ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
-CACHE_DIR = Path(os.environ.get("PAS_FID_CACHE") or ROOT / ".cache" / "fid")  # reference statistics
+CACHE_DIR = Path(os.environ.get("PAS_FID_CACHE") or CACHE_ROOT / "fid")  # reference statistics
 WEIGHTS_NAME = "pt_inception-2015-12-05-6726825d.pth"
 TEST_SIZE = 10_000
 _MODELS: dict[str, torch.nn.Module] = {}
@@ -162,7 +162,7 @@ def reference_stats(count: int | None = None, batch_size: int = 50, device: str 
 
     `extract(images) -> features` replaces the single-process feature pass (reproduce shards it across
     ranks); `save=False` leaves writing the cache to another process."""
-    from train_tools.fashion_mnist import load_images
+    from train_tools.data.fashion_mnist import load_images
 
     n = TEST_SIZE if count is None else int(count)
     if not 2 <= n <= TEST_SIZE:
@@ -194,7 +194,7 @@ def load_png_dir(directory: str | Path, limit: int | None = None) -> np.ndarray:
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m train_tools.fid", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m train_tools.evaluation.fid", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
     ref = sub.add_parser("ref", help="cache Fashion-MNIST test statistics and print the file")
     ref.add_argument("--count", type=int, default=None, help="first N test images (default all 10,000)")
@@ -229,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
         count = args.count or min(len(images), TEST_SIZE)
         label = f"{len(images)} images in {args.dir} vs first {count} Fashion-MNIST test images"
     else:
-        from train_tools.fashion_mnist import load_images
+        from train_tools.data.fashion_mnist import load_images
 
         images, count = load_images("train")[:args.count], args.count
         label = f"first {count} Fashion-MNIST train vs first {count} test images"

@@ -5,7 +5,7 @@ teacher's samples on other seeds) and draws one set of bootstrap resamples of th
 methods, so the difference of two methods is judged on the same resampled seeds ("paired"). A claim
 "A beats B" needs the interval of the difference to exclude zero. Metrics (docs/quality-bench.md):
 
-* fd:  Frechet distance in the 128-d features of the bundled Fashion-MNIST classifier (train_tools.classifier)
+* fd:  Frechet distance in the 128-d features of the bundled Fashion-MNIST classifier (train_tools.evaluation.classifier)
 * kid: unbiased kernel inception distance (cubic polynomial kernel) in the same features, x 1000
 * acc: share of conditional samples the classifier puts in their prompted class
 * rmse: per-sample RMSE against the teacher on the same seeds, pooled
@@ -153,8 +153,8 @@ class Judge:
         self.teacher = None if teacher_finals is None else np.asarray(teacher_finals, np.float64).reshape(n, -1)
         self.teacher_feats = None
         if teacher_finals is not None:
-            from train_tools import classifier
-            from train_tools.fashion_mnist import to_uint8
+            from train_tools.data.fashion_mnist import to_uint8
+            from train_tools.evaluation import classifier
 
             self.teacher_feats = classifier.features(to_uint8(torch_tensor(teacher_finals)))
         self.labels = None if labels is None else np.asarray(labels)
@@ -164,7 +164,7 @@ class Judge:
               labels="judge") -> Scored:
         """images: uint8 (n, 28, 28) of one method; finals: its model-space samples (n, ...) for RMSE;
         labels: the classes the images should show (default: the judge's per-seed labels; None: no accuracy)."""
-        from train_tools import classifier
+        from train_tools.evaluation import classifier
 
         if len(images) != self.n:
             raise ValueError(f"the judge was built for {self.n} seeds, got {len(images)} samples")

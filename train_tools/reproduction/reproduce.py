@@ -5,8 +5,8 @@ on held-out seeds (never overlapping the training seeds), ComfyUI's built-in sam
 sigmas and seeds when the host is installed. Writes results.json, results.md, sample grids and the
 per-step error figure; prints the table. Shards seeds across processes under torchrun (gloo).
 
-    python -m train_tools.reproduce --preset quick
-    torchrun --nproc-per-node 2 -m train_tools.reproduce --preset full
+    python -m train_tools.reproduction.reproduce --preset quick
+    torchrun --nproc-per-node 2 -m train_tools.reproduction.reproduce --preset full
 """
 from __future__ import annotations
 
@@ -30,11 +30,12 @@ from comfyui_pas.search import DEFAULT_N_BASIS, GUARDS, union_grid
 from comfyui_pas.solvers import SOLVERS, describe_solver, solver_options
 from comfyui_pas.teacher import teacher_nfe_for, teacher_states
 from train_tools.bench_setup import load_model
-from train_tools.distributed import init_distributed, map_seeds
-from train_tools.guided import GuidedModel, labels_for
-from train_tools.metrics import rmse
-from train_tools.reproduce_output import finish, score_fid, score_rows
-from train_tools.reproduce_report import (
+from train_tools.data.guided import GuidedModel, labels_for
+from train_tools.data.seeds import EVAL_SEED_START, REFERENCE_SEED_START
+from train_tools.evaluation.metrics import rmse
+from train_tools.reproduction.distributed import init_distributed, map_seeds
+from train_tools.reproduction.reproduce_output import finish, score_fid, score_rows
+from train_tools.reproduction.reproduce_report import (
     FID_POLICIES,
     LEARNED,
     MULTI_GRID,
@@ -43,7 +44,6 @@ from train_tools.reproduce_report import (
     plain_label,
     rewrite_report,
 )
-from train_tools.seeds import EVAL_SEED_START, REFERENCE_SEED_START
 
 # Sized for 2 CPU cores: Inception runs at ~3 images/s and each FID value spends 25-60 s in the
 # 2048x2048 matrix square root, so the number of FID rows times the evaluation size sets the time.
@@ -71,8 +71,8 @@ def broadcast_from(value, source, rank, world):
 
 # ---- the run ------------------------------------------------------------------------------------
 def noise(seeds):
-    from train_tools.demo_model import LATENT_SHAPE
-    from train_tools.seeds import seeded_noise
+    from demo_model import LATENT_SHAPE
+    from train_tools.data.seeds import seeded_noise
 
     return seeded_noise(list(seeds), LATENT_SHAPE, torch.float32)
 

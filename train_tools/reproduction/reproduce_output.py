@@ -5,9 +5,9 @@ import json
 import time
 
 from comfyui_pas.plot import save_error_curve
-from train_tools.distributed import broadcast, gather_interleaved
-from train_tools.guided import labels_for
-from train_tools.reproduce_report import base_rows, full_report, is_builtin, split_method
+from train_tools.data.guided import labels_for
+from train_tools.reproduction.distributed import broadcast, gather_interleaved
+from train_tools.reproduction.reproduce_report import base_rows, full_report, is_builtin, split_method
 
 
 def score_rows(rows, samples, teacher_reference, model, eval_seeds):
@@ -16,9 +16,9 @@ def score_rows(rows, samples, teacher_reference, model, eval_seeds):
     95% interval; PAS rows get the paired difference to their uncorrected row, and each NFE the best PAS row
     (least FD to the teacher, at least one corrected step) against the best built-in."""
     from train_tools.bench_setup import data_features
-    from train_tools.classifier import features
-    from train_tools.fashion_mnist import to_uint8
-    from train_tools.quality import Judge
+    from train_tools.data.fashion_mnist import to_uint8
+    from train_tools.evaluation.classifier import features
+    from train_tools.evaluation.quality import Judge
 
     labels = labels_for(eval_seeds).numpy() if model.conditional else None
     judge = Judge(len(eval_seeds), {"teacher": features(to_uint8(teacher_reference)), "data": data_features()},
@@ -47,8 +47,7 @@ def comparison_picture(panels, title, count=16):
     """Grids of the same seeds side by side, one per (label, finals), each under its label."""
     from PIL import Image, ImageDraw
 
-    from train_tools.demo_model import image_grid
-    from train_tools.fashion_mnist import to_uint8
+    from train_tools.data.fashion_mnist import image_grid, to_uint8
 
     grids = [image_grid(to_uint8(finals[:count]), 4, 4) for _, finals in panels]
     width, height, top = grids[0].width, grids[0].height, 28
@@ -65,8 +64,7 @@ def row_key(row):
 
 
 def finish(args, out, model, samples, rows, reports, started, fid_scores, fid_seconds, extra=None):
-    from train_tools.demo_model import image_grid
-    from train_tools.fashion_mnist import to_uint8
+    from train_tools.data.fashion_mnist import image_grid, to_uint8
 
     out.mkdir(parents=True, exist_ok=True)
     for row in rows:
@@ -106,8 +104,8 @@ def score_fid(samples, fid_ref, rank, world):
     are computed once (Inception pass split across ranks) and cached."""
     import numpy as np
 
-    from train_tools import fid
-    from train_tools.fashion_mnist import to_uint8
+    from train_tools.data.fashion_mnist import to_uint8
+    from train_tools.evaluation import fid
 
     keys = list(samples)
     # Features first: while they run, a reference being cached by another process can finish.

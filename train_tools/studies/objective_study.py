@@ -5,7 +5,7 @@ is trained with several fit losses and held-out guards from one shared teacher, 
 seeds. Each row reports the RMSE against a Heun reference, the RMSE of the high-pass part (fine detail),
 the high-frequency energy relative to the reference's, and FID against Fashion-MNIST test images.
 
-    python -m train_tools.objective_study --solvers deis dpmpp_2m --nfe 5 6 --out out/objective
+    python -m train_tools.studies.objective_study --solvers deis dpmpp_2m --nfe 5 6 --out out/objective
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from comfyui_pas.errors import rmse
 from comfyui_pas.files import write_text
 from comfyui_pas.settings import GUARDS, LOSSES
 from comfyui_pas.teacher import teacher_states
-from train_tools.seeds import EVAL_SEED_START
+from train_tools.data.seeds import EVAL_SEED_START
 from train_tools.tables import markdown_table, write_json
 
 # (label, fit loss, guard); the first is the library default at the time of the study
@@ -66,8 +66,8 @@ def main(argv=None):
     if args.score:
         return score_run(Path(args.out), args.fid_ref)
     torch.set_num_threads(1)
-    from train_tools.demo_model import LATENT_SHAPE, load_demo_model
-    from train_tools.seeds import seeded_noise
+    from demo_model import LATENT_SHAPE, load_demo_model
+    from train_tools.data.seeds import seeded_noise
 
     model = load_demo_model()
     shape = LATENT_SHAPE
@@ -120,8 +120,8 @@ def write_run(out: Path, run: dict) -> None:
 
 def score_run(out: Path, fid_ref: int) -> None:
     """FID of every row still without one (pytorch-fid), against the first fid_ref test images."""
-    from train_tools import fid
-    from train_tools.fashion_mnist import to_uint8
+    from train_tools.data.fashion_mnist import to_uint8
+    from train_tools.evaluation import fid
 
     run = json.loads((out / "objective.json").read_text())
     samples = load_file(str(out / "samples.safetensors"))

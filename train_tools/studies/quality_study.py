@@ -1,7 +1,7 @@
 """Validate the quality bench before it judges anything: floors, noise, precision and agreement with FID.
 
-    python -m train_tools.quality_study --model cond --cfg 4 --n 1000 --fid-n 500
-    python -m train_tools.quality_study --model uncond --n 1000 --fid-n 500
+    python -m train_tools.studies.quality_study --model cond --cfg 4 --n 1000 --fid-n 500
+    python -m train_tools.studies.quality_study --model uncond --n 1000 --fid-n 500
 
 Writes out/quality/<model>_cfg<w>/study.json and study.md (docs/quality-bench.md quotes them):
 * floors: real training images and the teacher, scored like any sampler;
@@ -24,9 +24,9 @@ import numpy as np
 import torch
 
 from comfyui_pas.settings import TRAINER_TEACHER_NFE, TRAINER_TRAJECTORIES
-from train_tools import fashion_mnist
 from train_tools.bench_setup import MODELS, BenchSetup, karras
-from train_tools.quality import Judge, metrics_of, scored_table
+from train_tools.data import fashion_mnist
+from train_tools.evaluation.quality import Judge, metrics_of, scored_table
 from train_tools.tables import markdown_table, write_results
 
 BUILTINS = ("euler", "deis", "dpmpp_2m", "ipndm", "res_multistep")
@@ -105,8 +105,8 @@ def agreement(results: dict, fids: dict) -> dict:
 def inception_scores(images_by_config: dict, fid_n: int, ref_count: int) -> tuple[dict, dict]:
     """Inception FID of each configuration's first fid_n samples against the first ref_count test images, and
     KID (x 1000) in Inception features against the first fid_n test images."""
-    from train_tools import fid
-    from train_tools.quality import KIDReference
+    from train_tools.evaluation import fid
+    from train_tools.evaluation.quality import KIDReference
 
     ref = fid.reference_stats(ref_count)
     kid_ref = KIDReference(fid.features(fashion_mnist.load_images("test")[:fid_n]))
@@ -122,7 +122,7 @@ def conditional_checks(n_sweep: int, cfgs, n_best: int, best_nfe: int) -> dict:
     """The conditional model's own quality: class accuracy of Heun samples over a CFG sweep (n_sweep seeds,
     the bench's teacher NFE), at the best CFG with a best_nfe-NFE Heun (n_best seeds); and with the empty
     prompt, its FD to the test images next to the unconditional model's (the bench's teacher, same seeds)."""
-    from train_tools import classifier
+    from train_tools.evaluation import classifier
 
     out = {"sweep": {}, "n_sweep": n_sweep}
     for cfg in cfgs:
@@ -137,7 +137,7 @@ def conditional_checks(n_sweep: int, cfgs, n_best: int, best_nfe: int) -> dict:
     out["best"] = {"cfg": best, "nfe": best_nfe, "n": n_best,
                    "acc": float((classifier.predict(images) == setup.labels(seeds).numpy()).mean())}
     from train_tools.bench_setup import data_features
-    from train_tools.quality import FrechetReference
+    from train_tools.evaluation.quality import FrechetReference
 
     data = FrechetReference(data_features())
     out["empty_prompt_fd_data"] = {}

@@ -1,6 +1,6 @@
 """Which steps PAS should correct, judged on image quality: acceptance rules compared on the quality bench.
 
-    python -m train_tools.rule_study --model cond --cfg 4 --solvers deis dpmpp_2m --nfe 4 5 6
+    python -m train_tools.studies.rule_study --model cond --cfg 4 --solvers deis dpmpp_2m --nfe 4 5 6
 
 Every rule trains with the PAS Trainer's budget (12 trajectories, or --trajectories; teacher 48 NFE) on the training seeds and
 samples the evaluation seeds on ComfyUI's karras grid; each PAS row gets the paired difference to ComfyUI's
@@ -17,8 +17,8 @@ import torch
 
 from comfyui_pas.settings import TRAINER_TRAJECTORIES
 from train_tools.bench_setup import MODELS, BenchSetup, karras
-from train_tools.quality import Judge
-from train_tools.quality_study import train_default
+from train_tools.evaluation.quality import Judge
+from train_tools.studies.quality_study import train_default
 from train_tools.tables import markdown_table, write_results
 
 # name -> train_pas settings. "fid-safe" is the library default.

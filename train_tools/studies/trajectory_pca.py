@@ -1,6 +1,6 @@
 """How many dimensions does a sampling trajectory span? Per-sample PCA of teacher trajectories.
 
-    python -m train_tools.trajectory_pca --model gmm fashion --out out/trajectory_pca
+    python -m train_tools.studies.trajectory_pca --model gmm fashion --out out/trajectory_pca
 
 The PAS paper builds its correction on the observation that a trajectory of the probability-flow ODE lies
 in a ~3-dimensional subspace. For each start point this tool runs a fine EDM Heun trajectory (the teacher
@@ -30,7 +30,7 @@ import torch
 
 from comfyui_pas.grids import EDM_SIGMA_MAX, edm_sigmas
 from comfyui_pas.teacher import heun_states
-from train_tools.seeds import PCA_SEED_START
+from train_tools.data.seeds import PCA_SEED_START
 from train_tools.tables import markdown_table, write_json
 
 SETS = ("states", "directions", "x_T + directions")
@@ -39,7 +39,7 @@ CURVE = 8  # components drawn in the figure
 FLOOR = 1e-10  # lowest unexplained share drawn (log axis)
 MODEL_TITLES = {"gmm": "Gaussian mixture (128-D, 16 components)", "fashion": "Fashion-MNIST demo model (32x32)"}
 DEFAULT_SAMPLES = {"gmm": 512, "fashion": 128}
-FIRST_SEED = PCA_SEED_START  # away from the A/B study's training and held-out seeds (train_tools.seeds)
+FIRST_SEED = PCA_SEED_START  # away from the A/B study's training and held-out seeds (train_tools.data.seeds)
 
 
 def explained_variance(vectors: torch.Tensor) -> torch.Tensor:
@@ -67,12 +67,12 @@ def cumulative(ratios: torch.Tensor, count: int) -> torch.Tensor:
 def load_model(name):
     """(model, per-sample shape, dtype, chunk size) for the mixture of `make bench` or the demo model."""
     if name == "gmm":
-        from train_tools.bench_gmm import GMM_SETTINGS
-        from train_tools.gmm import GaussianMixtureDenoiser
+        from train_tools.benches.bench_gmm import GMM_SETTINGS
+        from train_tools.data.gmm import GaussianMixtureDenoiser
 
         return GaussianMixtureDenoiser.random(**GMM_SETTINGS), (GMM_SETTINGS["dim"],), torch.float64, None
     if name == "fashion":
-        from train_tools.demo_model import LATENT_SHAPE, load_demo_model
+        from demo_model import LATENT_SHAPE, load_demo_model
 
         return load_demo_model(), LATENT_SHAPE, torch.float32, 64
     raise ValueError(f"unknown model {name!r}")
@@ -107,7 +107,7 @@ def summarise(ratios: torch.Tensor) -> dict:
 
 def run_model(name, samples, steps, log=print):
     model, shape, dtype, chunk = load_model(name)
-    from train_tools.seeds import seeded_noise
+    from train_tools.data.seeds import seeded_noise
 
     seeds = range(FIRST_SEED, FIRST_SEED + samples)
     x = (seeded_noise(list(seeds), shape) * EDM_SIGMA_MAX).to(dtype)
@@ -203,7 +203,7 @@ def main(argv=None):
     args = parse_args(argv)
     torch.set_num_threads(1)
     os.makedirs(args.out, exist_ok=True)
-    command = "python -m train_tools.trajectory_pca " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = "python -m train_tools.studies.trajectory_pca " + " ".join(argv if argv is not None else sys.argv[1:])
     for name in [] if args.from_json else args.model:
         result = run_model(name, args.samples or DEFAULT_SAMPLES[name], args.steps)
         result["command"] = command

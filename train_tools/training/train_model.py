@@ -1,10 +1,10 @@
 """Train the bundled Fashion-MNIST demo model (EDM loss, Karras et al. 2022, Sec. 5 / Table 1).
 
-    OMP_NUM_THREADS=1 python -m train_tools.train_model            # the recipe of the committed weights
+    OMP_NUM_THREADS=1 python -m train_tools.training.train_model            # the recipe of the committed weights
 
 Defaults are the committed recipe. Training stops at --steps or --minutes, whichever comes first,
 checkpoints to .cache/train_model/ckpt.pt (continue with --resume) and writes the EMA weights to
-train_tools/models/fashion_mnist_edm.safetensors (also at every checkpoint, marked incomplete).
+demo_model/weights/fashion_mnist_edm.safetensors (also at every checkpoint, marked incomplete).
 """
 
 from __future__ import annotations
@@ -21,13 +21,14 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from train_tools import fashion_mnist
-from train_tools.edm_unet import EDMDenoiser, UNetConfig
+from demo_model import DEFAULT_WEIGHTS
+from demo_model.edm_unet import EDMDenoiser, UNetConfig
+from train_tools.data import fashion_mnist
+from train_tools.paths import CACHE_ROOT
 
 LOG = logging.getLogger("train_model")
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_OUT = REPO_ROOT / "train_tools" / "models" / "fashion_mnist_edm.safetensors"
-DEFAULT_CKPT = REPO_ROOT / ".cache" / "train_model" / "ckpt.pt"
+DEFAULT_OUT = DEFAULT_WEIGHTS
+DEFAULT_CKPT = CACHE_ROOT / "train_model" / "ckpt.pt"
 FILE_FORMAT = "comfyui-pas-demo-model"
 FILE_VERSION = "1"
 
@@ -123,7 +124,7 @@ def sample_batch(images: torch.Tensor, gen: torch.Generator, batch: int, flip: b
 
 def init_weights(model: EDMDenoiser, path: Path) -> None:
     """Load `path` into `model`; only the class embedding may be missing (it stays zero)."""
-    from train_tools.demo_model import read_weights
+    from demo_model import read_weights
 
     tensors, _ = read_weights(path)
     missing, unexpected = model.load_state_dict(tensors, strict=False)

@@ -1,0 +1,1 @@
+"""What the tools run on: Fashion-MNIST, the Gaussian mixture, seed ranges, CFG prompts."""

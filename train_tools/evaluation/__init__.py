@@ -1,0 +1,1 @@
+"""Scoring samples: RMSE statistics, FID, the Fashion-MNIST classifier and the quality bench."""

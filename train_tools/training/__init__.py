@@ -1,0 +1,1 @@
+"""Training the bundled demo model, and rendering its sample grid."""
