@@ -152,11 +152,6 @@ def format_table(rows, args):
     return "\n".join(lines)
 
 
-
-def _change(new, old):
-    return (new - old) / old
-
-
 def target_checks(rows, metric="fid", extra=None):
     """The issues' targets, judged from the rows: [(target, met, evidence)]. Rows without the metric (no FID run,
     or a row not scored) are left out; `extra` holds the run's model-call counts for the cost target."""
