@@ -144,14 +144,6 @@ def class_conditioning(label: int) -> list:
     return [[torch.zeros(1, 1, 1), {"pooled_output": torch.zeros(1, 1), CLASS_KEY: int(label)}]]
 
 
-def parse_class(text: str, where: str) -> int:
-    """class_label with the node (or encoder) named in the error."""
-    try:
-        return class_label(text)
-    except ValueError as error:
-        raise ValueError(f"{where}: {error}") from None
-
-
 class ClassTokenizer:
     """comfy.sd.CLIP's tokenizer for the demo model: a class name (or index) to its label, "" to -1.
 
@@ -161,7 +153,7 @@ class ClassTokenizer:
         self.class_names = tuple((tokenizer_data or {}).get("class_names", ()))
 
     def tokenize_with_weights(self, text: str, return_word_ids=False, **kwargs):
-        label = parse_class(text, "PAS demo text encoder")
+        label = class_label(text, "PAS demo text encoder")
         if label >= 0 and not self.class_names:
             raise ValueError(f"PAS demo text encoder: the unconditional demo model takes no class prompt (got "
                              f"{text!r}); leave the prompt empty, or load {DEFAULT_WEIGHTS}.")
@@ -261,7 +253,7 @@ class PASDemoPrompt(io.ComfyNode):
 
     @classmethod
     def execute(cls, text) -> io.NodeOutput:
-        return io.NodeOutput(class_conditioning(parse_class(text, "PAS Demo Prompt")))
+        return io.NodeOutput(class_conditioning(class_label(text, "PAS Demo Prompt")))
 
 
 class PASDemoLatent(io.ComfyNode):

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -25,6 +26,21 @@ SIGMA_RTOL = 1e-4  # ComfyUI hands sigmas over as float32; files keep float64
 
 class PASFileError(ValueError):
     """A coordinates file that cannot be used: corrupt, of another format, or inconsistent."""
+
+
+# Values of a wrong type or size that the field checks do not name (found by the loader fuzz tests).
+MALFORMED_ERRORS = (ValueError, TypeError, OverflowError, KeyError, IndexError, AttributeError, RuntimeError)
+
+
+@contextmanager
+def errors_named(source: str, what: str):
+    """Re-raise what reading `source` fails with as one PASFileError that starts with `source`."""
+    try:
+        yield
+    except PASFileError as error:
+        raise PASFileError(f"{source}: {error}") from None
+    except MALFORMED_ERRORS as error:
+        raise PASFileError(f"{source}: malformed {what} ({type(error).__name__}: {error})") from None
 
 
 @dataclass
@@ -260,15 +276,10 @@ class PASCoordinates:
         if version not in READABLE_VERSIONS:
             raise PASFileError(f"{name} has format version {version!r}; this version of the pack reads "
                                f"versions {', '.join(READABLE_VERSIONS)}. Update the pack or retrain the coordinates.")
-        try:
+        with errors_named(name, "content"):
             fields = _fields_from_file(tensors, header, version)
             fields["metadata"] = _jsonable(fields["metadata"])  # as saved: NaN / inf from the JSON become None
             return cls(**fields)
-        except PASFileError as error:
-            raise PASFileError(f"{name}: {error}") from None
-        except (ValueError, TypeError, OverflowError, KeyError, IndexError, AttributeError, RuntimeError) as error:
-            # values of a wrong type or size that the field checks do not name (found by the loader fuzz test)
-            raise PASFileError(f"{name}: malformed content ({type(error).__name__}: {error})") from None
 
 
 MAX_FILE_BYTES = 16 * 2 ** 20  # 64 grids of 1,000 steps with 8 basis vectors are about 5 MiB

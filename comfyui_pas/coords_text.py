@@ -24,6 +24,7 @@ from .coords import (
     PASCoordinates,
     PASFileError,
     _jsonable,
+    errors_named,
 )
 from .solvers import ORDER, resolve_options, solver_class
 
@@ -59,12 +60,8 @@ def to_text(coords: PASCoordinates) -> str:
 
 def from_text(text, source: str = DEFAULT_SOURCE) -> PASCoordinates:
     """Parse and validate a text from to_text; anything wrong is one PASFileError starting with `source`."""
-    try:
+    with errors_named(source, "coordinates"):
         return _parse(text)
-    except PASFileError as error:
-        raise PASFileError(f"{source}: {error}") from None
-    except (ValueError, TypeError, OverflowError, KeyError, IndexError, AttributeError, RuntimeError) as error:
-        raise PASFileError(f"{source}: malformed coordinates ({type(error).__name__}: {error})") from None
 
 
 def _parse(text) -> PASCoordinates:

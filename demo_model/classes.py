@@ -6,10 +6,11 @@ CLASS_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", 
                "Ankle boot")
 
 
-def class_label(text: str) -> int:
+def class_label(text: str, where: str = "") -> int:
     """The label of a class name ("Sneaker", "sneakers", "T-shirt", "top") or index ("7"); -1 for an empty text.
 
-    Case and spacing do not matter; a plural "s" and either half of "T-shirt/top" are accepted.
+    Case and spacing do not matter; a plural "s" and either half of "T-shirt/top" are accepted. An unknown
+    class raises ValueError, its message starting with `where` (the node asking) when given.
     """
     name = " ".join(str(text).split()).lower()
     if not name:
@@ -21,5 +22,6 @@ def class_label(text: str) -> int:
         if name in words or name in {word + "s" for word in words}:
             return label
     valid = ", ".join(f"{label} {full}" for label, full in enumerate(CLASS_NAMES))
-    raise ValueError(f"unknown Fashion-MNIST class {text!r}; valid classes (name or index): {valid}; "
+    prefix = f"{where}: " if where else ""
+    raise ValueError(f"{prefix}unknown Fashion-MNIST class {text!r}; valid classes (name or index): {valid}; "
                      "an empty prompt is unconditional")
