@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
+import sys
 
 from comfyui_pas.files import write_text
 
@@ -18,6 +20,11 @@ def markdown_table(header, rows, align: str | None = None) -> str:
     lines = ["| " + " | ".join(str(cell) for cell in header) + " |", rule]
     lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def command_line(module: str, argv: list[str] | None) -> str:
+    """How a run was started, for its results: `python -m module` and its arguments (sys.argv's if None)."""
+    return f"python -m {module} " + shlex.join(sys.argv[1:] if argv is None else argv)
 
 
 def write_json(path, data, indent: int = 1, **options) -> str:

@@ -31,8 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -52,7 +50,7 @@ from train_tools.benches.ab_report import (
 )
 from train_tools.benches.ab_special import run_calls, run_subsets, run_teacher_error, run_transfer
 from train_tools.benches.bench_gmm import EVAL_SEED_OFFSET
-from train_tools.tables import write_json
+from train_tools.tables import command_line, write_json
 
 # The solver pair of the published tables (docs/ab-study.md): euler and ipndm with order 3.
 DEFAULT_SOLVERS = ("euler", "ipndm:3")
@@ -205,7 +203,7 @@ def parse_args(argv=None):
     parser.add_argument("--model", choices=sorted(MODEL_DEFAULTS), default="gmm")
     parser.add_argument("--study", nargs="+", choices=(*STUDIES, "all"), default=["parameterization"])
     parser.add_argument("--out", default=None, help="folder for <study>.json and <study>.md (default out/ab/<model>)")
-    parser.add_argument("--nfe", type=int, nargs="+")
+    parser.add_argument("--nfe", type=int, nargs="+", help="student NFEs every study trains and scores at")
     parser.add_argument("--eval", type=int, help="held-out seeds (from 100000)")
     parser.add_argument("--reps", type=int, help="repetitions with disjoint training seeds")
     parser.add_argument("--first-rep", type=int, default=0, help="index of the first repetition (its seed block)")
@@ -216,11 +214,11 @@ def parse_args(argv=None):
     parser.add_argument("--solvers", nargs="+", default=list(DEFAULT_SOLVERS),
                         help=f"base solvers to train on: {', '.join(SOLVERS)}, 'name:order' for an order "
                              "(default: euler ipndm:3)")
-    parser.add_argument("--train-counts", type=int, nargs="+")
-    parser.add_argument("--teacher-nfes", type=int, nargs="+")
-    parser.add_argument("--basis", type=int, nargs="+")
-    parser.add_argument("--budget-counts", type=int, nargs="+")
-    parser.add_argument("--budget-teachers", type=int, nargs="+")
+    parser.add_argument("--train-counts", type=int, nargs="+", help="trajectories N of the trajectories study")
+    parser.add_argument("--teacher-nfes", type=int, nargs="+", help="teacher NFEs of the teacher and teacher-error studies")
+    parser.add_argument("--basis", type=int, nargs="+", help="n_basis values of the basis study")
+    parser.add_argument("--budget-counts", type=int, nargs="+", help="trajectories N of the budget study")
+    parser.add_argument("--budget-teachers", type=int, nargs="+", help="teacher NFEs of the budget study")
     parser.add_argument("--transfer-train", type=int, nargs="+", help="sizes trained at (gmm: dimension, fashion: side)")
     parser.add_argument("--transfer-eval", type=int, nargs="+", help="sizes scored at")
     parser.add_argument("--subset-nfe", type=int, default=10, help="NFE of the subsets study")
@@ -314,7 +312,7 @@ def main(argv=None):
     started = time.perf_counter()
     log = (lambda _: None) if args.quiet else (lambda text: print(text, flush=True))
     os.makedirs(args.out, exist_ok=True)
-    command = "python -m train_tools.benches.ab_study " + shlex.join(argv if argv is not None else sys.argv[1:])
+    command = command_line("train_tools.benches.ab_study", argv)
     session = Session(args, log)
     results = {}
     for name in args.study:

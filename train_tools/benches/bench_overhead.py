@@ -108,9 +108,9 @@ def correction_overhead(x, sigmas, coords, solver_args):
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--n-basis", type=int, default=4)
+    parser.add_argument("--steps", type=int, default=10, help="karras steps of the sampled grid")
+    parser.add_argument("--repeats", type=int, default=3, help="timed model calls (the median counts)")
+    parser.add_argument("--n-basis", type=int, default=4, help="basis size of the corrections")
     parser.add_argument("--solvers", nargs="+", default=list(SOLVERS), choices=SOLVERS)
     parser.add_argument("--full-sampling", action="store_true", help="also time whole runs with the UNet")
     parser.add_argument("--device", default="cpu", help="cpu, or cuda for `make gpu-check`")
@@ -119,7 +119,6 @@ def parse_args(argv=None):
 
 def main(argv=None):
     options = parse_args(argv)
-    torch.manual_seed(0)
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, OMP_NUM_THREADS="
           f"{os.environ.get('OMP_NUM_THREADS')}")
     denoise, sigmas = sd15_denoiser(options.steps, options.device)

@@ -16,10 +16,10 @@ from train_tools.benches import bench_overhead
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trajectories", type=int, default=8)
-    parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--teacher-nfe", type=int, default=48)
-    parser.add_argument("--solver", default="deis")
+    parser.add_argument("--trajectories", type=int, default=8, help="training trajectories of the trainer run")
+    parser.add_argument("--steps", type=int, default=10, help="karras steps of the student grid")
+    parser.add_argument("--teacher-nfe", type=int, default=48, help="teacher NFE of the trainer run")
+    parser.add_argument("--solver", default="deis", help="base solver of the trainer run")
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
         raise SystemExit("gpu-check needs a CUDA GPU (torch.cuda.is_available() is False)")

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 
 import torch
@@ -31,7 +30,7 @@ import torch
 from comfyui_pas.grids import EDM_SIGMA_MAX, edm_sigmas
 from comfyui_pas.teacher import heun_states
 from train_tools.data.seeds import PCA_SEED_START
-from train_tools.tables import markdown_table, write_json
+from train_tools.tables import command_line, markdown_table, write_json
 
 SETS = ("states", "directions", "x_T + directions")
 TOP = 4  # components reported in the table
@@ -199,26 +198,30 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
+def report(out: str, figure: str) -> list[dict]:
+    """Every model's results in `out`: printed as a table, drawn to `figure` unless it is ''."""
+    results = []
+    for name in sorted(MODEL_TITLES):
+        path = os.path.join(out, f"trajectory_pca_{name}.json")
+        if os.path.isfile(path):
+            with open(path) as handle:
+                results.append(json.load(handle))
+    print(markdown(results))
+    if figure:
+        print(f"figure: {draw(results, figure)}")
+    return results
+
+
 def main(argv=None):
     args = parse_args(argv)
     torch.set_num_threads(1)
     os.makedirs(args.out, exist_ok=True)
-    command = "python -m train_tools.studies.trajectory_pca " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = command_line("train_tools.studies.trajectory_pca", argv)
     for name in [] if args.from_json else args.model:
         result = run_model(name, args.samples or DEFAULT_SAMPLES[name], args.steps)
         result["command"] = command
         write_json(os.path.join(args.out, f"trajectory_pca_{name}.json"), result)
-    results = []
-    for name in sorted(MODEL_TITLES):
-        path = os.path.join(args.out, f"trajectory_pca_{name}.json")
-        if os.path.isfile(path):
-            with open(path) as handle:
-                results.append(json.load(handle))
-    table = markdown(results)
-    print(table)
-    if args.figure:
-        print(f"figure: {draw(results, args.figure)}")
-    return results
+    return report(args.out, args.figure)
 
 
 if __name__ == "__main__":

@@ -54,9 +54,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="conditional: share of batches' labels replaced by 'unconditional' (for CFG)")
     p.add_argument("--init-from", type=Path, default=None,
                    help="start from these weights (e.g. the unconditional model; new class rows start at zero)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the initialisation, batches and noise")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    p.add_argument("--log-every", type=int, default=100)
+    p.add_argument("--log-every", type=int, default=100, help="optimizer steps between log lines")
     p.add_argument("--ckpt-minutes", type=float, default=5.0, help="checkpoint (and export) interval")
     p.add_argument("--ckpt", type=Path, default=DEFAULT_CKPT)
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
