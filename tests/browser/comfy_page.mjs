@@ -18,6 +18,31 @@ export async function launchBrowser(executablePath) {
   return chromium.launch({ executablePath, headless: true, args: CHROMIUM_ARGS, timeout: 60_000 });
 }
 
+// A driver's whole run: launch Chromium, open ComfyUI, note the frontend version, then `drive(page)`. The
+// report gets the page's problems, or the error; it is written to config.report in any case, and an error
+// exits with status 1. `lap(name)` is called after the browser start and once the frontend is ready.
+export async function driveComfy(config, report, drive, lap = () => {}) {
+  let browser;
+  try {
+    browser = await launchBrowser(config.chromium);
+    lap('browser_started');
+    const { page, problems } = await openComfy(browser, config.url);
+    report.frontendVersion = await page.evaluate(() => window.__COMFYUI_FRONTEND_VERSION__ ?? null);
+    lap('frontend_ready');
+    await drive(page);
+    report.pageProblems = problems;
+  } catch (error) {
+    report.error = String(error?.stack ?? error);
+  } finally {
+    if (browser) await browser.close();
+    fs.writeFileSync(config.report, `${JSON.stringify(report, null, 1)}\n`);
+  }
+  if (report.error) {
+    console.error(report.error);
+    process.exit(1);
+  }
+}
+
 // Open the ComfyUI page and wait until the frontend's app has registered every server node type.
 export async function openComfy(browser, url, { width = 1600, height = 900 } = {}) {
   const context = await browser.newContext({ viewport: { width, height }, deviceScaleFactor: 1 });

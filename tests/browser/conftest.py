@@ -22,10 +22,10 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from browser_driver import CHROMIUM  # noqa: E402
 from comfy_harness import PACK_NAME, REPO, require_host, running_server  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 SETUP_HINT = "run `make browser` (scripts/setup_browser.sh)"
 FRONTENDS_SCRIPT = REPO / "scripts" / "setup_frontends.sh"
 # Files the example workflows name in model widgets: without them the newer frontend reports missing

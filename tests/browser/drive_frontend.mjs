@@ -6,18 +6,14 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import {
-  DIALOG_SELECTOR, closeDialogs, errorOverlayText, fitGraph, launchBrowser, nodeHelp, openComfy, packTemplates,
-  runFromPage, waitForPreviews,
+  DIALOG_SELECTOR, closeDialogs, driveComfy, errorOverlayText, fitGraph, nodeHelp, packTemplates, runFromPage,
+  waitForPreviews,
 } from './comfy_page.mjs';
 
 const config = JSON.parse(fs.readFileSync(process.argv[2], 'utf8'));
 const report = { frontendVersion: null, workflows: {}, run: null, help: {}, pageProblems: [], timings: {} };
 const started = Date.now();
 const lap = (name) => { report.timings[name] = (Date.now() - started) / 1000; };
-
-function writeReport() {
-  fs.writeFileSync(config.report, `${JSON.stringify(report, null, 1)}\n`);
-}
 
 // Everything the page can tell about a loaded workflow: missing types, broken links, the API prompt.
 async function inspect(page, workflow, name) {
@@ -81,13 +77,7 @@ async function inspect(page, workflow, name) {
   return seen;
 }
 
-let browser;
-try {
-  browser = await launchBrowser(config.chromium);
-  lap('browser_started');
-  const { page, problems } = await openComfy(browser, config.url);
-  report.frontendVersion = await page.evaluate(() => window.__COMFYUI_FRONTEND_VERSION__ ?? null);
-  lap('frontend_ready');
+await driveComfy(config, report, async (page) => {
   for (const file of config.workflows) {
     const name = path.basename(file, '.json');
     const workflow = JSON.parse(fs.readFileSync(file, 'utf8'));
@@ -125,14 +115,4 @@ try {
     report.help[type] = await nodeHelp(page, type, expected);
     lap(`help_${type}`);
   }
-  report.pageProblems = problems;
-} catch (error) {
-  report.error = String(error?.stack ?? error);
-} finally {
-  if (browser) await browser.close();
-  writeReport();
-}
-if (report.error) {
-  console.error(report.error);
-  process.exit(1);
-}
+}, lap);

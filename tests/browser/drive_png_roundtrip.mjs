@@ -5,7 +5,7 @@
 //   replay: a fresh page opens that PNG through the frontend's file input (as "Open" does) and runs it.
 // usage: node drive_png_roundtrip.mjs CONFIG.json   (url, chromium, mode, png, report, runTimeoutMs)
 import fs from 'node:fs';
-import { closeDialogs, launchBrowser, openComfy, runFromPage } from './comfy_page.mjs';
+import { closeDialogs, driveComfy, runFromPage } from './comfy_page.mjs';
 
 const config = JSON.parse(fs.readFileSync(process.argv[2], 'utf8'));
 const report = { frontendVersion: null, mode: config.mode, runs: [], pageProblems: [] };
@@ -89,20 +89,4 @@ async function replay(page) {
   report.image = save ? save[1].images[0] : null;
 }
 
-let browser;
-try {
-  browser = await launchBrowser(config.chromium);
-  const { page, problems } = await openComfy(browser, config.url);
-  report.frontendVersion = await page.evaluate(() => window.__COMFYUI_FRONTEND_VERSION__ ?? null);
-  await (config.mode === 'train' ? train(page) : replay(page));
-  report.pageProblems = problems;
-} catch (error) {
-  report.error = String(error?.stack ?? error);
-} finally {
-  if (browser) await browser.close();
-  fs.writeFileSync(config.report, `${JSON.stringify(report, null, 1)}\n`);
-}
-if (report.error) {
-  console.error(report.error);
-  process.exit(1);
-}
+await driveComfy(config, report, (page) => (config.mode === 'train' ? train(page) : replay(page)));

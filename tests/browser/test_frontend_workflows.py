@@ -14,15 +14,14 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
+from browser_driver import CHROMIUM, run_driver
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
-CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 PACK_NAME = "ComfyUI-PAS"  # the folder name the server fixture links the pack under
 
 WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
@@ -30,7 +29,6 @@ DEMO = "pas_demo_train_and_sample"
 # The README's screenshot is refreshed only on request (make screenshot), so a test run leaves git clean.
 SCREENSHOT = REPO / "docs" / "images" / "ui_demo_workflow.png"
 UPDATE_SCREENSHOT = os.environ.get("PAS_UPDATE_SCREENSHOT") == "1"
-DRIVER_TIMEOUT = 420
 PREVIEWS = {"Euler, 5 steps (no PAS)", "Euler + PAS, 5 steps", "Reference: Heun, 30 steps", "PAS error per step"}
 # The node help pages: the frontend fetches /extensions/<pack folder>/docs/<node id>/<locale>.md, then
 # /extensions/<pack folder>/docs/<node id>.md (both the pinned 1.32 and the newer frontend).
@@ -65,15 +63,8 @@ def page_report(node_driver, comfy_ui_server, frontend, tmp_path_factory):
               "run": str(REPO / "workflows" / f"{DEMO}.json"), "screenshot": str(out / "ui_demo_workflow.png"),
               "report": str(out / "report.json"), "runTimeoutMs": 300_000, "packName": PACK_NAME,
               "help": [{"type": path.stem, "expected": help_intro(path)} for path in HELP_DOCS]}
-    (out / "config.json").write_text(json.dumps(config))
     started = time.monotonic()
-    result = subprocess.run([node_driver, str(HERE / "drive_frontend.mjs"), str(out / "config.json")],
-                            cwd=HERE, capture_output=True, text=True, timeout=DRIVER_TIMEOUT)
-    report_path = Path(config["report"])
-    if result.returncode != 0 or not report_path.is_file():
-        pytest.fail(f"the browser driver failed (exit {result.returncode}):\n{result.stderr[-4000:]}\n"
-                    f"server log:\n{comfy_ui_server.log_tail(30)}", pytrace=False)
-    report = json.loads(report_path.read_text())
+    report = run_driver(node_driver, "drive_frontend.mjs", config, out / "config.json", comfy_ui_server)
     report["wall_s"] = time.monotonic() - started
     report["screenshot_path"] = config["screenshot"]
     if UPDATE_SCREENSHOT and frontend.pinned and Path(config["screenshot"]).is_file():

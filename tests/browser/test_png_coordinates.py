@@ -10,34 +10,23 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
-import pytest
+from browser_driver import CHROMIUM, run_driver
 from PIL import Image
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))
 from comfyui_pas.coords import PASCoordinates  # noqa: E402
 
-CHROMIUM = "/usr/bin/chromium"
-DRIVER_TIMEOUT = 420
-
 
 def drive(node, server, tmp_path: Path, mode: str, png: Path | None = None) -> dict:
     config = {"url": server.url, "chromium": CHROMIUM, "mode": mode, "png": str(png) if png else None,
               "report": str(tmp_path / f"{mode}.json"), "runTimeoutMs": 300_000}
-    (tmp_path / f"{mode}_config.json").write_text(json.dumps(config))
-    result = subprocess.run([node, str(HERE / "drive_png_roundtrip.mjs"), str(tmp_path / f"{mode}_config.json")],
-                            cwd=HERE, capture_output=True, text=True, timeout=DRIVER_TIMEOUT)
-    report_path = Path(config["report"])
-    if result.returncode != 0 or not report_path.is_file():
-        pytest.fail(f"the {mode} driver failed (exit {result.returncode}):\n{result.stderr[-4000:]}\n"
-                    f"server log:\n{server.log_tail(30)}", pytrace=False)
-    return json.loads(report_path.read_text())
+    return run_driver(node, "drive_png_roundtrip.mjs", config, tmp_path / f"{mode}_config.json", server, mode)
 
 
 def fetch_png(server, image: dict, path: Path) -> Path:

@@ -75,20 +75,17 @@ def pas_dir(pack):
     return Path(folder_paths.get_folder_paths("pas")[0])
 
 
-@pytest.fixture(scope="session")
-def nodes(pack):
-    return sys.modules[PACK_MODULE + ".nodes"]
+def pack_module_fixture(fixture: str, module: str):
+    """A session fixture `fixture`: the pack's submodule `module`, as ComfyUI imported it with the pack."""
+    def get(pack):
+        return sys.modules[f"{PACK_MODULE}.{module}"]
+
+    return pytest.fixture(get, scope="session", name=fixture)
 
 
-@pytest.fixture(scope="session")
-def bridge(pack):
-    return sys.modules[PACK_MODULE + ".comfy_bridge"]
-
-
-@pytest.fixture(scope="session")
-def demo_nodes(pack):
-    """The pack's demo_nodes module, as ComfyUI imported it with the pack."""
-    return sys.modules[PACK_MODULE + ".demo_nodes"]
+nodes = pack_module_fixture("nodes", "nodes")
+bridge = pack_module_fixture("bridge", "comfy_bridge")
+demo_nodes = pack_module_fixture("demo_nodes", "demo_nodes")
 
 
 @pytest.fixture(scope="session")

@@ -48,19 +48,22 @@ def sample(model, sampler, sigmas, conditioning, cfg=CFG, latent=None, seed=3):
 
 
 @pytest.fixture(scope="module")
-def trained(nodes, pas_dir, tiny_models, conditioning):
+def model(tiny_models):
+    """The tiny EPS model most tests train and sample."""
+    return tiny_models("eps")
+
+
+@pytest.fixture(scope="module")
+def trained(nodes, pas_dir, model, conditioning):
     """(coords, text, file name): one training on the EPS model, karras 5 steps."""
-    model = tiny_models("eps")
     out = train(nodes, model, conditioning, "travel", sigmas=karras(model))
     coords, _, _, text = out.result
     assert coords.steps, "no step was corrected on this model; the tests below could not tell PAS apart"
     return coords, text, "travel_00001.safetensors"
 
 
-def test_text_node_samples_bit_for_bit_as_the_file_also_without_it(nodes, pas_dir, trained, tiny_models,
-                                                                    conditioning):
+def test_text_node_samples_bit_for_bit_as_the_file_also_without_it(nodes, pas_dir, trained, model, conditioning):
     coords, text, name = trained
-    model = tiny_models("eps")
     sigmas = karras(model)
     from_file = sample(model, nodes.PASSampler.execute("euler", 0, name).result[0], sigmas, conditioning)
     plain = sample(model, nodes.PASSampler.execute("euler", 0, "none").result[0], sigmas, conditioning)
@@ -90,9 +93,7 @@ def test_text_node_refuses_bad_text_naming_itself(nodes, text):
 
 
 @pytest.mark.parametrize("scheduler", ["karras", "normal"])
-def test_scheduler_mode_with_denoise_trains_basic_schedulers_grids(nodes, pas_dir, tiny_models, conditioning,
-                                                                    scheduler):
-    model = tiny_models("eps")
+def test_scheduler_mode_with_denoise_trains_basic_schedulers_grids(nodes, pas_dir, model, conditioning, scheduler):
     latent = {"samples": torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(2))}
     prefix = f"img2img/{scheduler}"
     out = train(nodes, model, conditioning, prefix, latent=latent, trajectories=4, teacher_nfe=8, grid="scheduler",
@@ -109,23 +110,19 @@ def test_scheduler_mode_with_denoise_trains_basic_schedulers_grids(nodes, pas_di
         sample(model, sampler, karras(model, 4, 1.0, scheduler), conditioning)
 
 
-def test_denoise_is_refused_outside_grid_scheduler(nodes, tiny_models, conditioning):
-    model = tiny_models("eps")
+def test_denoise_is_refused_outside_grid_scheduler(nodes, model, conditioning):
     with pytest.raises(ValueError, match="grid 'scheduler' only"):
         train(nodes, model, conditioning, "nodenoise", sigmas=karras(model), denoise=0.5)
 
 
-def test_uncovered_grid_is_an_error_by_default(nodes, trained, tiny_models, conditioning):
+def test_uncovered_grid_is_an_error_by_default(nodes, trained, model, conditioning):
     _, _, name = trained
-    model = tiny_models("eps")
     with pytest.raises(ValueError, match=rf"PAS Sampler \({name}\): .*covers 5 steps"):
         sample(model, nodes.PASSampler.execute("euler", 0, name).result[0], karras(model, 7), conditioning)
 
 
-def test_uncovered_grid_can_sample_with_the_plain_solver_and_a_warning(nodes, trained, tiny_models, conditioning,
-                                                                         caplog):
+def test_uncovered_grid_can_sample_with_the_plain_solver_and_a_warning(nodes, trained, model, conditioning, caplog):
     _, _, name = trained
-    model = tiny_models("eps")
     sigmas = karras(model, 7)
     with caplog.at_level(logging.WARNING, logger="comfyui_pas"):
         fallback = sample(model, nodes.PASSampler.execute("euler", 0, name, None, PLAIN).result[0], sigmas, conditioning)
@@ -140,8 +137,7 @@ def test_uncovered_grid_can_sample_with_the_plain_solver_and_a_warning(nodes, tr
                                              karras(model), conditioning))
 
 
-def test_fingerprint_is_of_the_base_weights_and_kept_per_loaded_model(bridge, tiny_models):
-    model = tiny_models("eps")
+def test_fingerprint_is_of_the_base_weights_and_kept_per_loaded_model(bridge, model):
     first = bridge.model_fingerprint(model)
     assert first == bridge.model_fingerprint(tiny.make_model("eps"))  # the same weights, loaded again
     assert first != bridge.model_fingerprint(tiny.make_model("eps", seed=999))  # a "fine-tune"

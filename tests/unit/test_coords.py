@@ -58,6 +58,11 @@ def test_saved_file_has_the_mode_of_a_normally_created_file(tmp_path):
     assert os.stat(path).st_mode & 0o777 == os.stat(tmp_path / "plain").st_mode & 0o777 == 0o644
 
 
+def assert_load_refused(path, match: str) -> None:
+    with pytest.raises(PASFileError, match=match):
+        PASCoordinates.load(path)
+
+
 def test_failed_save_leaves_the_old_file_and_no_temporary(tmp_path):
     path = example().save(tmp_path / "c.safetensors")
     before = path_bytes = open(path, "rb").read()
@@ -72,40 +77,34 @@ def test_truncated_file(tmp_path):
     path = example().save(tmp_path / "c.safetensors")
     data = open(path, "rb").read()
     open(path, "wb").write(data[: len(data) // 2])
-    with pytest.raises(PASFileError, match="corrupt or truncated"):
-        PASCoordinates.load(path)
+    assert_load_refused(path, "corrupt or truncated")
 
 
 def test_not_a_safetensors_file(tmp_path):
     path = tmp_path / "c.safetensors"
     path.write_text("definitely not safetensors")
-    with pytest.raises(PASFileError, match="corrupt or truncated"):
-        PASCoordinates.load(path)
+    assert_load_refused(path, "corrupt or truncated")
 
 
 def test_other_safetensors_file(tmp_path):
     path = tmp_path / "lora.safetensors"
     save_file({"w": torch.ones(2)}, str(path))
-    with pytest.raises(PASFileError, match="not a PAS coordinates file"):
-        PASCoordinates.load(path)
+    assert_load_refused(path, "not a PAS coordinates file")
 
 
 def test_wrong_dtype(tmp_path):
     path = raw_file(tmp_path / "c.safetensors", {"coordinates": torch.ones(1, 4, dtype=torch.float32)})
-    with pytest.raises(PASFileError, match="dtype"):
-        PASCoordinates.load(path)
+    assert_load_refused(path, "dtype")
 
 
 def test_nan_coordinates(tmp_path):
     path = raw_file(tmp_path / "c.safetensors", {"coordinates": torch.full((1, 4), float("nan"), dtype=torch.float64)})
-    with pytest.raises(PASFileError, match="NaN"):
-        PASCoordinates.load(path)
+    assert_load_refused(path, "NaN")
 
 
 def test_unknown_version(tmp_path):
     path = raw_file(tmp_path / "c.safetensors", format_version="99")
-    with pytest.raises(PASFileError, match="version '99'"):
-        PASCoordinates.load(path)
+    assert_load_refused(path, "version '99'")
 
 
 @pytest.mark.parametrize("tensors, header, message", [
@@ -118,13 +117,11 @@ def test_unknown_version(tmp_path):
 ])
 def test_inconsistent_files(tmp_path, tensors, header, message):
     path = raw_file(tmp_path / "c.safetensors", tensors, **header)
-    with pytest.raises(PASFileError, match=message):
-        PASCoordinates.load(path)
+    assert_load_refused(path, message)
 
 
 def test_missing_file_is_named(tmp_path):
-    with pytest.raises(PASFileError, match="not found"):
-        PASCoordinates.load(tmp_path / "nope.safetensors")
+    assert_load_refused(tmp_path / "nope.safetensors", "not found")
 
 
 def test_validate_accepts_float32_copy_of_the_grid():

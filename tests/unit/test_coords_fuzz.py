@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from fuzz_helpers import assert_no_bad_outcomes, count_loaded
 from safetensors.torch import save_file
 
 import comfyui_pas.coords as coords_module
@@ -185,18 +186,14 @@ def cases(folder: Path):
         offsets = set(range(0, 24)) | {len(blob) - 1, len(blob) - 8} | {rng.randrange(len(blob)) for _ in range(90)}
         for offset in sorted(offsets):
             yield f"truncated:{name}", blob[:offset]
-    for name, blob in valid.items():
-        for _ in range(120):
-            yield f"bit flips:{name}", bit_flips(rng, blob)
-    for name, blob in valid.items():
-        for _ in range(20):
-            yield f"length edit:{name}", length_edits(rng, blob)
-    for name, blob in valid.items():
-        for _ in range(170):
-            yield f"header edit:{name}", header_edits(rng, blob)
-    for name, blob in valid.items():
-        for _ in range(40):
-            yield f"tensor edit:{name}", tensor_edits(rng, blob, folder / "work.safetensors")
+    edits = [("bit flips", 120, lambda blob: bit_flips(rng, blob)),
+             ("length edit", 20, lambda blob: length_edits(rng, blob)),
+             ("header edit", 170, lambda blob: header_edits(rng, blob)),
+             ("tensor edit", 40, lambda blob: tensor_edits(rng, blob, folder / "work.safetensors"))]
+    for kind, count, edit in edits:
+        for name, blob in valid.items():
+            for _ in range(count):
+                yield f"{kind}:{name}", edit(blob)
 
 
 # ---- the property ---------------------------------------------------------------------------------------
@@ -231,16 +228,12 @@ def test_malformed_files_load_consistently_or_raise_pas_file_error(tmp_path):
         except BaseException as error:  # noqa: B036 (any other exception type is what this test looks for)
             bad.append((label, f"{type(error).__name__}: {error}"))
         else:
-            outcomes["loaded"] += 1
-            try:
-                check_consistent(loaded, tmp_path)
-            except BaseException as error:  # noqa: B036
-                bad.append((label, f"loaded but inconsistent: {type(error).__name__}: {error}"))
+            count_loaded(outcomes, bad, label, check_consistent, loaded, tmp_path)
         path.unlink()
     print(f"fuzz: {total} files, {outcomes}, {len(bad)} bad outcomes")
     assert total >= 2000
     assert outcomes["loaded"] >= 5  # the valid files, and harmless edits, still load
-    assert not bad, f"{len(bad)} bad outcomes of {total}, e.g. " + "; ".join(f"[{a}] {b}" for a, b in bad[:8])
+    assert_no_bad_outcomes(bad, total)
 
 
 @pytest.mark.parametrize("info", ["[1, 2]", "3", "null", "\"text\"", "{", ""])

@@ -18,6 +18,7 @@ import random
 import string
 
 import torch
+from fuzz_helpers import assert_no_bad_outcomes, count_loaded
 
 from comfyui_pas import PASCoordinates, edm_sigmas
 from comfyui_pas.coords import GridCoordinates, PASFileError
@@ -221,15 +222,11 @@ def test_fuzzed_texts_raise_one_clear_error_or_load_consistently(tmp_path):
                 bad.append((kind, f"silent load of damaged text {text[:120]!r}"))
             outcomes["loaded unchanged after transit damage"] += 1
             continue
-        outcomes["loaded"] += 1
-        try:
-            check_consistent(loaded, tmp_path)
-        except BaseException as error:  # noqa: B036
-            bad.append((kind, f"loaded but inconsistent: {type(error).__name__}: {error}"))
+        count_loaded(outcomes, bad, kind, check_consistent, loaded, tmp_path)
     print(f"text fuzz: {total} cases, {outcomes}, {len(bad)} bad outcomes")
     assert total >= 2000
     assert outcomes["loaded"] >= len(originals) and outcomes["PASFileError"] >= 0.8 * total
-    assert not bad, f"{len(bad)} bad outcomes of {total}, e.g. " + "; ".join(f"[{a}] {b}" for a, b in bad[:8])
+    assert_no_bad_outcomes(bad, total)
 
 
 def test_text_and_file_hold_the_same_numbers(tmp_path):

@@ -86,10 +86,11 @@ def test_to_uint8_clamps_out_of_range_values():
     assert out[0, 0, 0] == 0 and out[0, 5, 5] == 255
 
 
-def test_conversions_reject_wrong_shapes_and_dtypes():
-    with pytest.raises(TypeError, match="uint8"):
-        fm.to_model_space(np.zeros((1, 28, 28), np.float32))
-    with pytest.raises(ValueError, match="28, 28"):
-        fm.to_model_space(np.zeros((1, 32, 32), np.uint8))
-    with pytest.raises(ValueError, match="32, 32"):
-        fm.to_uint8(torch.zeros(1, 1, 28, 28))
+@pytest.mark.parametrize("convert, value, error, match", [
+    (fm.to_model_space, np.zeros((1, 28, 28), np.float32), TypeError, "uint8"),
+    (fm.to_model_space, np.zeros((1, 32, 32), np.uint8), ValueError, "28, 28"),
+    (fm.to_uint8, torch.zeros(1, 1, 28, 28), ValueError, "32, 32"),
+])
+def test_conversions_reject_wrong_shapes_and_dtypes(convert, value, error, match):
+    with pytest.raises(error, match=match):
+        convert(value)

@@ -63,11 +63,13 @@ def test_to_nchw_accepts_grey_and_both_rgb_layouts():
     assert np.array_equal(fid.to_nchw(expected.transpose(0, 2, 3, 1)), expected)
 
 
-def test_to_nchw_rejects_floats_and_bad_shapes():
-    with pytest.raises(TypeError, match="uint8"):
-        fid.to_nchw(np.zeros((2, 8, 8), np.float32))
-    with pytest.raises(ValueError, match="channels"):
-        fid.to_nchw(np.zeros((2, 4, 8, 8), np.uint8))
+@pytest.mark.parametrize("images, error, match", [
+    (np.zeros((2, 8, 8), np.float32), TypeError, "uint8"),
+    (np.zeros((2, 4, 8, 8), np.uint8), ValueError, "channels"),
+])
+def test_to_nchw_rejects_floats_and_bad_shapes(images, error, match):
+    with pytest.raises(error, match=match):
+        fid.to_nchw(images)
 
 
 # ---------------------------------------------------------------- features vs independent references
