@@ -14,8 +14,9 @@ LOSSES = ("l1", "l2")
 # Held-out checks of a candidate step (each on the final samples of held-out trajectories):
 # mean: their RMSE drops; validation: mean, and the median sample's error drops too; spectral: validation, and
 # the RMSE of the high-pass part does not grow (a correction that trades fine-detail error for coarse error
-# adds grain that FID sees); none: no held-out check (the paper's rule).
-GUARDS = ("validation", "spectral", "mean", "none")
+# adds grain that FID sees); texture: the RMSE does not grow, nor do the gaps to the teacher's finals in
+# per-sample contrast and fine detail (blur and grain); none: no held-out check (the paper's rule).
+GUARDS = ("validation", "spectral", "mean", "texture", "none")
 DEFAULT_TOLERANCE = {"relative": 0.01, "absolute": 1e-4}
 OBJECTIVES = ("local", "end_to_end")
 # The PAS Trainer's budget (docs/ab-study.md): at most 1,000 model calls per grid at 3-10 steps.
