@@ -15,18 +15,16 @@ from pathlib import Path
 
 import torch
 
-from comfyui_pas.settings import TRAINER_TEACHER_NFE, TRAINER_TRAJECTORIES
+from comfyui_pas.settings import ACCEPTANCE_RULES, TRAINER_TEACHER_NFE, TRAINER_TRAJECTORIES
 from train_tools.bench_setup import MODELS, BenchSetup, karras
 from train_tools.quality import Judge
 from train_tools.tables import markdown_table, write_results
 
-# name -> the SearchSettings fields of a rule. "fid-safe" was the library default before "texture".
+# name -> the SearchSettings fields of a rule: the library's named rules and two study-only variants.
 RULES = {
-    "paper": dict(guard="none", min_held_out_gain=0.0, correct_last_step=True),
+    **ACCEPTANCE_RULES,
     "paper, last step plain": dict(guard="none", min_held_out_gain=0.0, correct_last_step=False),
-    "fid-safe": dict(guard="validation", min_held_out_gain=0.05, correct_last_step=False),
     "validation, any gain": dict(guard="validation", min_held_out_gain=0.0, correct_last_step=False),
-    "texture": dict(guard="texture", min_held_out_gain=0.0, correct_last_step=True),
 }
 METRICS = ("fd_teacher", "fd_data", "rmse")
 

@@ -132,3 +132,17 @@ def test_overrides_and_settings_train_alike(gmm):
     assert by_object[1]["settings"]["guard"] == "mean" and by_object[0].n_basis == 2
     with pytest.raises(TypeError, match="unknown"):
         train_pas(gmm, x, sigmas, n_bases=2)
+
+
+def test_named_rules_set_their_fields_and_are_recorded():
+    from comfyui_pas.settings import ACCEPTANCE_RULES, DEFAULT_RULE
+
+    assert SearchSettings().rule == DEFAULT_RULE
+    for name, fields in ACCEPTANCE_RULES.items():
+        settings = SearchSettings.for_rule(name, n_basis=2)
+        assert settings.rule == name and settings.n_basis == 2
+        assert all(getattr(settings, key) == value for key, value in fields.items())
+        assert settings.recorded()["rule"] == name
+    assert SearchSettings(guard="mean").rule == "custom"
+    with pytest.raises(ValueError, match="rule"):
+        SearchSettings.for_rule("fid_safe")
