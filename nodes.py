@@ -12,7 +12,13 @@ from . import comfy_bridge as bridge
 from .comfyui_pas.coords import MAX_BASIS, PASCoordinates
 from .comfyui_pas.grids import parse_step_counts
 from .comfyui_pas.search import DEFAULT_N_BASIS, DEFAULT_TOLERANCE, LOSSES
-from .comfyui_pas.settings import TRAINER_TEACHER_NFE, TRAINER_TRAJECTORIES
+from .comfyui_pas.settings import (
+    ACCEPTANCE_RULES,
+    DEFAULT_RULE,
+    TRAINER_TEACHER_NFE,
+    TRAINER_TRAJECTORIES,
+    SearchSettings,
+)
 from .comfyui_pas.solvers import ORDER, SOLVER_CLASSES, SOLVERS, canonical_solver, solver_tooltip
 
 log = logging.getLogger("comfyui_pas")
@@ -57,6 +63,9 @@ UNCOVERED_TOOLTIP = (
     "denoise): 'error' stops the queue with a message naming the step counts and denoise the coordinates "
     "cover; 'plain solver + warning' samples without PAS and shows a warning on the sampling node and in "
     "the log. Another model type or latent channel count is always an error.")
+RULE_TOOLTIP = ("Which fitted steps are kept (docs/objective-study.md). texture: the held-out trajectories' error "
+                "and their contrast and fine detail against the teacher must not get worse; fid-safe: their error "
+                "must drop 5% and the last step is never corrected; paper: the training loss alone.")
 TEXT_TOOLTIP = "The coordinates as one line of text, to paste into a PAS Coordinates (text) node's widget."
 
 
@@ -187,6 +196,8 @@ class PASTrainer(io.ComfyNode):
                                tooltip="grid 'scheduler': the denoise of img2img / hires fix, as BasicScheduler "
                                        "takes it (each grid is the last steps + 1 sigmas of int(steps / denoise) "
                                        "steps). Must be 1 for the other grid modes."),
+                io.Combo.Input("rule", options=list(ACCEPTANCE_RULES), default=DEFAULT_RULE, optional=True,
+                               tooltip=RULE_TOOLTIP),
             ],
             outputs=[
                 PASCoords.Output(display_name="pas_coords"),
@@ -201,7 +212,8 @@ class PASTrainer(io.ComfyNode):
     def execute(cls, model, positive, negative, cfg, latent, sigmas=None, solver="euler", max_order=0,
                 trajectories=TRAINER_TRAJECTORIES, seed=0, teacher_nfe=TRAINER_TEACHER_NFE, n_basis=DEFAULT_N_BASIS, loss=LOSSES[0],
                 tolerance=DEFAULT_TOLERANCE["relative"], filename_prefix="PAS",
-                clip=None, prompts="", grid=None, scheduler="karras", steps="4-8", denoise=1.0) -> io.NodeOutput:
+                clip=None, prompts="", grid=None, scheduler="karras", steps="4-8", denoise=1.0,
+                rule=DEFAULT_RULE) -> io.NodeOutput:
         prompt_list = [line.strip() for line in (prompts or "").splitlines() if line.strip()]
         if prompt_list and clip is None:
             raise ValueError("The PAS Trainer got a prompt list but no CLIP: connect a CLIP (text encoder) "
@@ -217,7 +229,8 @@ class PASTrainer(io.ComfyNode):
         coords, report = bridge.train_by_start(
             model, positives, negative, cfg, latent, grids, trajectories=trajectories, seed=seed,
             learn_steps=learn_steps, metadata=metadata, solver=solver, max_order=max_order or None,
-            n_basis=n_basis, loss=loss, tolerance=tolerance, teacher_nfe=teacher_nfe)
+            settings=SearchSettings.for_rule(rule or DEFAULT_RULE), n_basis=n_basis, loss=loss, tolerance=tolerance,
+            teacher_nfe=teacher_nfe)
         path = bridge.save_output(coords, stem)
         name = os.path.relpath(path, bridge.pas_directory())
         summary = f"Saved {name}: {coords.describe()}\n{training_summary(report)}"

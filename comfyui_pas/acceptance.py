@@ -18,18 +18,36 @@ def high_pass(x: torch.Tensor) -> torch.Tensor | None:
     return (flat - smooth).reshape(x.shape)
 
 
+def spread(x: torch.Tensor) -> torch.Tensor:
+    """Per-sample standard deviation over all but the batch dimension (contrast, for images)."""
+    return x.double().reshape(x.shape[0], -1).std(dim=1)
+
+
 @dataclass
 class HeldOutErrors:
-    """Per-sample errors of held-out final samples: RMSE, and RMSE of the high-pass part (None off images)."""
+    """Per-sample errors of held-out final samples against the teacher's: RMSE, RMSE of the high-pass part,
+    and the texture gaps |s(final) - s(teacher)| of the spread (contrast) and of the high-pass spread
+    (fine detail: blur lowers it, grain raises it). The high-pass terms are None off images."""
 
     rmse: torch.Tensor
     high_pass: torch.Tensor | None
+    contrast_gap: torch.Tensor | None = None
+    detail_gap: torch.Tensor | None = None
 
     @classmethod
     def of(cls, final: torch.Tensor, target: torch.Tensor) -> HeldOutErrors:
         fine_final, fine_target = high_pass(final), high_pass(target)
-        fine = None if fine_final is None else sample_rmse(fine_final, fine_target)
-        return cls(sample_rmse(final, target), fine)
+        fine = detail = None
+        if fine_final is not None:
+            fine = sample_rmse(fine_final, fine_target)
+            detail = (spread(fine_final) - spread(fine_target)).abs()
+        return cls(sample_rmse(final, target), fine, (spread(final) - spread(target)).abs(), detail)
+
+    def texture_not_worse(self, before: HeldOutErrors) -> bool:
+        """Whether the mean contrast and detail gaps to the teacher did not grow from `before`."""
+        pairs = [(self.contrast_gap, before.contrast_gap), (self.detail_gap, before.detail_gap)]
+        return all(float(after.mean()) <= float(prior.mean()) for after, prior in pairs
+                   if after is not None and prior is not None)
 
     def pooled(self, fine: bool = False) -> float | None:
         """The RMSE over the held-out samples (of the high-pass part with fine=True; None off images)."""
@@ -43,9 +61,13 @@ def pooled(errors: HeldOutErrors | None, fine: bool = False) -> float | None:
 
 def guard_passes(before: HeldOutErrors, after: HeldOutErrors, guard: str = "validation", min_gain: float = 0.0) -> bool:
     """The held-out check named by `guard` (settings.GUARDS): the held-out RMSE must drop by more than the
-    fraction min_gain; the median rule keeps a rare large fix from hiding a majority made worse, nor the reverse."""
+    fraction min_gain; the median rule keeps a rare large fix from hiding a majority made worse, nor the reverse.
+    texture: the held-out RMSE does not grow (drops by min_gain when given) and neither do the texture gaps."""
     if guard == "none":
         return True
+    if guard == "texture":
+        return (pooled_rmse(after.rmse) <= (1 - min_gain) * pooled_rmse(before.rmse)
+                and after.texture_not_worse(before))
     ok = pooled_rmse(after.rmse) < (1 - min_gain) * pooled_rmse(before.rmse)
     if guard in ("validation", "spectral"):
         ok = ok and float(after.rmse.median()) < float(before.rmse.median())

@@ -14,10 +14,21 @@ LOSSES = ("l1", "l2")
 # Held-out checks of a candidate step (each on the final samples of held-out trajectories):
 # mean: their RMSE drops; validation: mean, and the median sample's error drops too; spectral: validation, and
 # the RMSE of the high-pass part does not grow (a correction that trades fine-detail error for coarse error
-# adds grain that FID sees); none: no held-out check (the paper's rule).
-GUARDS = ("validation", "spectral", "mean", "none")
+# adds grain that FID sees); texture: the RMSE does not grow, nor do the gaps to the teacher's finals in
+# per-sample contrast and fine detail (blur and grain); none: no held-out check (the paper's rule).
+GUARDS = ("validation", "spectral", "mean", "texture", "none")
 DEFAULT_TOLERANCE = {"relative": 0.01, "absolute": 1e-4}
 OBJECTIVES = ("local", "end_to_end")
+# Named acceptance rules (docs/objective-study.md): the SearchSettings fields that decide which steps are kept.
+# paper: the training loss alone, every step a candidate; fid-safe: held-out RMSE gain of 5%, last step left
+# to the solver; texture: held-out RMSE and texture not worse, every step a candidate.
+ACCEPTANCE_RULES = {
+    "fid-safe": {"guard": "validation", "min_held_out_gain": 0.05, "correct_last_step": False},
+    "texture": {"guard": "texture", "min_held_out_gain": 0.0, "correct_last_step": True},
+    "paper": {"guard": "none", "min_held_out_gain": 0.0, "correct_last_step": True},
+}
+DEFAULT_RULE = "fid-safe"
+_DEFAULT = ACCEPTANCE_RULES[DEFAULT_RULE]
 # The PAS Trainer's budget (docs/ab-study.md): at most 1,000 model calls per grid at 3-10 steps.
 TRAINER_TRAJECTORIES, TRAINER_TEACHER_NFE = 12, 48
 
@@ -37,8 +48,9 @@ class SearchSettings:
 
     Defaults: relative coordinates with 3 basis vectors (docs/ab-study.md); a step is kept when its training
     loss drops by more than `tolerance` (1% relative), its held-out trajectories pass `guard`, and their RMSE
-    drops by more than `min_held_out_gain`; the last step (onto the grid's end) is left to the solver unless
-    `correct_last_step` (docs/objective-study.md).
+    drops by more than `min_held_out_gain`; the last step (onto the grid's end) is a candidate only with
+    `correct_last_step`. The last three come from the acceptance rule DEFAULT_RULE (docs/objective-study.md);
+    `SearchSettings.for_rule(name)` sets another rule's.
     """
 
     n_basis: int = 3
@@ -46,10 +58,23 @@ class SearchSettings:
     tolerance: float | None = None  # None: DEFAULT_TOLERANCE of the mode
     tolerance_mode: str = "relative"
     parameterization: str = "relative"
-    guard: str = GUARDS[0]
+    guard: str = _DEFAULT["guard"]
     validation_fraction: float = 0.25
-    min_held_out_gain: float = 0.05
-    correct_last_step: bool = False
+    min_held_out_gain: float = _DEFAULT["min_held_out_gain"]
+    correct_last_step: bool = _DEFAULT["correct_last_step"]
+
+    @classmethod
+    def for_rule(cls, rule: str, **fields) -> SearchSettings:
+        """The settings of a named acceptance rule (ACCEPTANCE_RULES); other fields as keywords."""
+        _choice("rule", rule, tuple(ACCEPTANCE_RULES))
+        return cls(**{**ACCEPTANCE_RULES[rule], **fields})
+
+    @property
+    def rule(self) -> str:
+        """The name of the acceptance rule these settings follow, or 'custom'."""
+        mine = {"guard": self.guard, "min_held_out_gain": self.min_held_out_gain,
+                "correct_last_step": self.correct_last_step}
+        return next((name for name, fields in ACCEPTANCE_RULES.items() if fields == mine), "custom")
 
     def __post_init__(self):
         _choice("loss", self.loss, LOSSES)
@@ -82,7 +107,7 @@ class SearchSettings:
     def recorded(self) -> dict:
         """The settings as the report and the file's metadata record them."""
         return {"loss": self.loss, "tolerance": self.tolerance, "tolerance_mode": self.tolerance_mode,
-                "guard": self.guard, "min_held_out_gain": self.min_held_out_gain,
+                "rule": self.rule, "guard": self.guard, "min_held_out_gain": self.min_held_out_gain,
                 "correct_last_step": self.correct_last_step}
 
 

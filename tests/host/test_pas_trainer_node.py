@@ -11,6 +11,7 @@ from pas_test_pack import tiny
 
 from comfyui_pas.coords import PASCoordinates
 from comfyui_pas.grids import refine_sigmas
+from comfyui_pas.settings import ACCEPTANCE_RULES, DEFAULT_RULE
 from comfyui_pas.teacher import Denoiser, teacher_states
 
 CFG = 3.0
@@ -30,7 +31,8 @@ def train_node(nodes, model, conditioning, sigmas, prefix, **overrides):
     return nodes.PASTrainer.execute(model, positive, negative, CFG, latent, sigmas, options["solver"],
                                     options["max_order"], options["trajectories"], options["seed"],
                                     options["teacher_nfe"], options["n_basis"], options["loss"],
-                                    options["tolerance"], prefix, options.get("clip"), options.get("prompts", ""))
+                                    options["tolerance"], prefix, options.get("clip"), options.get("prompts", ""),
+                                    **{key: options[key] for key in ("rule",) if key in options})
 
 
 @pytest.fixture(scope="module")
@@ -64,10 +66,21 @@ def test_trained_file_is_listed_and_complete(nodes, trained, pas_dir):
     assert loaded.metadata["cfg"] == CFG
     assert loaded.metadata["model_type"] == "EPS"
     assert loaded.metadata["n_trajectories"] == TRAINING["trajectories"]
+    assert loaded.metadata["rule"] == DEFAULT_RULE
     image = out.result[1]
     assert image.ndim == 4 and image.shape[0] == 1 and image.shape[-1] == 3
     assert 0.0 <= float(image.min()) and float(image.max()) <= 1.0
     assert name in out.ui.as_dict()["text"][0]
+
+
+@pytest.mark.parametrize("rule", sorted(set(ACCEPTANCE_RULES) - {DEFAULT_RULE}))
+def test_rule_option_sets_the_acceptance_rule(nodes, pas_dir, tiny_models, conditioning, rule):
+    model = tiny_models("eps")
+    coords = train_node(nodes, model, conditioning, karras(model), f"rule_{rule}", rule=rule).result[0]
+    for key, value in dict(ACCEPTANCE_RULES[rule], rule=rule).items():
+        assert coords.metadata[key] == value
+    held_out = 0 if ACCEPTANCE_RULES[rule]["guard"] == "none" else TRAINING["trajectories"] // 4
+    assert coords.metadata["n_validation"] == held_out
 
 
 def test_trained_file_corrects_sampling_on_its_sigmas(nodes, trained, tiny_models, conditioning):

@@ -19,11 +19,11 @@ def errors(values, fine=None):
 
 BEFORE = errors([1.0, 1.0, 1.0, 1.0, 4.0], fine=[1.0] * 5)  # pooled RMSE 2, median 1
 CASES = {  # after the step: (errors, which guards pass with min_gain 0)
-    "all better": (errors([0.9] * 5, fine=[0.9] * 5), {"none", "mean", "validation", "spectral"}),
+    "all better": (errors([0.9] * 5, fine=[0.9] * 5), {"none", "mean", "validation", "spectral", "texture"}),
     # the one large error fixed, the majority a little worse: the pooled RMSE drops, the median rises
-    "majority worse": (errors([1.1, 1.1, 1.1, 1.1, 1.0], fine=[0.9] * 5), {"none", "mean"}),
+    "majority worse": (errors([1.1, 1.1, 1.1, 1.1, 1.0], fine=[0.9] * 5), {"none", "mean", "texture"}),
     # better in RMSE and median, but more high-pass error (grain)
-    "more grain": (errors([0.9] * 5, fine=[1.2] * 5), {"none", "mean", "validation"}),
+    "more grain": (errors([0.9] * 5, fine=[1.2] * 5), {"none", "mean", "validation", "texture"}),
     "all worse": (errors([1.0, 1.0, 1.0, 1.0, 5.0], fine=[1.0] * 5), {"none"}),
 }
 
@@ -33,6 +33,33 @@ CASES = {  # after the step: (errors, which guards pass with min_gain 0)
 def test_each_guard_on_planted_held_out_errors(case, guard):
     after, passing = CASES[case]
     assert guard_passes(BEFORE, after, guard, 0.0) == (guard in passing)
+
+
+def test_texture_guard_rejects_a_step_that_widens_a_texture_gap():
+    def with_gaps(rmse, contrast, detail):
+        return HeldOutErrors(torch.tensor(rmse), None, torch.tensor(contrast), torch.tensor(detail))
+
+    before = with_gaps([1.0] * 3, [0.2] * 3, [0.1] * 3)
+    assert guard_passes(before, with_gaps([0.9] * 3, [0.1] * 3, [0.1] * 3), "texture")
+    assert guard_passes(before, with_gaps([1.0] * 3, [0.2] * 3, [0.1] * 3), "texture")  # level passes
+    assert not guard_passes(before, with_gaps([0.9] * 3, [0.3] * 3, [0.05] * 3), "texture")  # contrast
+    assert not guard_passes(before, with_gaps([0.9] * 3, [0.1] * 3, [0.2] * 3), "texture")  # detail
+    assert not guard_passes(before, with_gaps([1.1] * 3, [0.1] * 3, [0.05] * 3), "texture")  # RMSE grew
+    assert not guard_passes(before, with_gaps([0.97] * 3, [0.1] * 3, [0.1] * 3), "texture", 0.05)
+
+
+def test_texture_gaps_see_blur_and_grain_that_cost_the_same_rmse():
+    target = seeded_noise([1, 2, 3, 4], (1, 16, 16), torch.float64)
+    blurred = torch.nn.functional.avg_pool2d(target, 3, stride=1, padding=1, count_include_pad=False)
+    blur = blurred - target
+    grain = seeded_noise([5, 6, 7, 8], (1, 16, 16), torch.float64)
+    grain = grain * (blur.norm() / grain.norm())  # the same RMSE as the blur
+    exact, smooth, noisy = (HeldOutErrors.of(target + d, target) for d in (0 * blur, blur, grain))
+    assert torch.allclose(smooth.rmse.square().mean(), noisy.rmse.square().mean())
+    assert float(exact.contrast_gap.max()) == 0 and float(exact.detail_gap.max()) == 0
+    assert float(smooth.detail_gap.mean()) > 0.1 and float(noisy.detail_gap.mean()) > 0.1
+    assert not smooth.texture_not_worse(exact) and not noisy.texture_not_worse(exact)
+    assert exact.texture_not_worse(smooth)
 
 
 def test_spectral_guard_without_a_high_pass_part_is_the_validation_guard():
@@ -105,3 +132,17 @@ def test_overrides_and_settings_train_alike(gmm):
     assert by_object[1]["settings"]["guard"] == "mean" and by_object[0].n_basis == 2
     with pytest.raises(TypeError, match="unknown"):
         train_pas(gmm, x, sigmas, n_bases=2)
+
+
+def test_named_rules_set_their_fields_and_are_recorded():
+    from comfyui_pas.settings import ACCEPTANCE_RULES, DEFAULT_RULE
+
+    assert SearchSettings().rule == DEFAULT_RULE
+    for name, fields in ACCEPTANCE_RULES.items():
+        settings = SearchSettings.for_rule(name, n_basis=2)
+        assert settings.rule == name and settings.n_basis == 2
+        assert all(getattr(settings, key) == value for key, value in fields.items())
+        assert settings.recorded()["rule"] == name
+    assert SearchSettings(guard="mean").rule == "custom"
+    with pytest.raises(ValueError, match="rule"):
+        SearchSettings.for_rule("fid_safe")

@@ -128,12 +128,18 @@ def test_study_precision_and_agreement_on_hand_made_scores():
 
 
 def test_rule_table_shows_each_rule_against_its_base():
-    from train_tools.studies.rule_study import RULES, rules_markdown
+    from comfyui_pas import SearchSettings
+    from train_tools.studies.rule_study import RULES, parse_rule, rules_markdown
 
-    assert RULES["fid-safe"] == {} and RULES["paper"]["guard"] == "none"  # the default and the paper's rule
+    assert RULES["paper"]["guard"] == "none" and RULES["paper"]["correct_last_step"]  # the paper's rule
+    assert all(SearchSettings(**fields) for fields in RULES.values())
+    assert parse_rule("paper@48", 12) == ("paper", 48) and parse_rule("fid-safe", 12) == ("fid-safe", 12)
+    with pytest.raises(ValueError, match="unknown rule"):
+        parse_rule("papers@48", 12)
     change = {"value": -0.25, "low": -0.3, "high": -0.2}
     rows = [{"nfe": 5, "solver": "deis", "rule": "(ComfyUI, uncorrected)", "steps": [], "values": {"fd_teacher": 40.0}},
-            {"nfe": 5, "solver": "deis", "rule": "paper", "steps": [1, 2], "values": {"fd_teacher": 30.0},
-             "vs_base": {"fd_teacher": change, "fd_data": change, "rmse": change}}]
+            {"nfe": 5, "solver": "deis", "rule": "paper@48", "steps": [1, 2], "values": {"fd_teacher": 30.0},
+             "vs_base": {"fd_teacher": change, "fd_data": change, "rmse": change}, "spread": 0.7, "model_calls": 2832}]
     text = rules_markdown(rows, "conditional model, CFG 4", 1000)
-    assert "| 5 | deis | paper | [1, 2] | 30 | -25.0 [-30.0, -20.0] |" in text and "N = 1000" in text
+    assert "| 5 | deis | paper@48 | [1, 2] | 30 | -25.0 [-30.0, -20.0] |" in text and "N = 1000" in text
+    assert text.rstrip().endswith("| 0.700 | 2,832 |")

@@ -2,8 +2,8 @@
 
     python -m train_tools.studies.rule_study --model cond --cfg 4 --solvers deis dpmpp_2m --nfe 4 5 6
 
-Every rule trains with the PAS Trainer's budget (12 trajectories, or --trajectories; teacher 48 NFE) on the training seeds and
-samples the evaluation seeds on ComfyUI's karras grid; each PAS row gets the paired difference to ComfyUI's
+A rule is `name@trajectories` (paper@48); all rules share one Heun teacher of TRAINER_TEACHER_NFE per grid
+on the training seeds, and sample the evaluation seeds on ComfyUI's karras grid; each PAS row gets the paired difference to ComfyUI's
 own solver on the same seeds and grid (FD to the teacher's samples, FD to the data, RMSE), 95% intervals.
 Writes out/rule_study/<model>_cfg<w>/rules.json and rules.md.
 """
@@ -15,41 +15,82 @@ from pathlib import Path
 
 import torch
 
-from comfyui_pas.settings import TRAINER_TRAJECTORIES
+from comfyui_pas.settings import ACCEPTANCE_RULES, TRAINER_TEACHER_NFE, TRAINER_TRAJECTORIES
 from train_tools.bench_setup import MODELS, BenchSetup, karras
 from train_tools.evaluation.quality import Judge
-from train_tools.studies.quality_study import train_default
 from train_tools.tables import markdown_table, write_results
 
-# name -> train_pas settings. "fid-safe" is the library default.
+# name -> the SearchSettings fields of a rule: the library's named rules and two study-only variants.
 RULES = {
-    "paper": dict(guard="none", min_held_out_gain=0.0, correct_last_step=True),
+    **ACCEPTANCE_RULES,
     "paper, last step plain": dict(guard="none", min_held_out_gain=0.0, correct_last_step=False),
-    "fid-safe": {},
-    "validation, any gain": dict(min_held_out_gain=0.0),
+    "validation, any gain": dict(guard="validation", min_held_out_gain=0.0, correct_last_step=False),
 }
 METRICS = ("fd_teacher", "fd_data", "rmse")
 
 
-def study(setup: BenchSetup, judge: Judge, solvers, nfes, rules, trajectories: int) -> list[dict]:
+def parse_rule(spec: str, trajectories: int) -> tuple[str, int]:
+    """'paper@48' -> ('paper', 48); a rule without '@' trains on `trajectories`."""
+    name, _, count = spec.partition("@")
+    if name not in RULES:
+        raise ValueError(f"unknown rule {name!r}; rules: {', '.join(RULES)}")
+    return name, int(count) if count else trajectories
+
+
+class RuleTrainer:
+    """PAS on the training seeds with one Heun teacher (TRAINER_TEACHER_NFE) per grid, shared by every rule;
+    a rule on T trajectories trains on the first T seeds and their teacher states."""
+
+    def __init__(self, setup: BenchSetup, most: int):
+        self.setup, self.seeds = setup, setup.seeds("train", most)
+        self.x = setup.noise(self.seeds)
+        self.grid, self.states, self.teacher_nfe = None, None, 0
+
+    def denoiser(self, count: int):
+        from comfyui_pas import Denoiser
+
+        return Denoiser(self.setup.guided, per_sample_args=self.setup.per_sample_args(self.seeds[:count]))
+
+    def train(self, solver: str, sigmas: torch.Tensor, rule: str, count: int):
+        from comfyui_pas import SearchSettings, train_pas
+        from comfyui_pas.search import teacher_targets
+
+        x = self.x * sigmas[0]
+        if self.grid is None or not torch.equal(self.grid, sigmas):
+            states, info = teacher_targets(self.denoiser(len(self.seeds)), x, [sigmas], TRAINER_TEACHER_NFE, None)
+            self.grid, self.states, self.teacher_nfe = sigmas.clone(), states[0], info["nfe"]
+        coords, report = train_pas(self.denoiser(count), x[:count], sigmas, solver=solver,
+                                   settings=SearchSettings(**RULES[rule]), teacher=self.states[:, :count])
+        return coords, report, count * self.teacher_nfe + report["model_calls"]
+
+
+def spread(finals: torch.Tensor) -> float:
+    """Mean per-sample pixel standard deviation (contrast)."""
+    return float(finals.reshape(finals.shape[0], -1).std(dim=1).mean())
+
+
+def study(setup: BenchSetup, judge: Judge, solvers, nfes, rules, trainer: RuleTrainer) -> list[dict]:
     rows = []
     for nfe in nfes:
         sigmas = karras(nfe)
         for solver in solvers:
             t0 = time.perf_counter()
-            base = judge.score(*setup.sample(setup.builtin(solver), sigmas))
+            images, finals = setup.sample(setup.builtin(solver), sigmas)
+            base = judge.score(images, finals)
             rows.append({"nfe": nfe, "solver": solver, "rule": "(ComfyUI, uncorrected)", "steps": [],
-                         "values": {m: base.values[m] for m in METRICS}, "seconds": time.perf_counter() - t0})
-            for rule in rules:
+                         "values": {m: base.values[m] for m in METRICS}, "spread": spread(finals),
+                         "seconds": time.perf_counter() - t0})
+            for rule, count in rules:
                 t0 = time.perf_counter()
-                coords, report = train_default(setup, solver, sigmas, trajectories, **RULES[rule])
-                scored = judge.score(*setup.sample(setup.pas(solver, coords), sigmas))
-                rows.append({"nfe": nfe, "solver": solver, "rule": rule, "steps": coords.steps,
-                             "model_calls": report.get("model_calls"),
+                coords, report, calls = trainer.train(solver, sigmas, rule, count)
+                images, finals = setup.sample(setup.pas(solver, coords), sigmas)
+                scored = judge.score(images, finals)
+                rows.append({"nfe": nfe, "solver": solver, "rule": f"{rule}@{count}", "steps": coords.steps,
+                             "model_calls": calls, "spread": spread(finals),
                              "values": {m: scored.values[m] for m in METRICS},
                              "vs_base": {m: Judge.relative(scored, base, m).as_dict() for m in METRICS},
                              "seconds": time.perf_counter() - t0})
-                print(f"  NFE {nfe} {solver} {rule}: steps {coords.steps}, FD teacher "
+                print(f"  NFE {nfe} {solver} {rule}@{count}: steps {coords.steps}, FD teacher "
                       f"{100 * rows[-1]['vs_base']['fd_teacher']['value']:+.1f}% ({rows[-1]['seconds']:.0f} s)",
                       flush=True)
     return rows
@@ -65,10 +106,11 @@ def rules_markdown(rows, label, n) -> str:
         vs = r.get("vs_base")
         body.append([r["nfe"], r["solver"], r["rule"], r["steps"] or "-", f"{r['values']['fd_teacher']:.3g}",
                      _pct(vs["fd_teacher"]) if vs else "", _pct(vs["fd_data"]) if vs else "",
-                     _pct(vs["rmse"]) if vs else ""])
+                     _pct(vs["rmse"]) if vs else "", f"{r['spread']:.3f}" if "spread" in r else "",
+                     f"{r['model_calls']:,}" if r.get("model_calls") else ""])
     head = ["NFE", "solver", "rule", "corrected steps", "FD teacher", "FD teacher vs base %", "FD data vs base %",
-            "RMSE vs base %"]
-    return f"## {label}, N = {n}\n\n" + markdown_table(head, body, "rllrrrrr")
+            "RMSE vs base %", "contrast", "model calls"]
+    return f"## {label}, N = {n}\n\n" + markdown_table(head, body, "rllrrrrrrr")
 
 
 def main(argv=None):
@@ -78,16 +120,22 @@ def main(argv=None):
     p.add_argument("--n", type=int, default=1000)
     p.add_argument("--solvers", nargs="+", default=["deis", "dpmpp_2m"])
     p.add_argument("--nfe", type=int, nargs="+", default=[4, 5, 6])
-    p.add_argument("--rules", nargs="+", choices=RULES, default=list(RULES))
-    p.add_argument("--trajectories", type=int, default=TRAINER_TRAJECTORIES, help="training trajectories (default: the Trainer's)")
+    p.add_argument("--rules", nargs="+", default=["fid-safe@12", "paper@48", "texture@48"],
+                   help=f"rule[@trajectories], rules: {', '.join(RULES)}")
+    p.add_argument("--trajectories", type=int, default=TRAINER_TRAJECTORIES,
+                   help="training trajectories of a rule given without @ (default: the Trainer's)")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     started = time.perf_counter()
+    rules = [parse_rule(spec, args.trajectories) for spec in args.rules]
     setup = BenchSetup.create(args.model, args.cfg, args.n)
-    rows = study(setup, setup.judge(), args.solvers, args.nfe, args.rules, args.trajectories)
+    trainer = RuleTrainer(setup, max(count for _, count in rules))
+    rows = study(setup, setup.judge(), args.solvers, args.nfe, rules, trainer)
     out = args.out or Path("out/rule_study") / f"{args.model}_cfg{args.cfg:g}"
-    text = rules_markdown(rows, setup.label(), args.n) + f"\n\nTotal {(time.perf_counter() - started) / 60:.1f} min."
+    text = rules_markdown(rows, setup.label(), args.n) + (
+        f"\n\nContrast: mean per-sample pixel std; the teacher's on these seeds "
+        f"{spread(setup.teacher_finals('eval')):.3f}.") + f" Total {(time.perf_counter() - started) / 60:.1f} min."
     write_results(out, "rules", {"args": vars(args), "rows": rows}, text)
 
 
