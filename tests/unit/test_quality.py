@@ -1,4 +1,6 @@
 """The quality bench's metrics against independent computations, and its paired intervals on planted cases."""
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -143,3 +145,20 @@ def test_rule_table_shows_each_rule_against_its_base():
     text = rules_markdown(rows, "conditional model, CFG 4", 1000)
     assert "| 5 | deis | paper@48 | [1, 2] | 30 | -25.0 [-30.0, -20.0] |" in text and "N = 1000" in text
     assert text.rstrip().endswith("| 0.700 | 2,832 |")
+
+
+def test_rule_verdicts_follow_the_interval(tmp_path):
+    from train_tools.studies.rule_study import combine, verdict
+
+    def row(nfe, steps, low, high):
+        change = {"value": (low + high) / 2, "low": low, "high": high}
+        return {"nfe": nfe, "solver": "deis", "rule": "texture@48", "steps": steps, "values": {"fd_teacher": 1.0},
+                "vs_base": {"fd_teacher": change, "fd_data": change, "rmse": change}}
+
+    rows = [row(4, [1], -0.3, -0.1), row(5, [1], -0.1, 0.1), row(6, [], -0.01, 0.01), row(8, [2], 0.05, 0.2)]
+    assert [verdict(r) for r in rows] == ["better", "level", "plain", "worse"]
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "rules.json").write_text(json.dumps({"args": {"model": "uncond", "cfg": 4.0, "n": 1000},
+                                                             "rows": rows}))
+    text = combine([tmp_path / "run"])
+    assert "| texture@48 | unconditional model | 1 | 1 | 1 | 1 | deis 8 |" in text

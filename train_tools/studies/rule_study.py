@@ -10,6 +10,7 @@ Writes out/rule_study/<model>_cfg<w>/rules.json and rules.md.
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
@@ -113,6 +114,48 @@ def rules_markdown(rows, label, n) -> str:
     return f"## {label}, N = {n}\n\n" + markdown_table(head, body, "rllrrrrrrr")
 
 
+def verdict(row) -> str:
+    """A PAS row against its base in FD to the teacher: 'plain' (corrects nothing), 'better' / 'worse' (the
+    95% interval excludes zero), or 'level'."""
+    if not row["steps"]:
+        return "plain"
+    change = row["vs_base"]["fd_teacher"]
+    return "better" if change["high"] < 0 else "worse" if change["low"] > 0 else "level"
+
+
+def verdict_markdown(results: dict[str, list[dict]]) -> str:
+    """Per rule, how its rows fare in each setting (label -> rows): counts of better / level / plain / worse,
+    and the worse rows named."""
+    rules = list(dict.fromkeys(r["rule"] for rows in results.values() for r in rows if "vs_base" in r))
+    body = []
+    for rule in rules:
+        for label, rows in results.items():
+            mine = [r for r in rows if r["rule"] == rule]
+            if not mine:
+                continue
+            kinds = [verdict(r) for r in mine]
+            worse = [f"{r['solver']} {r['nfe']}" for r, k in zip(mine, kinds, strict=True) if k == "worse"]
+            body.append([rule, label] + [kinds.count(k) for k in ("better", "level", "plain", "worse")]
+                        + [", ".join(worse) or "-"])
+    head = ["rule", "setting", "better", "level", "plain", "worse", "worse rows (solver NFE)"]
+    return markdown_table(head, body, "llrrrrl")
+
+
+def combine(folders) -> str:
+    """One verdict table over finished runs (their rules.json), then each run's table."""
+    results, tables = {}, []
+    for folder in folders:
+        data = json.loads((Path(folder) / "rules.json").read_text())
+        args = data["args"]
+        label = data.get("label") or ("unconditional model" if args["model"] == "uncond"
+                                      else f"conditional model, CFG {args['cfg']:g}")
+        results.setdefault(label, []).extend(data["rows"])
+    for label, rows in results.items():
+        tables.append(rules_markdown(rows, label, data["args"]["n"]))
+    return "## Verdicts: FD to the teacher against the same solver uncorrected\n\n" + verdict_markdown(results) + \
+        "\n\n" + "\n\n".join(tables)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", choices=MODELS, default="cond")
@@ -125,7 +168,13 @@ def main(argv=None):
     p.add_argument("--trajectories", type=int, default=TRAINER_TRAJECTORIES,
                    help="training trajectories of a rule given without @ (default: the Trainer's)")
     p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--combine", nargs="+", type=Path, metavar="RUN",
+                   help="only write one table over finished runs (folders with rules.json) to --out")
     args = p.parse_args(argv)
+    if args.combine:
+        write_results(args.out or Path("out/rule_study/combined"), "combined", {"runs": [str(f) for f in args.combine]},
+                      combine(args.combine))
+        return
     torch.set_num_threads(1)
     started = time.perf_counter()
     rules = [parse_rule(spec, args.trajectories) for spec in args.rules]
@@ -136,7 +185,7 @@ def main(argv=None):
     text = rules_markdown(rows, setup.label(), args.n) + (
         f"\n\nContrast: mean per-sample pixel std; the teacher's on these seeds "
         f"{spread(setup.teacher_finals('eval')):.3f}.") + f" Total {(time.perf_counter() - started) / 60:.1f} min."
-    write_results(out, "rules", {"args": vars(args), "rows": rows}, text)
+    write_results(out, "rules", {"args": vars(args), "label": setup.label(), "rows": rows}, text)
 
 
 if __name__ == "__main__":
