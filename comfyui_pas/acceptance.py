@@ -33,15 +33,24 @@ class HeldOutErrors:
     high_pass: torch.Tensor | None
     contrast_gap: torch.Tensor | None = None
     detail_gap: torch.Tensor | None = None
+    contrast: torch.Tensor | None = None  # the finals' own spread and high-pass spread
+    detail: torch.Tensor | None = None
 
     @classmethod
     def of(cls, final: torch.Tensor, target: torch.Tensor) -> HeldOutErrors:
         fine_final, fine_target = high_pass(final), high_pass(target)
-        fine = detail = None
+        fine = detail_gap = detail = None
         if fine_final is not None:
-            fine = sample_rmse(fine_final, fine_target)
-            detail = (spread(fine_final) - spread(fine_target)).abs()
-        return cls(sample_rmse(final, target), fine, (spread(final) - spread(target)).abs(), detail)
+            fine, detail = sample_rmse(fine_final, fine_target), spread(fine_final)
+            detail_gap = (detail - spread(fine_target)).abs()
+        contrast = spread(final)
+        return cls(sample_rmse(final, target), fine, (contrast - spread(target)).abs(), detail_gap, contrast, detail)
+
+    def not_blurred(self, before: HeldOutErrors) -> bool:
+        """Whether the finals kept their mean contrast and fine detail (no lower than `before`)."""
+        pairs = [(self.contrast, before.contrast), (self.detail, before.detail)]
+        return all(float(after.mean()) >= float(prior.mean()) for after, prior in pairs
+                   if after is not None and prior is not None)
 
     def texture_not_worse(self, before: HeldOutErrors) -> bool:
         """Whether the mean contrast and detail gaps to the teacher did not grow from `before`."""
@@ -62,12 +71,13 @@ def pooled(errors: HeldOutErrors | None, fine: bool = False) -> float | None:
 def guard_passes(before: HeldOutErrors, after: HeldOutErrors, guard: str = "validation", min_gain: float = 0.0) -> bool:
     """The held-out check named by `guard` (settings.GUARDS): the held-out RMSE must drop by more than the
     fraction min_gain; the median rule keeps a rare large fix from hiding a majority made worse, nor the reverse.
-    texture: the held-out RMSE does not grow (drops by min_gain when given) and neither do the texture gaps."""
+    texture / sharpness: the held-out RMSE does not grow (drops by min_gain when given), and neither do the
+    texture gaps / and the finals lose neither contrast nor fine detail."""
     if guard == "none":
         return True
-    if guard == "texture":
-        return (pooled_rmse(after.rmse) <= (1 - min_gain) * pooled_rmse(before.rmse)
-                and after.texture_not_worse(before))
+    if guard in ("texture", "sharpness"):
+        kept = after.texture_not_worse(before) if guard == "texture" else after.not_blurred(before)
+        return pooled_rmse(after.rmse) <= (1 - min_gain) * pooled_rmse(before.rmse) and kept
     ok = pooled_rmse(after.rmse) < (1 - min_gain) * pooled_rmse(before.rmse)
     if guard in ("validation", "spectral"):
         ok = ok and float(after.rmse.median()) < float(before.rmse.median())

@@ -15,8 +15,9 @@ LOSSES = ("l1", "l2")
 # mean: their RMSE drops; validation: mean, and the median sample's error drops too; spectral: validation, and
 # the RMSE of the high-pass part does not grow (a correction that trades fine-detail error for coarse error
 # adds grain that FID sees); texture: the RMSE does not grow, nor do the gaps to the teacher's finals in
-# per-sample contrast and fine detail (blur and grain); none: no held-out check (the paper's rule).
-GUARDS = ("validation", "spectral", "mean", "texture", "none")
+# per-sample contrast and fine detail (blur and grain); sharpness: the RMSE does not grow and the finals lose
+# neither contrast nor fine detail (no blur); none: no held-out check (the paper's rule).
+GUARDS = ("validation", "spectral", "mean", "texture", "sharpness", "none")
 DEFAULT_TOLERANCE = {"relative": 0.01, "absolute": 1e-4}
 OBJECTIVES = ("local", "end_to_end")
 # Named acceptance rules (docs/objective-study.md): the SearchSettings fields that decide which steps are kept.
@@ -25,6 +26,7 @@ OBJECTIVES = ("local", "end_to_end")
 ACCEPTANCE_RULES = {
     "fid-safe": {"guard": "validation", "min_held_out_gain": 0.05, "correct_last_step": False},
     "texture": {"guard": "texture", "min_held_out_gain": 0.0, "correct_last_step": True},
+    "sharpness": {"guard": "sharpness", "min_held_out_gain": 0.0, "correct_last_step": True},
     "paper": {"guard": "none", "min_held_out_gain": 0.0, "correct_last_step": True},
 }
 DEFAULT_RULE = "fid-safe"

@@ -19,11 +19,12 @@ def errors(values, fine=None):
 
 BEFORE = errors([1.0, 1.0, 1.0, 1.0, 4.0], fine=[1.0] * 5)  # pooled RMSE 2, median 1
 CASES = {  # after the step: (errors, which guards pass with min_gain 0)
-    "all better": (errors([0.9] * 5, fine=[0.9] * 5), {"none", "mean", "validation", "spectral", "texture"}),
+    "all better": (errors([0.9] * 5, fine=[0.9] * 5), {"none", "mean", "validation", "spectral", "texture",
+                                                             "sharpness"}),
     # the one large error fixed, the majority a little worse: the pooled RMSE drops, the median rises
-    "majority worse": (errors([1.1, 1.1, 1.1, 1.1, 1.0], fine=[0.9] * 5), {"none", "mean", "texture"}),
+    "majority worse": (errors([1.1, 1.1, 1.1, 1.1, 1.0], fine=[0.9] * 5), {"none", "mean", "texture", "sharpness"}),
     # better in RMSE and median, but more high-pass error (grain)
-    "more grain": (errors([0.9] * 5, fine=[1.2] * 5), {"none", "mean", "validation", "texture"}),
+    "more grain": (errors([0.9] * 5, fine=[1.2] * 5), {"none", "mean", "validation", "texture", "sharpness"}),
     "all worse": (errors([1.0, 1.0, 1.0, 1.0, 5.0], fine=[1.0] * 5), {"none"}),
 }
 
@@ -46,6 +47,17 @@ def test_texture_guard_rejects_a_step_that_widens_a_texture_gap():
     assert not guard_passes(before, with_gaps([0.9] * 3, [0.1] * 3, [0.2] * 3), "texture")  # detail
     assert not guard_passes(before, with_gaps([1.1] * 3, [0.1] * 3, [0.05] * 3), "texture")  # RMSE grew
     assert not guard_passes(before, with_gaps([0.97] * 3, [0.1] * 3, [0.1] * 3), "texture", 0.05)
+
+
+def test_sharpness_guard_rejects_a_step_that_blurs():
+    target = seeded_noise([1, 2, 3, 4], (1, 16, 16), torch.float64)
+    blurred = torch.nn.functional.avg_pool2d(target, 3, stride=1, padding=1, count_include_pad=False)
+    plain, smooth = HeldOutErrors.of(2.5 * target, target), HeldOutErrors.of(blurred, target)
+    assert smooth.rmse.square().mean() < plain.rmse.square().mean()  # closer in RMSE, yet blurred
+    assert not guard_passes(plain, smooth, "sharpness") and guard_passes(plain, smooth, "mean")
+    assert guard_passes(smooth, plain, "sharpness", 0.0) is False  # sharper but the RMSE grew
+    sharper = HeldOutErrors.of(1.1 * target, target)
+    assert guard_passes(HeldOutErrors.of(0.8 * target, target), sharper, "sharpness")
 
 
 def test_texture_gaps_see_blur_and_grain_that_cost_the_same_rmse():
