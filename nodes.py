@@ -13,11 +13,12 @@ from .comfyui_pas.coords import MAX_BASIS, PASCoordinates
 from .comfyui_pas.grids import parse_step_counts
 from .comfyui_pas.search import DEFAULT_N_BASIS, DEFAULT_TOLERANCE, LOSSES
 from .comfyui_pas.settings import (
-    ACCEPTANCE_RULES,
-    DEFAULT_RULE,
+    AUTO_RULE,
+    RULE_CHOICES,
     TRAINER_TEACHER_NFE,
     TRAINER_TRAJECTORIES,
     SearchSettings,
+    describe_rule,
 )
 from .comfyui_pas.solvers import ORDER, SOLVER_CLASSES, SOLVERS, canonical_solver, solver_tooltip
 
@@ -63,9 +64,11 @@ UNCOVERED_TOOLTIP = (
     "denoise): 'error' stops the queue with a message naming the step counts and denoise the coordinates "
     "cover; 'plain solver + warning' samples without PAS and shows a warning on the sampling node and in "
     "the log. Another model type or latent channel count is always an error.")
-RULE_TOOLTIP = ("Which fitted steps are kept (docs/objective-study.md). texture: the held-out trajectories' error "
-                "and their contrast and fine detail against the teacher must not get worse; fid-safe: their error "
-                "must drop 5% and the last step is never corrected; paper: the training loss alone.")
+RULE_TOOLTIP = ("Which fitted steps are kept (docs/objective-study.md). " + describe_rule(AUTO_RULE) +
+                ": the solver's measured rule. sharpness: a quarter of the trajectories is held out, and their "
+                "error must not grow nor their contrast and fine detail drop; paper: the training loss alone "
+                "(often best under strong CFG); fid-safe: the held-out error must drop 5%, the last step is never "
+                "corrected; texture: the held-out contrast and detail gaps to the teacher must not grow.")
 TEXT_TOOLTIP = "The coordinates as one line of text, to paste into a PAS Coordinates (text) node's widget."
 
 
@@ -152,13 +155,13 @@ class PASTrainer(io.ComfyNode):
                 io.Combo.Input("solver", options=list(SOLVERS), default="euler", tooltip=SOLVER_TOOLTIP),
                 io.Int.Input("max_order", default=0, min=0, max=ORDER_LIMIT, tooltip=ORDER_TOOLTIP),
                 io.Int.Input("trajectories", default=TRAINER_TRAJECTORIES, min=4, max=4096,
-                             tooltip="Number of teacher trajectories (noise samples); a quarter is held out to "
-                                     "guard against over-fitting. Budget per grid with the defaults (12 "
-                                     "trajectories, teacher_nfe 48): trajectories x (teacher NFE + steps) plus "
-                                     "held-out roll-outs, at most 1,000 model calls for 3-10 steps (645 at 4 "
-                                     "karras-like steps, ~970 at 10), within 90% of the best held-out gain "
-                                     "(docs/ab-study.md, 'Budget per grid'). grid 'learned' adds its own teacher on "
-                                     "~70 candidate sigmas and roll-outs: about trajectories x 300 calls at 5 steps."),
+                             tooltip="Number of teacher trajectories (noise samples); with a held-out rule a quarter "
+                                     "is held out. Budget per grid with the defaults (48 trajectories, teacher_nfe "
+                                     "48): trajectories x (teacher NFE + steps) plus held-out roll-outs, about "
+                                     "2,600-3,300 model calls at 4-6 steps; 12 trajectories cost about 700-830 but "
+                                     "made 4-step images worse (docs/objective-study.md). grid 'learned' adds its own "
+                                     "teacher on ~70 candidate sigmas and roll-outs: about trajectories x 300 calls "
+                                     "at 5 steps."),
                 io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
                              tooltip="Seed of the trajectories' noise."),
                 io.Int.Input("teacher_nfe", default=TRAINER_TEACHER_NFE, min=4, max=2000,
@@ -196,7 +199,7 @@ class PASTrainer(io.ComfyNode):
                                tooltip="grid 'scheduler': the denoise of img2img / hires fix, as BasicScheduler "
                                        "takes it (each grid is the last steps + 1 sigmas of int(steps / denoise) "
                                        "steps). Must be 1 for the other grid modes."),
-                io.Combo.Input("rule", options=list(ACCEPTANCE_RULES), default=DEFAULT_RULE, optional=True,
+                io.Combo.Input("rule", options=list(RULE_CHOICES), default=AUTO_RULE, optional=True,
                                tooltip=RULE_TOOLTIP),
             ],
             outputs=[
@@ -213,7 +216,7 @@ class PASTrainer(io.ComfyNode):
                 trajectories=TRAINER_TRAJECTORIES, seed=0, teacher_nfe=TRAINER_TEACHER_NFE, n_basis=DEFAULT_N_BASIS, loss=LOSSES[0],
                 tolerance=DEFAULT_TOLERANCE["relative"], filename_prefix="PAS",
                 clip=None, prompts="", grid=None, scheduler="karras", steps="4-8", denoise=1.0,
-                rule=DEFAULT_RULE) -> io.NodeOutput:
+                rule=AUTO_RULE) -> io.NodeOutput:
         prompt_list = [line.strip() for line in (prompts or "").splitlines() if line.strip()]
         if prompt_list and clip is None:
             raise ValueError("The PAS Trainer got a prompt list but no CLIP: connect a CLIP (text encoder) "
@@ -229,7 +232,7 @@ class PASTrainer(io.ComfyNode):
         coords, report = bridge.train_by_start(
             model, positives, negative, cfg, latent, grids, trajectories=trajectories, seed=seed,
             learn_steps=learn_steps, metadata=metadata, solver=solver, max_order=max_order or None,
-            settings=SearchSettings.for_rule(rule or DEFAULT_RULE), n_basis=n_basis, loss=loss, tolerance=tolerance,
+            settings=SearchSettings.for_rule(rule or AUTO_RULE, canonical_solver(solver)), n_basis=n_basis, loss=loss, tolerance=tolerance,
             teacher_nfe=teacher_nfe)
         path = bridge.save_output(coords, stem)
         name = os.path.relpath(path, bridge.pas_directory())

@@ -9,7 +9,8 @@ from .denoiser import Denoiser
 from .progress import Progress
 from .schedule import learn_schedule, resolve_schedule, schedule_grids, schedule_model_calls
 from .search import search_model_calls, train_pas
-from .settings import ScheduleSettings, SearchSettings
+from .settings import AUTO_RULE, ScheduleSettings, SearchSettings
+from .solvers import canonical_solver
 
 # The objective of a schedule trained on: the programme's grid or an EDM grid of several rho, whichever the
 # solver itself rolls out best on the training trajectories (the local objective alone suits Euler-like
@@ -25,7 +26,7 @@ def learn_and_train(model, x, steps, *, solver="euler", max_order=None, settings
     the bound of train_pas. Returns (coords, report) of train_pas; report["schedule"] is the schedule's
     report and report["total_model_calls"] counts both jobs."""
     denoiser = Denoiser.of(model)
-    settings = settings or SearchSettings()
+    settings = settings or SearchSettings.for_rule(AUTO_RULE, canonical_solver(solver))
     schedule = schedule or ScheduleSettings()
     if schedule.objective is None:
         schedule = replace(schedule, objective=LEARNED_OBJECTIVE)

@@ -22,7 +22,15 @@ from .grids import teacher_substeps as substeps_for
 from .progress import Progress
 from .sampler import SolverTrajectory, pas_step, roll_out
 from .schedule import LearnedSchedule
-from .settings import DEFAULT_TOLERANCE, GUARDS, LOSSES, SearchSettings, TeacherSettings, training_settings
+from .settings import (
+    AUTO_RULE,
+    DEFAULT_TOLERANCE,
+    GUARDS,
+    LOSSES,
+    SearchSettings,
+    TeacherSettings,
+    training_settings,
+)
 from .solvers import ORDER, canonical_solver, make_solver, solver_options
 from .teacher import teacher_nfe_for, teacher_states
 
@@ -271,18 +279,20 @@ def train_pas(model, x, sigmas, *, solver="euler", max_order=None, settings: Sea
     model: a k-diffusion denoiser or a Denoiser (its extra / per-sample arguments and chunk size).
     x: the already-scaled start (sigma_max * noise for EDM models). sigmas: one grid, several grids (one
     teacher run serves them all), or a LearnedSchedule (its grid, in x's precision, and its teacher states).
-    settings: SearchSettings (defaults when None); keyword overrides replace single fields (n_basis=4).
+    settings: SearchSettings (None: the solver's acceptance rule, settings.default_rule); keyword overrides
+    replace single fields (n_basis=4).
     teacher: TeacherSettings, or precomputed states (steps+1, N, ...) (one tensor per grid).
     progress(done, total) counts model calls. Returns (PASCoordinates, report); report["grids"] has one
     report per grid, the first grid's also at the top level.
     """
+    solver = canonical_solver(solver)
+    settings = settings or SearchSettings.for_rule(AUTO_RULE, solver)
     denoiser, settings, teacher = resolve_arguments(model, settings, teacher, overrides)
     schedule = sigmas if isinstance(sigmas, LearnedSchedule) else None
     if schedule is not None:
         if teacher is not None and not isinstance(teacher, TeacherSettings):
             raise ValueError("a LearnedSchedule brings its teacher states: give no teacher states with it")
         sigmas, teacher = schedule.sigmas.to(x.dtype), schedule.states
-    solver = canonical_solver(solver)
     options = solver_options(solver, max_order)
     grids = as_grid_list(sigmas)
     check_start(x, grids, settings)

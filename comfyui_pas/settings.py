@@ -29,10 +29,27 @@ ACCEPTANCE_RULES = {
     "sharpness": {"guard": "sharpness", "min_held_out_gain": 0.0, "correct_last_step": True},
     "paper": {"guard": "none", "min_held_out_gain": 0.0, "correct_last_step": True},
 }
-DEFAULT_RULE = "fid-safe"
+DEFAULT_RULE = "sharpness"
 _DEFAULT = ACCEPTANCE_RULES[DEFAULT_RULE]
+# "auto": the rule of the solver, measured on the quality bench (docs/objective-study.md): the paper's rule
+# never made deis worse there; the others get DEFAULT_RULE.
+AUTO_RULE = "auto"
+SOLVER_RULES = {"deis": "paper"}
+RULE_CHOICES = (AUTO_RULE, *ACCEPTANCE_RULES)
+
+
+def describe_rule(rule: str) -> str:
+    """A rule's name as reports print it; `auto` with what it means per solver."""
+    if rule != AUTO_RULE:
+        return rule
+    return f"auto ({'; '.join(f'{s}: {r}' for s, r in SOLVER_RULES.items())}; the others: {DEFAULT_RULE})"
+
+
+def default_rule(solver: str) -> str:
+    """The acceptance rule `auto` means for this (canonical) solver name."""
+    return SOLVER_RULES.get(solver, DEFAULT_RULE)
 # The PAS Trainer's budget (docs/ab-study.md): at most 1,000 model calls per grid at 3-10 steps.
-TRAINER_TRAJECTORIES, TRAINER_TEACHER_NFE = 12, 48
+TRAINER_TRAJECTORIES, TRAINER_TEACHER_NFE = 48, 48
 
 
 def _set(settings, name, value):
@@ -66,9 +83,14 @@ class SearchSettings:
     correct_last_step: bool = _DEFAULT["correct_last_step"]
 
     @classmethod
-    def for_rule(cls, rule: str, **fields) -> SearchSettings:
-        """The settings of a named acceptance rule (ACCEPTANCE_RULES); other fields as keywords."""
-        _choice("rule", rule, tuple(ACCEPTANCE_RULES))
+    def for_rule(cls, rule: str, solver: str | None = None, **fields) -> SearchSettings:
+        """The settings of a named acceptance rule (ACCEPTANCE_RULES, or `auto` with the solver's name);
+        other fields as keywords."""
+        _choice("rule", rule, RULE_CHOICES)
+        if rule == AUTO_RULE:
+            if solver is None:
+                raise ValueError("the acceptance rule 'auto' needs the solver's name")
+            rule = default_rule(solver)
         return cls(**{**ACCEPTANCE_RULES[rule], **fields})
 
     @property

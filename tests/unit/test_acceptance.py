@@ -98,7 +98,8 @@ def test_training_loss_tolerance(mode, tolerance, plain, corrected, kept):
 def planted_run(gmm, **fields):
     truth = planted("relative", "euler", 1)
     x = seeded_noise(range(32), (96,)) * SIGMAS[0]
-    settings = SearchSettings(n_basis=4, tolerance_mode="absolute", tolerance=1e-10, **fields)
+    fields = {"n_basis": 4, "tolerance_mode": "absolute", "tolerance": 1e-10, **fields}
+    settings = SearchSettings.for_rule("fid-safe", **fields)  # the validation guard and its held-out gain
     return train_pas(gmm, x, SIGMAS, settings=settings, teacher=trajectory_states(gmm, x, truth))
 
 
@@ -122,9 +123,14 @@ def test_the_last_step_is_left_to_the_solver_unless_asked(gmm):
 
 
 def test_search_settings_are_the_one_source_of_the_defaults():
-    """train_pas without settings uses SearchSettings(); the FID-safe acceptance is on by default."""
+    """train_pas without settings uses SearchSettings(); its acceptance fields are DEFAULT_RULE's."""
+    from comfyui_pas.settings import ACCEPTANCE_RULES, DEFAULT_RULE
+
     defaults = SearchSettings()
-    assert (defaults.min_held_out_gain, defaults.correct_last_step, defaults.n_basis) == (0.05, False, 3)
+    rule = ACCEPTANCE_RULES[DEFAULT_RULE]
+    assert (defaults.guard, defaults.min_held_out_gain, defaults.correct_last_step) == (
+        rule["guard"], rule["min_held_out_gain"], rule["correct_last_step"])
+    assert defaults.n_basis == 3
     assert defaults.tolerance == 0.01 and SearchSettings(tolerance_mode="absolute").tolerance == 1e-4
     with pytest.raises(FrozenInstanceError):
         defaults.n_basis = 4
@@ -158,3 +164,19 @@ def test_named_rules_set_their_fields_and_are_recorded():
     assert SearchSettings(guard="mean").rule == "custom"
     with pytest.raises(ValueError, match="rule"):
         SearchSettings.for_rule("fid_safe")
+
+
+def test_auto_rule_is_each_solvers_and_train_pas_uses_it(gmm):
+    from comfyui_pas.settings import DEFAULT_RULE, SOLVER_RULES, describe_rule
+
+    assert SearchSettings.for_rule("auto", "deis").rule == SOLVER_RULES["deis"] == "paper"
+    assert SearchSettings.for_rule("auto", "euler").rule == DEFAULT_RULE
+    assert "deis: paper" in describe_rule("auto") and describe_rule("paper") == "paper"
+    with pytest.raises(ValueError, match="solver"):
+        SearchSettings.for_rule("auto")
+    x = seeded_noise(range(8), (96,)) * 80.0
+    for solver, rule in [("deis", "paper"), ("dpmpp_2m", DEFAULT_RULE)]:
+        coords, report = train_pas(gmm, x, edm_sigmas(5), solver=solver, teacher_nfe=12)
+        assert coords.metadata["rule"] == report["settings"]["rule"] == rule
+    coords, _ = train_pas(gmm, x, edm_sigmas(5), solver="deis", settings=SearchSettings(), teacher_nfe=12)
+    assert coords.metadata["rule"] == DEFAULT_RULE  # explicit settings are kept

@@ -27,7 +27,7 @@ from comfyui_pas.schedule import (
     candidate_grid,
 )
 from comfyui_pas.search import DEFAULT_N_BASIS, GUARDS, union_grid
-from comfyui_pas.settings import ACCEPTANCE_RULES, DEFAULT_RULE
+from comfyui_pas.settings import AUTO_RULE, RULE_CHOICES
 from comfyui_pas.solvers import SOLVERS, describe_solver, solver_options
 from comfyui_pas.teacher import teacher_nfe_for, teacher_states
 from train_tools.bench_setup import load_model
@@ -111,7 +111,7 @@ def train_all(model, sigmas, targets, solvers, args, rank, world, out, log, tag)
             start = sigmas[0] if isinstance(sigmas, torch.Tensor) else sigmas[0][0]
             seeds = range(args.train_seed_start, args.train_seed_start + args.train)
             denoiser = Denoiser(model, per_sample_args={"class_labels": labels_for(seeds)}, chunk_size=args.batch)
-            settings = SearchSettings.for_rule(args.rule, n_basis=args.n_basis, loss=args.loss,
+            settings = SearchSettings.for_rule(args.rule, name, n_basis=args.n_basis, loss=args.loss,
                                                **({"guard": args.guard} if args.guard else {}))
             coords, report = train_pas(denoiser, noise(seeds) * start, sigmas, solver=name, settings=settings,
                                        teacher=targets)
@@ -189,8 +189,9 @@ def parse_args(argv=None):
     parser.add_argument("--multigrid", action=argparse.BooleanOptionalAction,
                         help="rows from one file trained on every NFE's grid")
     parser.add_argument("--n-basis", type=int, default=DEFAULT_N_BASIS, help="PAS basis vectors per corrected step")
-    parser.add_argument("--rule", choices=ACCEPTANCE_RULES, default=DEFAULT_RULE,
-                        help="acceptance rule of the PAS search (comfyui_pas.settings.ACCEPTANCE_RULES)")
+    parser.add_argument("--rule", choices=RULE_CHOICES, default=AUTO_RULE,
+                        help="acceptance rule of the PAS search (comfyui_pas.settings.ACCEPTANCE_RULES; auto: "
+                             "each solver's)")
     parser.add_argument("--guard", choices=GUARDS, default=None,
                         help="replace the rule's held-out check (comfyui_pas.settings.GUARDS)")
     parser.add_argument("--batch", type=int, default=100)

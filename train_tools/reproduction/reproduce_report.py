@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from comfyui_pas.search import DEFAULT_N_BASIS
+from comfyui_pas.settings import describe_rule
 
 # Row kinds: PAS on the preset's EDM grid, on a learned schedule, or from one file trained on every NFE's grid.
 LEARNED, MULTI_GRID = " [learned]", " [multi-grid]"
@@ -132,7 +133,7 @@ def format_table(rows, args):
     guidance = f"CFG {args.cfg:g}" if getattr(args, "cfg", None) is not None and args.model != "uncond" else "unguided"
     lines = [f"Fashion-MNIST demo model ({getattr(args, 'model', 'uncond')}, {guidance}); {fid_note}; RMSE vs a Heun {args.reference_nfe}-NFE reference on the same "
              f"seeds (training teacher: Heun ~{args.teacher_nfe} NFE on the refined student grid); PAS ({getattr(args, 'n_basis', DEFAULT_N_BASIS)} basis vectors, {getattr(args, 'loss', 'l1')} fit, rule "
-             f"{getattr(args, 'rule', None) or 'fid-safe'}{', guard ' + args.guard if getattr(args, 'guard', None) else ''}) trained on {args.train} trajectories (seeds {args.train_seed_start}+), evaluated on seeds "
+             f"{describe_rule(getattr(args, 'rule', None) or 'fid-safe')}{', guard ' + args.guard if getattr(args, 'guard', None) else ''}) trained on {args.train} trajectories (seeds {args.train_seed_start}+), evaluated on seeds "
              f"{args.eval_seed_start}+. NFE 0 = the reference solution.", "",
              "FD: Frechet distance in the features of the bundled Fashion-MNIST classifier, against the teacher's "
              "samples on other seeds and against the 10,000 test images; [95% interval] over resampled seeds; "

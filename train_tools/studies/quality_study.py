@@ -17,13 +17,12 @@ import argparse
 import itertools
 import json
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from comfyui_pas.settings import TRAINER_TEACHER_NFE, TRAINER_TRAJECTORIES
+from comfyui_pas.settings import TRAINER_TEACHER_NFE
 from train_tools.bench_setup import MODELS, BenchSetup, karras
 from train_tools.data import fashion_mnist
 from train_tools.evaluation.quality import Judge, metrics_of, scored_table
@@ -39,16 +38,21 @@ def configurations(nfes, builtins, pas_solvers, pas_nfe):
     return out
 
 
-def train_default(setup: BenchSetup, solver: str, sigmas: torch.Tensor, trajectories: int = TRAINER_TRAJECTORIES,
+# The PAS rows of the published validation (docs/quality-bench.md), pinned: the Trainer's defaults when it ran.
+STUDY_RULE, STUDY_TRAJECTORIES = "fid-safe", 12
+
+
+def train_default(setup: BenchSetup, solver: str, sigmas: torch.Tensor, trajectories: int = STUDY_TRAJECTORIES,
                   **settings):
-    """PAS with the Trainer's budget (12 trajectories, teacher 48 NFE) on the training seeds; `settings`
-    replace fields of the library's SearchSettings."""
+    """PAS as the validation trained it (the fid-safe rule, 12 trajectories, teacher 48 NFE) on the training
+    seeds; `settings` replace fields of those SearchSettings."""
     from comfyui_pas import Denoiser, SearchSettings, TeacherSettings, train_pas
 
     seeds = setup.seeds("train", trajectories)
     denoiser = Denoiser(setup.guided, per_sample_args=setup.per_sample_args(seeds))
     return train_pas(denoiser, setup.noise(seeds) * sigmas[0], sigmas, solver=solver,
-                     settings=replace(SearchSettings(), **settings), teacher=TeacherSettings(nfe=TRAINER_TEACHER_NFE))
+                     settings=SearchSettings.for_rule(STUDY_RULE, **settings),
+                     teacher=TeacherSettings(nfe=TRAINER_TEACHER_NFE))
 
 
 def sample_config(setup: BenchSetup, kind: str, solver: str, nfe: int, seeds=None):

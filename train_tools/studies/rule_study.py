@@ -19,7 +19,7 @@ import torch
 from comfyui_pas.settings import ACCEPTANCE_RULES, TRAINER_TEACHER_NFE, TRAINER_TRAJECTORIES
 from train_tools.bench_setup import MODELS, BenchSetup, karras
 from train_tools.evaluation.quality import Judge
-from train_tools.tables import markdown_table, write_results
+from train_tools.tables import markdown_table, write_json, write_results
 
 # name -> the SearchSettings fields of a rule: the library's named rules and two study-only variants.
 RULES = {
@@ -70,7 +70,8 @@ def spread(finals: torch.Tensor) -> float:
     return float(finals.reshape(finals.shape[0], -1).std(dim=1).mean())
 
 
-def study(setup: BenchSetup, judge: Judge, solvers, nfes, rules, trainer: RuleTrainer) -> list[dict]:
+def study(setup: BenchSetup, judge: Judge, solvers, nfes, rules, trainer: RuleTrainer, saved=None) -> list[dict]:
+    """Every rule against ComfyUI's solver per NFE and solver; saved(rows), if given, after every PAS row."""
     rows = []
     for nfe in nfes:
         sigmas = karras(nfe)
@@ -94,6 +95,8 @@ def study(setup: BenchSetup, judge: Judge, solvers, nfes, rules, trainer: RuleTr
                 print(f"  NFE {nfe} {solver} {rule}@{count}: steps {coords.steps}, FD teacher "
                       f"{100 * rows[-1]['vs_base']['fd_teacher']['value']:+.1f}% ({rows[-1]['seconds']:.0f} s)",
                       flush=True)
+                if saved:
+                    saved(rows)
     return rows
 
 
@@ -180,8 +183,13 @@ def main(argv=None):
     rules = [parse_rule(spec, args.trajectories) for spec in args.rules]
     setup = BenchSetup.create(args.model, args.cfg, args.n)
     trainer = RuleTrainer(setup, max(count for _, count in rules))
-    rows = study(setup, setup.judge(), args.solvers, args.nfe, rules, trainer)
     out = args.out or Path("out/rule_study") / f"{args.model}_cfg{args.cfg:g}"
+
+    def saved(rows):  # a stopped run keeps its finished rows
+        write_json(out / "rules.json", {"args": vars(args), "label": setup.label(), "rows": rows, "partial": True},
+                   default=str)
+
+    rows = study(setup, setup.judge(), args.solvers, args.nfe, rules, trainer, saved)
     text = rules_markdown(rows, setup.label(), args.n) + (
         f"\n\nContrast: mean per-sample pixel std; the teacher's on these seeds "
         f"{spread(setup.teacher_finals('eval')):.3f}.") + f" Total {(time.perf_counter() - started) / 60:.1f} min."
