@@ -232,7 +232,7 @@ class PASTrainer(io.ComfyNode):
         coords, report = bridge.train_by_start(
             model, positives, negative, cfg, latent, grids, trajectories=trajectories, seed=seed,
             learn_steps=learn_steps, metadata=metadata, solver=solver, max_order=max_order or None,
-            settings=SearchSettings.for_rule(rule or AUTO_RULE, canonical_solver(solver)), n_basis=n_basis, loss=loss, tolerance=tolerance,
+            settings=SearchSettings.for_rule(rule or AUTO_RULE, canonical_solver(solver), cfg), n_basis=n_basis, loss=loss, tolerance=tolerance,
             teacher_nfe=teacher_nfe)
         path = bridge.save_output(coords, stem)
         name = os.path.relpath(path, bridge.pas_directory())

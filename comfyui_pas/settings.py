@@ -31,10 +31,13 @@ ACCEPTANCE_RULES = {
 }
 DEFAULT_RULE = "sharpness"
 _DEFAULT = ACCEPTANCE_RULES[DEFAULT_RULE]
-# "auto": the rule of the solver, measured on the quality bench (docs/objective-study.md): the paper's rule
-# never made deis worse there; the others get DEFAULT_RULE.
+# "auto": the rule measured best for the solver on the quality bench (docs/objective-study.md). The paper's
+# rule never made deis worse there; for dpmpp_2m it helped under CFG 4 and hurt at CFG 1, so it applies from
+# GUIDED_CFG on (measured at 1 and 4 only); every other case gets DEFAULT_RULE.
 AUTO_RULE = "auto"
 SOLVER_RULES = {"deis": "paper"}
+GUIDED_SOLVER_RULES = {"dpmpp_2m": "paper"}
+GUIDED_CFG = 3.0
 RULE_CHOICES = (AUTO_RULE, *ACCEPTANCE_RULES)
 
 
@@ -42,11 +45,14 @@ def describe_rule(rule: str) -> str:
     """A rule's name as reports print it; `auto` with what it means per solver."""
     if rule != AUTO_RULE:
         return rule
-    return f"auto ({'; '.join(f'{s}: {r}' for s, r in SOLVER_RULES.items())}; the others: {DEFAULT_RULE})"
+    guided = "; ".join(f"{s}: {r} at CFG >= {GUIDED_CFG:g}" for s, r in GUIDED_SOLVER_RULES.items())
+    return f"auto ({'; '.join(f'{s}: {r}' for s, r in SOLVER_RULES.items())}; {guided}; otherwise {DEFAULT_RULE})"
 
 
-def default_rule(solver: str) -> str:
-    """The acceptance rule `auto` means for this (canonical) solver name."""
+def default_rule(solver: str, cfg: float | None = None) -> str:
+    """The acceptance rule `auto` means for this (canonical) solver name at this CFG (None: unguided)."""
+    if cfg is not None and cfg >= GUIDED_CFG and solver in GUIDED_SOLVER_RULES:
+        return GUIDED_SOLVER_RULES[solver]
     return SOLVER_RULES.get(solver, DEFAULT_RULE)
 # The PAS Trainer's budget (docs/ab-study.md): at most 1,000 model calls per grid at 3-10 steps.
 TRAINER_TRAJECTORIES, TRAINER_TEACHER_NFE = 48, 48
@@ -83,14 +89,14 @@ class SearchSettings:
     correct_last_step: bool = _DEFAULT["correct_last_step"]
 
     @classmethod
-    def for_rule(cls, rule: str, solver: str | None = None, **fields) -> SearchSettings:
-        """The settings of a named acceptance rule (ACCEPTANCE_RULES, or `auto` with the solver's name);
-        other fields as keywords."""
+    def for_rule(cls, rule: str, solver: str | None = None, cfg: float | None = None, **fields) -> SearchSettings:
+        """The settings of a named acceptance rule (ACCEPTANCE_RULES, or `auto` with the solver's name and
+        the CFG, None when unguided); other fields as keywords."""
         _choice("rule", rule, RULE_CHOICES)
         if rule == AUTO_RULE:
             if solver is None:
                 raise ValueError("the acceptance rule 'auto' needs the solver's name")
-            rule = default_rule(solver)
+            rule = default_rule(solver, cfg)
         return cls(**{**ACCEPTANCE_RULES[rule], **fields})
 
     @property

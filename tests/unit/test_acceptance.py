@@ -171,6 +171,9 @@ def test_auto_rule_is_each_solvers_and_train_pas_uses_it(gmm):
 
     assert SearchSettings.for_rule("auto", "deis").rule == SOLVER_RULES["deis"] == "paper"
     assert SearchSettings.for_rule("auto", "euler").rule == DEFAULT_RULE
+    assert SearchSettings.for_rule("auto", "dpmpp_2m", 4.0).rule == "paper"  # under strong CFG
+    assert SearchSettings.for_rule("auto", "dpmpp_2m", 1.0).rule == DEFAULT_RULE
+    assert SearchSettings.for_rule("auto", "euler", 4.0).rule == DEFAULT_RULE
     assert "deis: paper" in describe_rule("auto") and describe_rule("paper") == "paper"
     with pytest.raises(ValueError, match="solver"):
         SearchSettings.for_rule("auto")

@@ -111,7 +111,8 @@ def train_all(model, sigmas, targets, solvers, args, rank, world, out, log, tag)
             start = sigmas[0] if isinstance(sigmas, torch.Tensor) else sigmas[0][0]
             seeds = range(args.train_seed_start, args.train_seed_start + args.train)
             denoiser = Denoiser(model, per_sample_args={"class_labels": labels_for(seeds)}, chunk_size=args.batch)
-            settings = SearchSettings.for_rule(args.rule, name, n_basis=args.n_basis, loss=args.loss,
+            cfg = None if args.model == "uncond" else args.cfg
+            settings = SearchSettings.for_rule(args.rule, name, cfg, n_basis=args.n_basis, loss=args.loss,
                                                **({"guard": args.guard} if args.guard else {}))
             coords, report = train_pas(denoiser, noise(seeds) * start, sigmas, solver=name, settings=settings,
                                        teacher=targets)
