@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from comfyui_pas.settings import ACCEPTANCE_RULES, TRAINER_TEACHER_NFE, TRAINER_TRAJECTORIES
+from comfyui_pas.settings import ACCEPTANCE_RULES, TRAINER_TEACHER_NFE, TRAINER_TRAJECTORIES, default_rule
 from train_tools.bench_setup import MODELS, BenchSetup, karras
 from train_tools.evaluation.quality import Judge
 from train_tools.tables import markdown_table, write_json, write_results
@@ -144,15 +144,28 @@ def verdict_markdown(results: dict[str, list[dict]]) -> str:
     return markdown_table(head, body, "llrrrrl")
 
 
-def combine(folders) -> str:
-    """One verdict table over finished runs (their rules.json), then each run's table."""
-    results, tables = {}, []
+def auto_rows(rows, cfg, trajectories) -> list[dict]:
+    """The rows of the rule `auto` picks (settings.default_rule) on `trajectories`, renamed auto@T."""
+    picked = []
+    for r in rows:
+        if r["rule"] == f"{default_rule(r['solver'], cfg)}@{trajectories}":
+            picked.append(dict(r, rule=f"auto@{trajectories}"))
+    return picked
+
+
+def combine(folders, trajectories: int = TRAINER_TRAJECTORIES) -> str:
+    """One verdict table over finished runs (their rules.json), with the rows `auto` picks, then each
+    setting's table."""
+    results, tables, guidance = {}, [], {}
     for folder in folders:
         data = json.loads((Path(folder) / "rules.json").read_text())
         args = data["args"]
         label = data.get("label") or ("unconditional model" if args["model"] == "uncond"
                                       else f"conditional model, CFG {args['cfg']:g}")
         results.setdefault(label, []).extend(data["rows"])
+        guidance[label] = None if args["model"] == "uncond" else float(args["cfg"])
+    for label, rows in results.items():
+        rows.extend(auto_rows(rows, guidance[label], trajectories))
     for label, rows in results.items():
         tables.append(rules_markdown(rows, label, data["args"]["n"]))
     return "## Verdicts: FD to the teacher against the same solver uncorrected\n\n" + verdict_markdown(results) + \
