@@ -10,6 +10,7 @@ REFERENCE_SEED_START (train_tools.data.seeds), never overlapping. Teacher finals
 """
 from __future__ import annotations
 
+import argparse
 import hashlib
 import os
 import time
@@ -32,6 +33,15 @@ CACHE = Path(os.environ.get("PAS_QUALITY_CACHE") or ROOT / ".cache" / "quality")
 MODELS = {"uncond": "fashion_mnist_edm.safetensors", "cond": "fashion_mnist_edm_cond.safetensors"}
 TEACHER_NFE = 35  # Heun, 18 steps on the karras grid (rho 7) ending at 0
 BATCH = 250
+
+
+def bench_parser(doc: str) -> argparse.ArgumentParser:
+    """A study's command line with the bench's own options: --model, --cfg and --n (evaluation seeds)."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", choices=MODELS, default="cond", help="demo model")
+    parser.add_argument("--cfg", type=float, default=4.0, help="classifier-free guidance of the conditional model")
+    parser.add_argument("--n", type=int, default=1000, help="evaluation seeds (and teacher-reference seeds)")
+    return parser
 
 
 def karras(steps: int, rho: float = 7.0) -> torch.Tensor:

@@ -13,7 +13,6 @@ Writes out/quality/<model>_cfg<w>/study.json and study.md (docs/quality-bench.md
 """
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 import time
@@ -23,7 +22,7 @@ import numpy as np
 import torch
 
 from comfyui_pas.settings import TRAINER_TEACHER_NFE
-from train_tools.bench_setup import MODELS, BenchSetup, karras
+from train_tools.bench_setup import BenchSetup, bench_parser, karras
 from train_tools.data import fashion_mnist
 from train_tools.evaluation.quality import Judge, metrics_of, scored_table
 from train_tools.tables import markdown_table, write_results
@@ -220,11 +219,8 @@ def study_markdown(study: dict) -> str:
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", choices=MODELS, default="cond")
-    p.add_argument("--cfg", type=float, default=4.0)
+    p = bench_parser(__doc__)
     p.add_argument("--empty-prompt", action="store_true")
-    p.add_argument("--n", type=int, default=1000)
     p.add_argument("--nfe", type=int, nargs="+", default=[4, 6, 8])
     p.add_argument("--builtins", nargs="+", default=list(BUILTINS))
     p.add_argument("--pas", nargs="*", default=["deis", "dpmpp_2m"], help="PAS rows (Trainer defaults)")

@@ -9,7 +9,6 @@ Writes out/rule_study/<model>_cfg<w>/rules.json and rules.md.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from pathlib import Path
@@ -17,7 +16,7 @@ from pathlib import Path
 import torch
 
 from comfyui_pas.settings import ACCEPTANCE_RULES, TRAINER_TEACHER_NFE, TRAINER_TRAJECTORIES, default_rule
-from train_tools.bench_setup import MODELS, BenchSetup, karras
+from train_tools.bench_setup import BenchSetup, bench_parser, karras
 from train_tools.evaluation.quality import Judge
 from train_tools.tables import markdown_table, write_json, write_results
 
@@ -173,13 +172,10 @@ def combine(folders, trajectories: int = TRAINER_TRAJECTORIES) -> str:
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", choices=MODELS, default="cond")
-    p.add_argument("--cfg", type=float, default=4.0)
-    p.add_argument("--n", type=int, default=1000)
+    p = bench_parser(__doc__)
     p.add_argument("--solvers", nargs="+", default=["deis", "dpmpp_2m"])
     p.add_argument("--nfe", type=int, nargs="+", default=[4, 5, 6])
-    p.add_argument("--rules", nargs="+", default=["fid-safe@12", "paper@48", "texture@48"],
+    p.add_argument("--rules", nargs="+", default=["fid-safe@12", "paper@48", "sharpness@48"],
                    help=f"rule[@trajectories], rules: {', '.join(RULES)}")
     p.add_argument("--trajectories", type=int, default=TRAINER_TRAJECTORIES,
                    help="training trajectories of a rule given without @ (default: the Trainer's)")
