@@ -47,7 +47,10 @@ class HeldOutErrors:
         return cls(sample_rmse(final, target), fine, (contrast - spread(target)).abs(), detail_gap, contrast, detail)
 
     def not_blurred(self, before: HeldOutErrors) -> bool:
-        """Whether the finals kept their mean contrast and fine detail (no lower than `before`)."""
+        """Whether image finals kept their mean contrast and fine detail (no lower than `before`); always true
+        off images (vectors: a lower spread there is no blur, and the mixture's right corrections lower it)."""
+        if self.detail is None or before.detail is None:
+            return True
         pairs = [(self.contrast, before.contrast), (self.detail, before.detail)]
         return all(float(after.mean()) >= float(prior.mean()) for after, prior in pairs
                    if after is not None and prior is not None)

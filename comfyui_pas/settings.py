@@ -15,7 +15,7 @@ LOSSES = ("l1", "l2")
 # mean: their RMSE drops; validation: mean, and the median sample's error drops too; spectral: validation, and
 # the RMSE of the high-pass part does not grow (a correction that trades fine-detail error for coarse error
 # adds grain that FID sees); texture: the RMSE does not grow, nor do the gaps to the teacher's finals in
-# per-sample contrast and fine detail (blur and grain); sharpness: the RMSE does not grow and the finals lose
+# per-sample contrast and fine detail (blur and grain); sharpness: the RMSE does not grow and image finals lose
 # neither contrast nor fine detail (no blur); none: no held-out check (the paper's rule).
 GUARDS = ("validation", "spectral", "mean", "texture", "sharpness", "none")
 DEFAULT_TOLERANCE = {"relative": 0.01, "absolute": 1e-4}

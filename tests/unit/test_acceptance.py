@@ -60,6 +60,12 @@ def test_sharpness_guard_rejects_a_step_that_blurs():
     assert guard_passes(HeldOutErrors.of(0.8 * target, target), sharper, "sharpness")
 
 
+def test_sharpness_guard_judges_contrast_on_images_only():
+    target = seeded_noise([1, 2, 3], (96,), torch.float64)
+    wide, narrow = HeldOutErrors.of(2.0 * target, target), HeldOutErrors.of(0.9 * target, target)
+    assert narrow.detail is None and guard_passes(wide, narrow, "sharpness")  # lower spread, lower RMSE
+
+
 def test_texture_gaps_see_blur_and_grain_that_cost_the_same_rmse():
     target = seeded_noise([1, 2, 3, 4], (1, 16, 16), torch.float64)
     blurred = torch.nn.functional.avg_pool2d(target, 3, stride=1, padding=1, count_include_pad=False)
