@@ -158,7 +158,7 @@ class PASTrainer(io.ComfyNode):
                              tooltip="Number of teacher trajectories (noise samples); with a held-out rule a quarter "
                                      "is held out. Budget per grid with the defaults (48 trajectories, teacher_nfe "
                                      "48): trajectories x (teacher NFE + steps) plus held-out roll-outs, about "
-                                     "2,600-3,800 model calls at 4-8 steps; 12 trajectories cost about 700-830 but "
+                                     "2,600-3,900 model calls at 4-10 steps; 12 trajectories cost about 700-830 but "
                                      "made 4-step images worse (docs/objective-study.md). grid 'learned' adds its own "
                                      "teacher on ~70 candidate sigmas and roll-outs: about trajectories x 300 calls "
                                      "at 5 steps."),
