@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from comfyui_pas.acceptance import spread
 from comfyui_pas.settings import ACCEPTANCE_RULES, TRAINER_TEACHER_NFE, TRAINER_TRAJECTORIES, default_rule
 from train_tools.bench_setup import BenchSetup, bench_parser, karras
 from train_tools.evaluation.quality import Judge
@@ -64,9 +65,9 @@ class RuleTrainer:
         return coords, report, count * self.teacher_nfe + report["model_calls"]
 
 
-def spread(finals: torch.Tensor) -> float:
-    """Mean per-sample pixel standard deviation (contrast)."""
-    return float(finals.reshape(finals.shape[0], -1).std(dim=1).mean())
+def contrast(finals: torch.Tensor) -> float:
+    """Mean per-sample pixel standard deviation (the held-out guards' contrast)."""
+    return float(spread(finals).mean())
 
 
 def study(setup: BenchSetup, judge: Judge, solvers, nfes, rules, trainer: RuleTrainer, saved=None) -> list[dict]:
@@ -79,7 +80,7 @@ def study(setup: BenchSetup, judge: Judge, solvers, nfes, rules, trainer: RuleTr
             images, finals = setup.sample(setup.builtin(solver), sigmas)
             base = judge.score(images, finals)
             rows.append({"nfe": nfe, "solver": solver, "rule": "(ComfyUI, uncorrected)", "steps": [],
-                         "values": {m: base.values[m] for m in METRICS}, "spread": spread(finals),
+                         "values": {m: base.values[m] for m in METRICS}, "spread": contrast(finals),
                          "seconds": time.perf_counter() - t0})
             for rule, count in rules:
                 t0 = time.perf_counter()
@@ -87,7 +88,7 @@ def study(setup: BenchSetup, judge: Judge, solvers, nfes, rules, trainer: RuleTr
                 images, finals = setup.sample(setup.pas(solver, coords), sigmas)
                 scored = judge.score(images, finals)
                 rows.append({"nfe": nfe, "solver": solver, "rule": f"{rule}@{count}", "steps": coords.steps,
-                             "model_calls": calls, "spread": spread(finals),
+                             "model_calls": calls, "spread": contrast(finals),
                              "values": {m: scored.values[m] for m in METRICS},
                              "vs_base": {m: Judge.relative(scored, base, m).as_dict() for m in METRICS},
                              "seconds": time.perf_counter() - t0})
@@ -201,7 +202,7 @@ def main(argv=None):
     rows = study(setup, setup.judge(), args.solvers, args.nfe, rules, trainer, saved)
     text = rules_markdown(rows, setup.label(), args.n) + (
         f"\n\nContrast: mean per-sample pixel std; the teacher's on these seeds "
-        f"{spread(setup.teacher_finals('eval')):.3f}.") + f" Total {(time.perf_counter() - started) / 60:.1f} min."
+        f"{contrast(setup.teacher_finals('eval')):.3f}.") + f" Total {(time.perf_counter() - started) / 60:.1f} min."
     write_results(out, "rules", {"args": vars(args), "label": setup.label(), "rows": rows}, text)
 
 
