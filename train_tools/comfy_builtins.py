@@ -34,6 +34,10 @@ def load_builtin_samplers():
     from comfy.extra_samplers import uni_pc
     from comfy.k_diffusion import sampling
 
+    # Every deterministic sampler of ComfyUI that calls the model once per step (cfg_pp variants need
+    # ComfyUI's CFG hooks and are left out): the registry's six first, then the ones PAS does not correct.
     return {"euler": sampling.sample_euler, "ipndm": sampling.sample_ipndm, "ipndm_v": sampling.sample_ipndm_v,
-            "deis": sampling.sample_deis, "dpmpp_2m": sampling.sample_dpmpp_2m, "uni_pc": uni_pc.sample_unipc,
-            "res_multistep": sampling.sample_res_multistep}
+            "deis": sampling.sample_deis, "dpmpp_2m": sampling.sample_dpmpp_2m,
+            "res_multistep": sampling.sample_res_multistep, "uni_pc": uni_pc.sample_unipc,
+            "uni_pc_bh2": uni_pc.sample_unipc_bh2, "lms": sampling.sample_lms,
+            "gradient_estimation": sampling.sample_gradient_estimation}

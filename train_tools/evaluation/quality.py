@@ -208,6 +208,15 @@ class Judge:
         return percentile_interval(a.values[metric] / b.values[metric] - 1, a.boots[metric] / b.boots[metric] - 1)
 
 
+RMSE_MARGIN = 0.10  # a row that "beats" another must also cut its RMSE by this much
+
+
+def beats(difference: dict) -> bool:
+    """Whether a row beats another, from their paired relative differences ({metric: Interval.as_dict()}):
+    FD to the teacher lower with its 95% interval below zero, and RMSE lower by RMSE_MARGIN."""
+    return difference["fd_teacher"]["high"] < 0 and difference["rmse"]["value"] <= -RMSE_MARGIN
+
+
 def metrics_of(scored: Scored) -> list[str]:
     return [m for m in ("fd_teacher", "fd_paired", "fd_data", "kid_teacher", "kid_data", "acc", "rmse")
             if m in scored.values]

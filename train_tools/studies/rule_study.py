@@ -39,13 +39,13 @@ def parse_rule(spec: str, trajectories: int) -> tuple[str, int]:
 
 
 class RuleTrainer:
-    """PAS on the training seeds with one Heun teacher (TRAINER_TEACHER_NFE) per grid, shared by every rule;
-    a rule on T trajectories trains on the first T seeds and their teacher states."""
+    """PAS on the training seeds with one Heun teacher (TRAINER_TEACHER_NFE) per grid, shared by every rule
+    and solver on that grid; a rule on T trajectories trains on the first T seeds and their teacher states."""
 
     def __init__(self, setup: BenchSetup, most: int):
         self.setup, self.seeds = setup, setup.seeds("train", most)
         self.x = setup.noise(self.seeds)
-        self.grid, self.states, self.teacher_nfe = None, None, 0
+        self.teachers = {}  # grid values -> (teacher states, model calls per trajectory)
 
     def denoiser(self, count: int):
         from comfyui_pas import Denoiser
@@ -56,13 +56,14 @@ class RuleTrainer:
         from comfyui_pas import SearchSettings, train_pas
         from comfyui_pas.search import teacher_targets
 
-        x = self.x * sigmas[0]
-        if self.grid is None or not torch.equal(self.grid, sigmas):
+        x, key = self.x * sigmas[0], tuple(sigmas.tolist())
+        if key not in self.teachers:
             states, info = teacher_targets(self.denoiser(len(self.seeds)), x, [sigmas], TRAINER_TEACHER_NFE, None)
-            self.grid, self.states, self.teacher_nfe = sigmas.clone(), states[0], info["nfe"]
+            self.teachers[key] = states[0], info["nfe"]
+        states, teacher_nfe = self.teachers[key]
         coords, report = train_pas(self.denoiser(count), x[:count], sigmas, solver=solver,
-                                   settings=SearchSettings(**RULES[rule]), teacher=self.states[:, :count])
-        return coords, report, count * self.teacher_nfe + report["model_calls"]
+                                   settings=SearchSettings(**RULES[rule]), teacher=states[:, :count])
+        return coords, report, count * teacher_nfe + report["model_calls"]
 
 
 def contrast(finals: torch.Tensor) -> float:
@@ -100,7 +101,8 @@ def study(setup: BenchSetup, judge: Judge, solvers, nfes, rules, trainer: RuleTr
     return rows
 
 
-def _pct(d):
+def pct(d) -> str:
+    """A relative change with its interval, in percent."""
     return f"{100 * d['value']:+.1f} [{100 * d['low']:+.1f}, {100 * d['high']:+.1f}]"
 
 
@@ -109,8 +111,8 @@ def rules_markdown(rows, label, n) -> str:
     for r in rows:
         vs = r.get("vs_base")
         body.append([r["nfe"], r["solver"], r["rule"], r["steps"] or "-", f"{r['values']['fd_teacher']:.3g}",
-                     _pct(vs["fd_teacher"]) if vs else "", _pct(vs["fd_data"]) if vs else "",
-                     _pct(vs["rmse"]) if vs else "", f"{r['spread']:.3f}" if "spread" in r else "",
+                     pct(vs["fd_teacher"]) if vs else "", pct(vs["fd_data"]) if vs else "",
+                     pct(vs["rmse"]) if vs else "", f"{r['spread']:.3f}" if "spread" in r else "",
                      f"{r['model_calls']:,}" if r.get("model_calls") else ""])
     head = ["NFE", "solver", "rule", "corrected steps", "FD teacher", "FD teacher vs base %", "FD data vs base %",
             "RMSE vs base %", "contrast", "model calls"]

@@ -1,0 +1,65 @@
+"""The best-row study: its verdicts follow the paired intervals, and its two-part sampling equals one run."""
+import torch
+
+from train_tools.bench_setup import BenchSetup, karras
+from train_tools.evaluation.quality import beats
+from train_tools.studies.best_row import Samples, builtin_markdown, pas_markdown, summary
+
+
+def _change(value, low, high):
+    return {"value": value, "low": low, "high": high}
+
+
+def _diff(fd, rmse):
+    return {"fd_teacher": _change(*fd), "fd_data": _change(0.0, -0.1, 0.1), "rmse": _change(*rmse)}
+
+
+def test_beats_needs_the_fd_interval_below_zero_and_the_rmse_margin():
+    assert beats(_diff((-0.3, -0.4, -0.2), (-0.2, -0.25, -0.15)))
+    assert not beats(_diff((-0.3, -0.5, +0.01), (-0.2, -0.25, -0.15)))  # interval reaches zero
+    assert not beats(_diff((-0.3, -0.4, -0.2), (-0.05, -0.08, -0.02)))  # RMSE gain under 10%
+
+
+def _rows():
+    def builtin(name, rho, fd, best_vs):
+        return {"nfe": 5, "method": name, "kind": "builtin", "rho": rho, "values": {"fd_teacher": fd, "fd_data": 30.0,
+                "rmse": 0.3}, "pilot_fd_teacher": {3.0: fd + 1, 5.0: fd, 7.0: fd + 2, 9.0: fd + 3},
+                "best_pas": "euler+PAS", "best_pas_vs": best_vs}
+
+    def pas(solver, steps, fd_change):
+        return {"nfe": 5, "method": f"{solver}+PAS", "kind": "pas", "solver": solver, "rho": 5.0, "rule": "paper",
+                "steps": steps, "values": {"fd_teacher": 10.0}, "model_calls": 2832,
+                "vs_base": _diff(fd_change, (-0.2, -0.3, -0.1))}
+
+    return [builtin("euler", 5.0, 20.0, _diff((-0.5, -0.6, -0.4), (-0.3, -0.4, -0.2))),
+            builtin("uni_pc", 5.0, 12.0, _diff((-0.1, -0.3, +0.1), (-0.3, -0.4, -0.2))),
+            pas("euler", [1, 2], (-0.5, -0.6, -0.4)), pas("deis", [], (0.0, 0.0, 0.0)),
+            pas("dpmpp_2m", [3], (-0.05, -0.2, +0.1))]
+
+
+def test_summary_names_the_level_row_and_the_unbeaten_builtin():
+    text = summary(_rows())
+    assert text == ("* NFE 5: never worse MISSED (dpmpp_2m+PAS); best row euler+PAS MISSED against uni_pc")
+    rows = [r for r in _rows() if r["method"] not in ("uni_pc", "dpmpp_2m+PAS")]
+    assert summary(rows) == "* NFE 5: never worse met; best row euler+PAS beats every built-in"
+
+
+def test_tables_show_the_chosen_grid_and_the_verdicts():
+    rows = _rows()
+    assert "| 5 | euler | 21 / 20 / 22 / 23 | 5 | 20 | 30 | 0.3000 | euler+PAS | -50.0 [-60.0, -40.0] |" in \
+        builtin_markdown(rows)
+    assert builtin_markdown(rows).splitlines()[-1].endswith("| no |")
+    pas_rows = pas_markdown(rows).splitlines()
+    assert pas_rows[-2].split(" | ")[9] == "plain" and pas_rows[-1].split(" | ")[9] == "level"
+
+
+def test_two_part_sampling_equals_one_run():
+    """The pilot seeds' finals plus the rest equal sampling every evaluation seed at once (the real demo model)."""
+    setup = BenchSetup.create("uncond", 1.0, n=5)
+    samples, sampler, sigmas = Samples(setup, pilot=3), setup.pas("euler"), karras(2)
+    pilot = setup.run(sampler, sigmas, setup.seeds("eval")[:3])
+    images, finals = samples.complete(sampler, sigmas, pilot)
+    whole_images, whole = setup.sample(sampler, sigmas)
+    # the same seeds in the same order; only the network's batch-size rounding differs
+    torch.testing.assert_close(finals, whole, rtol=0, atol=1e-4)
+    assert finals.shape[0] == 5 and (images.astype(int) - whole_images.astype(int)).__abs__().max() <= 1

@@ -1,0 +1,198 @@
+"""PAS against every ComfyUI built-in on its best EDM grid, judged on image quality with paired intervals.
+
+    python -m train_tools.studies.best_row --model cond --cfg 4 --nfe 4 5 6
+
+Per NFE: every deterministic one-call-per-step ComfyUI sampler (train_tools.comfy_builtins) on the EDM grids
+rho 3, 5, 7, 9 (80 -> 0.002, then 0). Each sampler's best rho is the one with the lowest FD to the teacher on
+the first --pilot evaluation seeds; that grid is then sampled on all of them. PAS (the default rule, the
+Trainer's trajectories and teacher) is trained for each registry solver on that solver's best grid. Two
+verdicts, each on the same evaluation seeds with paired 95% intervals:
+
+* never worse: solver+PAS against the same solver on the same grid (FD to the teacher's samples);
+* best row: the best PAS row against every built-in on its best grid (FD to the teacher, and RMSE by 10%).
+
+Writes out/best_row/<model>_cfg<w>/best_row.json and best_row.md.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+
+from comfyui_pas.settings import TRAINER_TRAJECTORIES, default_rule
+from comfyui_pas.solvers import SOLVERS
+from train_tools.bench_setup import BenchSetup, bench_parser, karras
+from train_tools.data.fashion_mnist import to_uint8
+from train_tools.evaluation import classifier
+from train_tools.evaluation.quality import Judge, beats
+from train_tools.studies.rule_study import RuleTrainer, contrast, pct, verdict
+from train_tools.tables import command_line, markdown_table, write_json, write_results
+
+RHOS = (3.0, 5.0, 7.0, 9.0)
+METRICS = ("fd_teacher", "fd_data", "rmse")
+
+
+def builtin_names() -> list[str]:
+    from train_tools.comfy_builtins import load_builtin_samplers
+
+    functions = load_builtin_samplers()
+    if not functions:
+        raise RuntimeError("ComfyUI host not installed: run `make host`")
+    return list(functions)
+
+
+class Samples:
+    """Finals of one sampler on the evaluation seeds, sampled in two parts: the pilot seeds first (to pick
+    the grid), the rest only for the grid that is kept."""
+
+    def __init__(self, setup: BenchSetup, pilot: int):
+        self.setup, self.seeds = setup, setup.seeds("eval")
+        self.pilot = min(pilot, len(self.seeds))
+
+    def pilot_fd(self, sampler, sigmas, reference) -> tuple[float, torch.Tensor]:
+        """FD to the teacher's samples of the pilot seeds' finals, and those finals."""
+        finals = self.setup.run(sampler, sigmas, self.seeds[:self.pilot])
+        return reference.distance(classifier.features(to_uint8(finals))), finals
+
+    def complete(self, sampler, sigmas, pilot_finals: torch.Tensor | None = None):
+        """(uint8 images, finals) on every evaluation seed, reusing the pilot part when given."""
+        if pilot_finals is None:
+            return self.setup.sample(sampler, sigmas)
+        rest = self.seeds[self.pilot:]
+        finals = torch.cat([pilot_finals, self.setup.run(sampler, sigmas, rest)]) if rest else pilot_finals
+        return to_uint8(finals), finals
+
+
+def best_grids(samples: Samples, judge: Judge, names, nfe: int) -> dict:
+    """name -> (rho, pilot FDs per rho, pilot finals of that rho): each built-in's best grid at this NFE."""
+    reference, chosen = judge.frechet["teacher"], {}
+    for name in names:
+        sampler, pilot = samples.setup.builtin(name), {}
+        for rho in RHOS:
+            pilot[rho] = samples.pilot_fd(sampler, karras(nfe, rho), reference)
+        best = min(pilot, key=lambda rho: pilot[rho][0])
+        chosen[name] = (best, {rho: fd for rho, (fd, _) in pilot.items()}, pilot[best][1])
+        print(f"  NFE {nfe} {name}: pilot FD teacher by rho "
+              f"{ {rho: round(fd, 2) for rho, (fd, _) in pilot.items()} } -> rho {best:g}", flush=True)
+    return chosen
+
+
+def change(a, b) -> dict:
+    return {m: Judge.relative(a, b, m).as_dict() for m in METRICS}
+
+
+def nfe_rows(setup, judge, samples, trainer, nfe, names, solvers, cfg) -> list[dict]:
+    """The built-in rows (best grid each) and the PAS rows (each solver on its built-in's best grid)."""
+    rows, scored = [], {}
+    for name, (rho, pilot, finals) in best_grids(samples, judge, names, nfe).items():
+        t0 = time.perf_counter()
+        images, finals = samples.complete(setup.builtin(name), karras(nfe, rho), finals)
+        scored[name] = judge.score(images, finals)
+        rows.append({"nfe": nfe, "method": name, "kind": "builtin", "rho": rho, "pilot_fd_teacher": pilot,
+                     "values": {m: scored[name].values[m] for m in METRICS}, "spread": contrast(finals),
+                     "seconds": time.perf_counter() - t0})
+    grids = {row["method"]: row["rho"] for row in rows}
+    for solver in solvers:
+        t0 = time.perf_counter()
+        rule, sigmas = default_rule(solver, cfg), karras(nfe, grids[solver])
+        coords, report, calls = trainer.train(solver, sigmas, rule, TRAINER_TRAJECTORIES)
+        images, finals = setup.sample(setup.pas(solver, coords), sigmas)
+        mine = judge.score(images, finals)
+        scored[f"{solver}+PAS"] = mine
+        rows.append({"nfe": nfe, "method": f"{solver}+PAS", "kind": "pas", "solver": solver, "rho": grids[solver],
+                     "rule": rule, "steps": coords.steps, "model_calls": calls, "spread": contrast(finals),
+                     "values": {m: mine.values[m] for m in METRICS}, "vs_base": change(mine, scored[solver]),
+                     "seconds": time.perf_counter() - t0})
+        print(f"  NFE {nfe} {solver}+PAS ({rule}, rho {grids[solver]:g}): steps {coords.steps}, FD teacher "
+              f"{100 * rows[-1]['vs_base']['fd_teacher']['value']:+.1f}% vs {solver}", flush=True)
+    best = min((r for r in rows if r["kind"] == "pas"), key=lambda r: r["values"]["fd_teacher"])
+    for row in rows:
+        if row["kind"] == "builtin":
+            row["best_pas_vs"] = change(scored[best["method"]], scored[row["method"]])
+            row["best_pas"] = best["method"]
+    return rows
+
+
+def builtin_markdown(rows) -> str:
+    body = []
+    for r in rows:
+        if r["kind"] != "builtin":
+            continue
+        vs = r["best_pas_vs"]
+        body.append([r["nfe"], r["method"], " / ".join(f"{fd:.3g}" for fd in r["pilot_fd_teacher"].values()),
+                     f"{r['rho']:g}", f"{r['values']['fd_teacher']:.3g}", f"{r['values']['fd_data']:.3g}",
+                     f"{r['values']['rmse']:.4f}", r["best_pas"], pct(vs["fd_teacher"]), pct(vs["fd_data"]),
+                     pct(vs["rmse"]), "yes" if beats(vs) else "no"])
+    head = ["NFE", "built-in", "pilot FD teacher, rho " + " / ".join(f"{rho:g}" for rho in RHOS), "best rho",
+            "FD teacher", "FD data", "RMSE", "best PAS row", "its FD teacher vs built-in %", "FD data %", "RMSE %",
+            "beaten"]
+    return markdown_table(head, body, "rllrrrrlrrrl")
+
+
+def pas_markdown(rows) -> str:
+    body = []
+    for r in rows:
+        if r["kind"] != "pas":
+            continue
+        vs = r["vs_base"]
+        body.append([r["nfe"], r["method"], f"{r['rho']:g}", r["rule"], r["steps"] or "-",
+                     f"{r['values']['fd_teacher']:.3g}", pct(vs["fd_teacher"]), pct(vs["fd_data"]), pct(vs["rmse"]),
+                     verdict(r), f"{r['model_calls']:,}"])
+    head = ["NFE", "PAS row", "rho", "rule", "corrected steps", "FD teacher", "vs same solver, same grid: FD teacher %",
+            "FD data %", "RMSE %", "verdict", "model calls"]
+    return markdown_table(head, body, "rlrllrrrrlr")
+
+
+def summary(rows) -> str:
+    """The two targets per NFE: never worse (every PAS row), best row (beats every built-in)."""
+    lines = []
+    for nfe in sorted({r["nfe"] for r in rows}):
+        mine = [r for r in rows if r["nfe"] == nfe]
+        pas = [r for r in mine if r["kind"] == "pas"]
+        bad = [r["method"] for r in pas if verdict(r) not in ("better", "plain")]
+        unbeaten = [r["method"] for r in mine if r["kind"] == "builtin" and not beats(r["best_pas_vs"])]
+        best = next(r["best_pas"] for r in mine if r["kind"] == "builtin")
+        lines.append(f"* NFE {nfe}: never worse {'met' if not bad else 'MISSED (' + ', '.join(bad) + ')'}; "
+                     f"best row {best} {'beats every built-in' if not unbeaten else 'MISSED against ' + ', '.join(unbeaten)}")
+    return "\n".join(lines)
+
+
+def report(rows, label, args, minutes: float) -> str:
+    return (f"## {label}, N = {args.n} (pilot {args.pilot}), {minutes:.0f} min\n\n`{command_line(__name__, args.argv)}`\n\n"
+            f"{summary(rows)}\n\n### Built-ins on their best grid, and the best PAS row against each\n\n"
+            f"{builtin_markdown(rows)}\n\n### PAS rows against the same solver on the same grid\n\n{pas_markdown(rows)}")
+
+
+def main(argv=None):
+    p = bench_parser(__doc__)
+    p.set_defaults(n=500)
+    p.add_argument("--nfe", type=int, nargs="+", default=[4, 5, 6])
+    p.add_argument("--pilot", type=int, default=150, help="evaluation seeds that pick each built-in's rho")
+    p.add_argument("--builtins", nargs="+", default=None, help="ComfyUI samplers (default: every one)")
+    p.add_argument("--solvers", nargs="+", choices=SOLVERS, default=list(SOLVERS), help="PAS base solvers")
+    p.add_argument("--out", type=Path, default=None)
+    args = p.parse_args(argv)
+    args.argv = argv
+    names = args.builtins or builtin_names()
+    missing = [s for s in args.solvers if s not in names]
+    if missing:
+        p.error(f"every PAS solver needs its built-in for the grid: add {', '.join(missing)} to --builtins")
+    torch.set_num_threads(1)
+    started = time.perf_counter()
+    setup = BenchSetup.create(args.model, args.cfg, args.n)
+    judge, samples = setup.judge(), Samples(setup, args.pilot)
+    trainer = RuleTrainer(setup, TRAINER_TRAJECTORIES)
+    cfg = setup.cfg if setup.guided.conditional else None
+    out = args.out or Path("out/best_row") / f"{args.model}_cfg{args.cfg:g}"
+    rows = []
+    for nfe in args.nfe:
+        rows += nfe_rows(setup, judge, samples, trainer, nfe, names, args.solvers, cfg)
+        write_json(out / "best_row.json", {"args": vars(args), "label": setup.label(), "rows": rows, "partial": True},
+                   default=str)
+    text = report(rows, setup.label(), args, (time.perf_counter() - started) / 60)
+    write_results(out, "best_row", {"args": vars(args), "label": setup.label(), "rows": rows}, text)
+
+
+if __name__ == "__main__":
+    main()
