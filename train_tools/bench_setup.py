@@ -147,9 +147,14 @@ class BenchSetup:
         seeds = self.seeds(kind)
         prompt = "empty" if self.empty_prompt else "class"
         cfg = self.cfg if self.conditional else 1.0  # guidance changes nothing without a prompt
-        path = CACHE / f"{self.name}-{self.weights_md5}-cfg{cfg:g}-{prompt}-{seeds[0]}-{len(seeds)}-heun{nfe}.st"
+        stem = f"{self.name}-{self.weights_md5}-cfg{cfg:g}-{prompt}-{seeds[0]}"
+        path = CACHE / f"{stem}-{len(seeds)}-heun{nfe}.st"
         if path.is_file():
             return load_file(str(path))["finals"]
+        for longer in CACHE.glob(f"{stem}-*-heun{nfe}.st"):  # the same seeds start a longer cached run
+            count = longer.name[len(stem) + 1:].split("-")[0]
+            if count.isdigit() and int(count) > len(seeds):
+                return load_file(str(longer))["finals"][:len(seeds)]
         started = time.perf_counter()
         finals = self.run(self.heun, karras((nfe + 1) // 2), seeds)
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -63,3 +63,17 @@ def test_two_part_sampling_equals_one_run():
     # the same seeds in the same order; only the network's batch-size rounding differs
     torch.testing.assert_close(finals, whole, rtol=0, atol=1e-4)
     assert finals.shape[0] == 5 and (images.astype(int) - whole_images.astype(int)).__abs__().max() <= 1
+
+
+def test_teacher_finals_reuse_a_longer_cached_run(tmp_path, monkeypatch):
+    """Fewer seeds from the same start are read from a longer cached run, and equal computing them."""
+    from train_tools import bench_setup
+
+    monkeypatch.setattr(bench_setup, "CACHE", tmp_path / "cache")
+    longer = BenchSetup.create("uncond", 1.0, n=4).teacher_finals("eval", nfe=3)
+    shorter = BenchSetup.create("uncond", 1.0, n=2).teacher_finals("eval", nfe=3)
+    assert len(list((tmp_path / "cache").iterdir())) == 1  # nothing new was computed or written
+    torch.testing.assert_close(shorter, longer[:2])
+    monkeypatch.setattr(bench_setup, "CACHE", tmp_path / "fresh")  # other seeds would differ by O(1)
+    torch.testing.assert_close(BenchSetup.create("uncond", 1.0, n=2).teacher_finals("eval", nfe=3), shorter,
+                               rtol=0, atol=0.02)
