@@ -5,7 +5,7 @@ export OMP_NUM_THREADS ?= 1
 export PYTHONUNBUFFERED := 1
 
 .PHONY: venv host dataset fid-weights browser test test-unit test-host test-server test-browser demo bench bench-overhead gpu-check \
-	ab-study reproduce train-model train-classifier quality-study rule-study objective-study trajectory-pca comfy lint screenshot
+	ab-study reproduce train-model train-classifier quality-study rule-study best-row objective-study trajectory-pca comfy lint screenshot
 
 venv:
 	@bash scripts/setup_venv.sh
@@ -73,6 +73,11 @@ quality-study: venv host dataset fid-weights   ## validate the quality bench on 
 rule-study: venv host dataset   ## acceptance rules judged on image quality (docs/objective-study.md)
 	$(PY) -m train_tools.studies.rule_study --model cond --cfg 4
 	$(PY) -m train_tools.studies.rule_study --model uncond
+
+best-row: venv host dataset   ## PAS against every ComfyUI built-in on its best EDM grid (docs/objective-study.md)
+	$(PY) -m train_tools.studies.best_row --model cond --cfg 4 --n 1000
+	$(PY) -m train_tools.studies.best_row --model uncond
+	$(PY) -m train_tools.studies.best_row --model cond --cfg 1
 
 objective-study: venv host dataset fid-weights   ## the earlier FID-only objective study (docs/objective-study.md)
 	$(PY) -m train_tools.studies.objective_study --solvers deis dpmpp_2m --nfe 5 6 --out out/objective
