@@ -1,4 +1,6 @@
 """The best-row study: its verdicts follow the paired intervals, and its two-part sampling equals one run."""
+import json
+
 import torch
 
 from train_tools.bench_setup import BenchSetup, karras
@@ -77,3 +79,20 @@ def test_teacher_finals_reuse_a_longer_cached_run(tmp_path, monkeypatch):
     monkeypatch.setattr(bench_setup, "CACHE", tmp_path / "fresh")  # other seeds would differ by O(1)
     torch.testing.assert_close(BenchSetup.create("uncond", 1.0, n=2).teacher_finals("eval", nfe=3), shorter,
                                rtol=0, atol=0.02)
+
+
+def test_combine_renders_saved_runs(tmp_path):
+    from train_tools.studies.best_row import combine
+
+    args = {"model": "cond", "cfg": 4.0, "n": 1000, "pilot": 150, "nfe": [5], "solvers": ["euler", "deis"],
+            "builtins": None}
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "best_row.json").write_text(json.dumps(
+        {"args": args, "label": "conditional model, CFG 4", "rows": _rows(), "minutes": 61.2,
+         "floor": {"fd_teacher": 1.23, "fd_data": 20.8}}))
+    text = combine([tmp_path / "run"])
+    assert text.startswith("## conditional model, CFG 4, N = 1000 (pilot 150), 61 min\n\n"
+                           "`python -m train_tools.studies.best_row --model cond --cfg 4 --n 1000 --pilot 150 --nfe 5 "
+                           "--solvers euler deis`")
+    assert "(the floor of this N): FD teacher 1.23, FD data 20.8." in text
+    assert summary(_rows()) in text

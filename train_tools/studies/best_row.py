@@ -15,6 +15,7 @@ Writes out/best_row/<model>_cfg<w>/best_row.json and best_row.md.
 """
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -27,7 +28,7 @@ from train_tools.data.fashion_mnist import to_uint8
 from train_tools.evaluation import classifier
 from train_tools.evaluation.quality import Judge, beats
 from train_tools.studies.rule_study import RuleTrainer, contrast, pct, verdict
-from train_tools.tables import command_line, markdown_table, write_json, write_results
+from train_tools.tables import markdown_table, write_json, write_results
 
 RHOS = (3.0, 5.0, 7.0, 9.0)
 METRICS = ("fd_teacher", "fd_data", "rmse")
@@ -158,10 +159,35 @@ def summary(rows) -> str:
     return "\n".join(lines)
 
 
-def report(rows, label, args, minutes: float) -> str:
-    return (f"## {label}, N = {args.n} (pilot {args.pilot}), {minutes:.0f} min\n\n`{command_line(__name__, args.argv)}`\n\n"
-            f"{summary(rows)}\n\n### Built-ins on their best grid, and the best PAS row against each\n\n"
-            f"{builtin_markdown(rows)}\n\n### PAS rows against the same solver on the same grid\n\n{pas_markdown(rows)}")
+def floor_text(floor: dict | None) -> str:
+    if not floor:
+        return ""
+    return (f"The teacher's own samples on the evaluation seeds (the floor of this N): FD teacher "
+            f"{floor['fd_teacher']:.3g}, FD data {floor['fd_data']:.3g}.\n\n")
+
+
+def command(args: dict) -> str:
+    """The command line of a run with these arguments (every option spelled out)."""
+    guidance = [] if args["model"] == "uncond" else ["--cfg", f"{args['cfg']:g}"]
+    words = ["--model", args["model"], *guidance, "--n", args["n"], "--pilot", args["pilot"], "--nfe", *args["nfe"],
+             "--solvers", *args["solvers"]]
+    words += ["--builtins", *args["builtins"]] if args.get("builtins") else []
+    return "python -m train_tools.studies.best_row " + " ".join(str(w) for w in words)
+
+
+def report(data: dict) -> str:
+    """One setting's Markdown from its saved results (best_row.json)."""
+    rows, args = data["rows"], data["args"]
+    minutes = f", {data['minutes']:.0f} min" if "minutes" in data else ""
+    return (f"## {data['label']}, N = {args['n']} (pilot {args['pilot']}){minutes}\n\n"
+            f"`{command(args)}`\n\n{floor_text(data.get('floor'))}{summary(rows)}\n\n"
+            f"### Built-ins on their best grid, and the best PAS row against each\n\n{builtin_markdown(rows)}\n\n"
+            f"### PAS rows against the same solver on the same grid\n\n{pas_markdown(rows)}")
+
+
+def combine(folders) -> str:
+    """The reports of finished runs (folders with best_row.json), one after the other."""
+    return "\n\n".join(report(json.loads((Path(f) / "best_row.json").read_text())) for f in folders)
 
 
 def main(argv=None):
@@ -172,8 +198,13 @@ def main(argv=None):
     p.add_argument("--builtins", nargs="+", default=None, help="ComfyUI samplers (default: every one)")
     p.add_argument("--solvers", nargs="+", choices=SOLVERS, default=list(SOLVERS), help="PAS base solvers")
     p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--combine", nargs="+", type=Path, metavar="RUN",
+                   help="only write the reports of finished runs (folders with best_row.json) to --out")
     args = p.parse_args(argv)
-    args.argv = argv
+    if args.combine:
+        write_results(args.out or Path("out/best_row/combined"), "combined", {"runs": [str(f) for f in args.combine]},
+                      combine(args.combine))
+        return
     names = args.builtins or builtin_names()
     missing = [s for s in args.solvers if s not in names]
     if missing:
@@ -184,14 +215,16 @@ def main(argv=None):
     judge, samples = setup.judge(), Samples(setup, args.pilot)
     trainer = RuleTrainer(setup, TRAINER_TRAJECTORIES)
     cfg = setup.cfg if setup.guided.conditional else None
-    out = args.out or Path("out/best_row") / f"{args.model}_cfg{args.cfg:g}"
-    rows = []
+    teacher = setup.teacher_finals("eval")
+    floor = judge.score(to_uint8(teacher), teacher).values
+    data = {"args": vars(args), "label": setup.label(),
+            "floor": {m: floor[m] for m in ("fd_teacher", "fd_data")}, "rows": []}
+    out = args.out or Path("out/best_row") / (f"{args.model}_cfg{args.cfg:g}" if cfg else args.model)
     for nfe in args.nfe:
-        rows += nfe_rows(setup, judge, samples, trainer, nfe, names, args.solvers, cfg)
-        write_json(out / "best_row.json", {"args": vars(args), "label": setup.label(), "rows": rows, "partial": True},
-                   default=str)
-    text = report(rows, setup.label(), args, (time.perf_counter() - started) / 60)
-    write_results(out, "best_row", {"args": vars(args), "label": setup.label(), "rows": rows}, text)
+        data["rows"] += nfe_rows(setup, judge, samples, trainer, nfe, names, args.solvers, cfg)
+        write_json(out / "best_row.json", dict(data, partial=True), default=str)
+    data["minutes"] = (time.perf_counter() - started) / 60
+    write_results(out, "best_row", data, report(data))
 
 
 if __name__ == "__main__":
