@@ -104,26 +104,29 @@ def nfe_rows(setup, judge, samples, trainer, nfe, names, solvers, cfg) -> list[d
         rows.append({"nfe": nfe, "method": f"{solver}+PAS", "kind": "pas", "solver": solver, "rho": grids[solver],
                      "rule": rule, "steps": coords.steps, "model_calls": calls, "spread": contrast(finals),
                      "values": {m: mine.values[m] for m in METRICS}, "vs_base": change(mine, scored[solver]),
+                     "vs_builtins": {name: change(mine, scored[name]) for name in names},
                      "seconds": time.perf_counter() - t0})
         print(f"  NFE {nfe} {solver}+PAS ({rule}, rho {grids[solver]:g}): steps {coords.steps}, FD teacher "
               f"{100 * rows[-1]['vs_base']['fd_teacher']['value']:+.1f}% vs {solver}", flush=True)
-    best = min((r for r in rows if r["kind"] == "pas"), key=lambda r: r["values"]["fd_teacher"])
-    for row in rows:
-        if row["kind"] == "builtin":
-            row["best_pas_vs"] = change(scored[best["method"]], scored[row["method"]])
-            row["best_pas"] = best["method"]
     return rows
 
 
+def best_pas(rows) -> dict:
+    """The PAS row with the lowest FD to the teacher among those that correct a step (a row that corrects
+    nothing is its built-in), or among all when none does."""
+    pas = [r for r in rows if r["kind"] == "pas"]
+    return min([r for r in pas if r["steps"]] or pas, key=lambda r: r["values"]["fd_teacher"])
+
+
 def builtin_markdown(rows) -> str:
-    body = []
+    body, best = [], {nfe: best_pas([r for r in rows if r["nfe"] == nfe]) for nfe in {r["nfe"] for r in rows}}
     for r in rows:
         if r["kind"] != "builtin":
             continue
-        vs = r["best_pas_vs"]
+        vs = best[r["nfe"]]["vs_builtins"][r["method"]]
         body.append([r["nfe"], r["method"], " / ".join(f"{fd:.3g}" for fd in r["pilot_fd_teacher"].values()),
                      f"{r['rho']:g}", f"{r['values']['fd_teacher']:.3g}", f"{r['values']['fd_data']:.3g}",
-                     f"{r['values']['rmse']:.4f}", r["best_pas"], pct(vs["fd_teacher"]), pct(vs["fd_data"]),
+                     f"{r['values']['rmse']:.4f}", best[r["nfe"]]["method"], pct(vs["fd_teacher"]), pct(vs["fd_data"]),
                      pct(vs["rmse"]), "yes" if beats(vs) else "no"])
     head = ["NFE", "built-in", "pilot FD teacher, rho " + " / ".join(f"{rho:g}" for rho in RHOS), "best rho",
             "FD teacher", "FD data", "RMSE", "best PAS row", "its FD teacher vs built-in %", "FD data %", "RMSE %",
@@ -152,10 +155,11 @@ def summary(rows) -> str:
         mine = [r for r in rows if r["nfe"] == nfe]
         pas = [r for r in mine if r["kind"] == "pas"]
         bad = [r["method"] for r in pas if verdict(r) not in ("better", "plain")]
-        unbeaten = [r["method"] for r in mine if r["kind"] == "builtin" and not beats(r["best_pas_vs"])]
-        best = next(r["best_pas"] for r in mine if r["kind"] == "builtin")
+        best = best_pas(mine)
+        unbeaten = [name for name, vs in best["vs_builtins"].items() if not beats(vs)]
         lines.append(f"* NFE {nfe}: never worse {'met' if not bad else 'MISSED (' + ', '.join(bad) + ')'}; "
-                     f"best row {best} {'beats every built-in' if not unbeaten else 'MISSED against ' + ', '.join(unbeaten)}")
+                     f"best row {best['method']} "
+                     f"{'beats every built-in' if not unbeaten else 'MISSED against ' + ', '.join(unbeaten)}")
     return "\n".join(lines)
 
 
