@@ -96,3 +96,5 @@ def test_combine_renders_saved_runs(tmp_path):
                            "--solvers euler deis`")
     assert "(the floor of this N): FD teacher 1.23, FD data 20.8." in text
     assert summary(_rows()) in text
+    assert ("| conditional model, CFG 4 | 5 | uni_pc (rho 5): 12 | euler+PAS (rho 5): 10 | -10.0 [-30.0, +10.0] | "
+            "+0.0 [-10.0, +10.0] | -30.0 [-40.0, -20.0] | 1 / 1 / 1 / 0 |") in text  # the headline, over every run

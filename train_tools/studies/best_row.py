@@ -163,6 +163,26 @@ def summary(rows) -> str:
     return "\n".join(lines)
 
 
+def headline(rows, label: str) -> list[list]:
+    """Per NFE: the best built-in and the best PAS row, their paired changes, and the PAS rows' verdicts."""
+    body = []
+    for nfe in sorted({r["nfe"] for r in rows}):
+        mine = [r for r in rows if r["nfe"] == nfe]
+        top = min((r for r in mine if r["kind"] == "builtin"), key=lambda r: r["values"]["fd_teacher"])
+        best = best_pas(mine)
+        vs = best["vs_builtins"][top["method"]]
+        kinds = [verdict(r) for r in mine if r["kind"] == "pas"]
+        body.append([label, nfe, f"{top['method']} (rho {top['rho']:g}): {top['values']['fd_teacher']:.3g}",
+                     f"{best['method']} (rho {best['rho']:g}): {best['values']['fd_teacher']:.3g}",
+                     pct(vs["fd_teacher"]), pct(vs["fd_data"]), pct(vs["rmse"]),
+                     " / ".join(str(kinds.count(k)) for k in ("better", "plain", "level", "worse"))])
+    return body
+
+
+HEADLINE_HEAD = ["setting", "NFE", "best built-in: FD teacher", "best PAS row: FD teacher",
+                 "PAS vs built-in: FD teacher %", "FD data %", "RMSE %", "PAS rows better / plain / level / worse"]
+
+
 def floor_text(floor: dict | None) -> str:
     if not floor:
         return ""
@@ -185,13 +205,16 @@ def report(data: dict) -> str:
     minutes = f", {data['minutes']:.0f} min" if "minutes" in data else ""
     return (f"## {data['label']}, N = {args['n']} (pilot {args['pilot']}){minutes}\n\n"
             f"`{command(args)}`\n\n{floor_text(data.get('floor'))}{summary(rows)}\n\n"
+            f"{markdown_table(HEADLINE_HEAD, headline(rows, data['label']), 'lrllrrrl')}\n\n"
             f"### Built-ins on their best grid, and the best PAS row against each\n\n{builtin_markdown(rows)}\n\n"
             f"### PAS rows against the same solver on the same grid\n\n{pas_markdown(rows)}")
 
 
 def combine(folders) -> str:
-    """The reports of finished runs (folders with best_row.json), one after the other."""
-    return "\n\n".join(report(json.loads((Path(f) / "best_row.json").read_text())) for f in folders)
+    """One headline table over finished runs (folders with best_row.json), then each run's report."""
+    runs = [json.loads((Path(f) / "best_row.json").read_text()) for f in folders]
+    table = markdown_table(HEADLINE_HEAD, [line for d in runs for line in headline(d["rows"], d["label"])], "lrllrrrl")
+    return "\n\n".join([f"## Headline: the best PAS row against the best built-in\n\n{table}"] + [report(d) for d in runs])
 
 
 def main(argv=None):
