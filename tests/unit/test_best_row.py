@@ -91,9 +91,10 @@ def test_combine_renders_saved_runs(tmp_path):
         {"args": args, "label": "conditional model, CFG 4", "rows": _rows(), "minutes": 61.2,
          "floor": {"fd_teacher": 1.23, "fd_data": 20.8}}))
     text = combine([tmp_path / "run"])
-    assert text.startswith("## conditional model, CFG 4, N = 1000 (pilot 150), 61 min\n\n"
+    assert text.startswith("## Headline: the best PAS row against the best built-in\n\n")
+    assert ("\n\n## conditional model, CFG 4, N = 1000 (pilot 150), 61 min\n\n"
                            "`python -m train_tools.studies.best_row --model cond --cfg 4 --n 1000 --pilot 150 --nfe 5 "
-                           "--solvers euler deis`")
+                           "--solvers euler deis`") in text
     assert "(the floor of this N): FD teacher 1.23, FD data 20.8." in text
     assert summary(_rows()) in text
     assert ("| conditional model, CFG 4 | 5 | uni_pc (rho 5): 12 | euler+PAS (rho 5): 10 | -10.0 [-30.0, +10.0] | "
