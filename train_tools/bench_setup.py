@@ -44,6 +44,24 @@ def bench_parser(doc: str) -> argparse.ArgumentParser:
     return parser
 
 
+def add_output_options(parser: argparse.ArgumentParser, results: str) -> None:
+    """A study's --out folder, and --combine RUN... to report over finished runs (folders with <results>.json)."""
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--combine", nargs="+", type=Path, metavar="RUN",
+                        help=f"only write one report over finished runs (folders with {results}.json) to --out")
+
+
+def write_combined(args, study: str, combine) -> bool:
+    """With --combine: combine(runs) written to --out (default out/<study>/combined); whether it was asked."""
+    if not args.combine:
+        return False
+    from train_tools.tables import write_results
+
+    write_results(args.out or Path("out") / study / "combined", "combined", {"runs": [str(f) for f in args.combine]},
+                  combine(args.combine))
+    return True
+
+
 def karras(steps: int, rho: float = 7.0) -> torch.Tensor:
     """ComfyUI's karras scheduler on the demo model: `steps` sigmas from 80 to 0.002, then 0 (NFE = steps)."""
     return edm_sigmas(steps, 0.002, 80.0, rho=rho, append_zero=True).float()

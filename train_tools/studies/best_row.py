@@ -23,7 +23,7 @@ import torch
 
 from comfyui_pas.settings import TRAINER_TRAJECTORIES, default_rule
 from comfyui_pas.solvers import SOLVERS
-from train_tools.bench_setup import BenchSetup, bench_parser, karras
+from train_tools.bench_setup import BenchSetup, add_output_options, bench_parser, karras, write_combined
 from train_tools.data.fashion_mnist import to_uint8
 from train_tools.evaluation import classifier
 from train_tools.evaluation.quality import Judge, beats
@@ -224,13 +224,9 @@ def main(argv=None):
     p.add_argument("--pilot", type=int, default=150, help="evaluation seeds that pick each built-in's rho")
     p.add_argument("--builtins", nargs="+", default=None, help="ComfyUI samplers (default: every one)")
     p.add_argument("--solvers", nargs="+", choices=SOLVERS, default=list(SOLVERS), help="PAS base solvers")
-    p.add_argument("--out", type=Path, default=None)
-    p.add_argument("--combine", nargs="+", type=Path, metavar="RUN",
-                   help="only write the reports of finished runs (folders with best_row.json) to --out")
+    add_output_options(p, "best_row")
     args = p.parse_args(argv)
-    if args.combine:
-        write_results(args.out or Path("out/best_row/combined"), "combined", {"runs": [str(f) for f in args.combine]},
-                      combine(args.combine))
+    if write_combined(args, "best_row", combine):
         return
     names = args.builtins or builtin_names()
     missing = [s for s in args.solvers if s not in names]

@@ -17,7 +17,7 @@ import torch
 
 from comfyui_pas.acceptance import spread
 from comfyui_pas.settings import ACCEPTANCE_RULES, TRAINER_TEACHER_NFE, TRAINER_TRAJECTORIES, default_rule
-from train_tools.bench_setup import BenchSetup, bench_parser, karras
+from train_tools.bench_setup import BenchSetup, add_output_options, bench_parser, karras, write_combined
 from train_tools.evaluation.quality import Judge
 from train_tools.tables import markdown_table, write_json, write_results
 
@@ -182,13 +182,9 @@ def main(argv=None):
                    help=f"rule[@trajectories], rules: {', '.join(RULES)}")
     p.add_argument("--trajectories", type=int, default=TRAINER_TRAJECTORIES,
                    help="training trajectories of a rule given without @ (default: the Trainer's)")
-    p.add_argument("--out", type=Path, default=None)
-    p.add_argument("--combine", nargs="+", type=Path, metavar="RUN",
-                   help="only write one table over finished runs (folders with rules.json) to --out")
+    add_output_options(p, "rules")
     args = p.parse_args(argv)
-    if args.combine:
-        write_results(args.out or Path("out/rule_study/combined"), "combined", {"runs": [str(f) for f in args.combine]},
-                      combine(args.combine))
+    if write_combined(args, "rule_study", combine):
         return
     torch.set_num_threads(1)
     started = time.perf_counter()
