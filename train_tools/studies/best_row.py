@@ -11,7 +11,7 @@ verdicts, each on the same evaluation seeds with paired 95% intervals:
 * never worse: solver+PAS against the same solver on the same grid (FD to the teacher's samples);
 * best row: the best PAS row against every built-in on its best grid (FD to the teacher, and RMSE by 10%).
 
-Writes out/best_row/<model>_cfg<w>/best_row.json and best_row.md.
+Writes out/best_row/cond_cfg<w>/ (or out/best_row/uncond/) best_row.json and best_row.md.
 """
 from __future__ import annotations
 
