@@ -57,8 +57,11 @@ ab-study: venv   ## the A/B study's tables on the Gaussian mixture (docs/ab-stud
 
 # torchrun processes for make reproduce (one per core): seeds, teacher and FID rows are split across them
 REPRODUCE_PROCS ?= 2
-reproduce: venv host dataset fid-weights
-	$(PY) -m torch.distributed.run --standalone --nproc-per-node $(REPRODUCE_PROCS) -m train_tools.reproduction.reproduce --preset full
+REPRODUCE = $(PY) -m torch.distributed.run --standalone --nproc-per-node $(REPRODUCE_PROCS) -m train_tools.reproduction.reproduce --preset full
+reproduce: venv host dataset fid-weights   ## the full preset on both demo models and both CFGs (README)
+	$(REPRODUCE) --model cond --cfg 4 --out out/reproduce/full_cond_cfg4
+	$(REPRODUCE) --model cond --cfg 1 --out out/reproduce/full_cond_cfg1
+	$(REPRODUCE) --model uncond --out out/reproduce/full_uncond
 
 train-model: venv dataset   ## the unconditional demo model; the conditional one: docs/demo-model.md
 	$(PY) -m train_tools.training.train_model

@@ -114,6 +114,14 @@ def test_target_checks_judge_hand_made_rows():
         False, "deis+PAS [multi-grid] NFE 5: 80%")  # gain 0.024 of the single run's 0.030
     assert rmse_checks["one training for every NFE costs at most 1.5x the model calls of one training at NFE 10"] == (
         True, "deis 1400 vs 1000 calls (1.40x)")
+    # with the bench's paired RMSE intervals, a point difference inside the interval is not "worse"
+    check = "no solver+PAS is worse than the same solver uncorrected (paired 95% interval above 0)"
+    rows[6]["vs_base"] = {"rmse": {"value": 0.005, "low": -0.001, "high": 0.011}}  # dpmpp_2m+PAS NFE 5: level
+    assert dict((t, (m, e)) for t, m, e in target_checks(rows, "rmse", extra))[check] == (True, "1 pairs, none worse")
+    rows[6]["vs_base"]["rmse"]["low"] = 0.001
+    assert dict((t, (m, e)) for t, m, e in target_checks(rows, "rmse", extra))[check] == (
+        False, "dpmpp_2m+PAS NFE 5: 0.2400 -> 0.2450, paired 0.005 [0.001, 0.011]")
+    del rows[6]["vs_base"]
     text = format_targets(target_checks(rows, "fid", extra))
     assert text.count("MISSED") == 1 and text.count("* met") == 3
     assert "| 5 | FID | deis+PAS [learned] | 18.00 | comfy dpmpp_2m | 24.00 | -25.0% |" in summary_table(rows)

@@ -27,7 +27,7 @@ from comfyui_pas.schedule import (
     candidate_grid,
 )
 from comfyui_pas.search import DEFAULT_N_BASIS, GUARDS, union_grid
-from comfyui_pas.settings import AUTO_RULE, RULE_CHOICES
+from comfyui_pas.settings import AUTO_RULE, RULE_CHOICES, TRAINER_TEACHER_NFE, TRAINER_TRAJECTORIES
 from comfyui_pas.solvers import SOLVERS, describe_solver, solver_options
 from comfyui_pas.teacher import teacher_nfe_for, teacher_states
 from train_tools.bench_setup import load_model
@@ -47,14 +47,18 @@ from train_tools.reproduction.reproduce_report import (
 )
 
 # Sized for 2 CPU cores: Inception runs at ~3 images/s and each FID value spends 25-60 s in the
-# 2048x2048 matrix square root, so the number of FID rows times the evaluation size sets the time.
+# 2048x2048 matrix square root, so the number of FID rows times the evaluation size sets the time. The full
+# preset trains with the PAS Trainer's defaults and scores every row on the quality bench (FD with intervals,
+# which ranks samplers as Inception FID does: docs/quality-bench.md); --fid adds Inception FID of the
+# contenders at NFE 4-6 against the 10,000 test images (tens of minutes more on 2 cores).
 # Every solver's uncorrected row is ComfyUI's own function (tests/host prove ours equal to it); uni_pc has no
 # PAS counterpart (see docs/solvers.md). Every row gets RMSE; which get FID: see reproduce_report.fid_keys.
 PRESETS = {
     "quick": dict(nfe=[5], train=32, eval=200, teacher_nfe=48, reference_nfe=35, fid_ref=500, fid=False,
                   model="cond", cfg=4.0, solvers=["euler", "deis", "dpmpp_2m"], builtins=[], fid_rows="best",
                   learned=True, multigrid=False),
-    "full": dict(nfe=[4, 5, 6, 8, 10], train=128, eval=400, teacher_nfe=100, reference_nfe=200, fid_ref=10000, fid=True,
+    "full": dict(nfe=[4, 5, 6, 8, 10], train=TRAINER_TRAJECTORIES, eval=400, teacher_nfe=TRAINER_TEACHER_NFE,
+                 reference_nfe=35, fid_ref=10000, fid=False,
                  model="cond", cfg=4.0, solvers=list(SOLVERS), builtins=["uni_pc"], fid_rows="contenders",
                  fid_nfe=[4, 5, 6], learned=True, multigrid=True),
 }

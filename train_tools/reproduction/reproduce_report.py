@@ -167,7 +167,16 @@ def target_checks(rows, metric="fid", extra=None):
             base = next((b for b in base_rows(method) if (b, nfe) in value), None)
             if base is not None:
                 pairs[(method, nfe)] = (value[(base, nfe)], corrected)
-    if pairs:
+    paired = {(r["method"], r["nfe"]): r["vs_base"][metric] for r in rows if metric in r.get("vs_base", {})}
+    if pairs and paired:
+        # the bench's paired interval: a row is worse only when its whole interval lies above zero; a row that
+        # corrects nothing is its base solver (they differ by float noise only)
+        worse = [f"{m} NFE {n}: {b:.{digits}f} -> {p:.{digits}f}, paired {_iv(paired[(m, n)])}"
+                 for (m, n), (b, p) in pairs.items()
+                 if (m, n) in paired and (m, n) not in uncorrected and paired[(m, n)]["low"] > 0]
+        checks.append(("no solver+PAS is worse than the same solver uncorrected (paired 95% interval above 0)",
+                       not worse, "; ".join(worse) if worse else f"{len(set(pairs) & set(paired))} pairs, none worse"))
+    elif pairs:
         # ours equals ComfyUI's function to float tolerance (tests/host): a row without corrections is not worse
         worse = [f"{m} NFE {n}: {b:.{digits}f} -> {p:.{digits}f}" for (m, n), (b, p) in pairs.items()
                  if p > b * (1 + EQUAL_RTOL)]
