@@ -62,6 +62,8 @@ reproduce: venv host dataset fid-weights   ## the full preset on both demo model
 	$(REPRODUCE) --model cond --cfg 4 --out out/reproduce/full_cond_cfg4
 	$(REPRODUCE) --model cond --cfg 1 --out out/reproduce/full_cond_cfg1
 	$(REPRODUCE) --model uncond --out out/reproduce/full_uncond
+	$(PY) -m train_tools.reproduction.reproduce --summary out/reproduce/full_cond_cfg4/results.json \
+		out/reproduce/full_cond_cfg1/results.json out/reproduce/full_uncond/results.json | tee out/reproduce/summary.md
 
 train-model: venv dataset   ## the unconditional demo model; the conditional one: docs/demo-model.md
 	$(PY) -m train_tools.training.train_model

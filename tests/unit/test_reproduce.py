@@ -131,3 +131,30 @@ def test_target_checks_judge_hand_made_rows():
         ("teacher", 0), ("comfy euler", 5), ("comfy deis", 5), ("comfy dpmpp_2m", 5), ("comfy uni_pc", 5),
         ("deis+PAS", 5), ("deis [learned]", 5), ("deis+PAS [learned]", 5), ("deis+PAS [multi-grid]", 5),
         ("comfy euler", 8), ("comfy deis", 8), ("euler+PAS", 8)}
+
+
+def test_runs_summary_counts_verdicts_on_paired_intervals(tmp_path):
+    from train_tools.reproduction.reproduce_report import runs_summary
+
+    def iv(value, low, high):
+        return {"value": value, "low": low, "high": high}
+
+    def row(method, fd, steps=None, vs=None):
+        r = {"method": method, "nfe": 5, "rmse": 0.1, "bench": {"fd_teacher": iv(fd, fd - 1, fd + 1)}}
+        if steps is not None:
+            r.update(steps=steps, vs_base={"fd_teacher": vs})
+        return r
+
+    rows = [row("comfy deis", 20.0), row("deis+PAS", 10.0, [1, 2], iv(-10, -12, -8)),
+            row("comfy euler", 15.0), row("euler+PAS", 15.0, [], iv(0, 0, 0)),
+            row("comfy dpmpp_2m", 12.0), row("dpmpp_2m+PAS", 13.0, [3], iv(1, 0.2, 1.8)),
+            row("ipndm+PAS", 30.0, [1], iv(0.5, -0.5, 1.5))]
+    best = {"5": {"pas": "deis+PAS", "builtin": "comfy dpmpp_2m", "fd_teacher": iv(-0.17, -0.25, -0.09),
+                  "fd_data": iv(0.01, -0.05, 0.07), "rmse": iv(-0.3, -0.35, -0.25)}}
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps({"args": {"model": "cond", "cfg": 4.0}, "rows": rows,
+                                "extra": {"bench": {"best_vs_builtin": best}}}))
+    text = runs_summary([path])
+    assert ("| conditional model, CFG 4 | 5 | comfy dpmpp_2m: 12 | deis+PAS: 10 | -17 [-25, -9] | 1 [-5, 7] | "
+            "-30 [-35, -25] | 1 / 1 / 1 / 1 |") in text
+    assert text.endswith("PAS rows worse than their uncorrected row: conditional model, CFG 4, dpmpp_2m+PAS NFE 5")

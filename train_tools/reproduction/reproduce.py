@@ -44,6 +44,7 @@ from train_tools.reproduction.reproduce_report import (
     pas_label,
     plain_label,
     rewrite_report,
+    runs_summary,
 )
 
 # Sized for 2 CPU cores: Inception runs at ~3 images/s and each FID value spends 25-60 s in the
@@ -204,8 +205,10 @@ def parse_args(argv=None):
     parser.add_argument("--out", default=None, help="output folder (default out/reproduce/<preset>)")
     parser.add_argument("--report", metavar="RESULTS_JSON",
                         help="only rebuild results.md (table and target checks) from a finished run's results.json")
+    parser.add_argument("--summary", nargs="+", metavar="RESULTS_JSON",
+                        help="only print one table over finished runs (make reproduce's settings)")
     args = parser.parse_args(argv)
-    if args.report:
+    if args.report or args.summary:
         return args
     for key, value in PRESETS[args.preset].items():
         if getattr(args, key) is None:
@@ -305,6 +308,8 @@ class Run:
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.summary:
+        return print(runs_summary(args.summary))
     if args.report:
         return rewrite_report(args.report)
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))

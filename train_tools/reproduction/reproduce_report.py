@@ -125,6 +125,44 @@ def rewrite_report(results_json):
     print(report)
 
 
+def setting_label(args: dict) -> str:
+    if args.get("model") == "uncond":
+        return "unconditional model"
+    return f"conditional model, CFG {args.get('cfg', 1.0):g}"
+
+
+def row_verdict(row) -> str:
+    """A PAS row against its uncorrected row on the paired FD-to-teacher interval: plain (nothing corrected),
+    better, worse, or level."""
+    if not row.get("steps"):
+        return "plain"
+    d = row["vs_base"]["fd_teacher"]
+    return "better" if d["high"] < 0 else "worse" if d["low"] > 0 else "level"
+
+
+def runs_summary(results_jsons) -> str:
+    """One table over finished runs (make reproduce's three settings): per setting and NFE the best PAS row
+    against the best built-in (paired %, 95% intervals), and the verdicts of every PAS row against its base."""
+    lines = ["| setting | NFE | best built-in: FD teacher | best PAS row: FD teacher | FD teacher % | FD data % | "
+             "RMSE % | PAS rows better / level / plain / worse |", "|---|---:|---|---|---:|---:|---:|---|"]
+    worse_rows = []
+    for path in results_jsons:
+        saved = json.loads(Path(path).read_text())
+        label, rows = setting_label(saved["args"]), saved["rows"]
+        fd = {(r["method"], r["nfe"]): r["bench"]["fd_teacher"]["value"] for r in rows if "bench" in r}
+        for nfe, b in sorted(saved.get("extra", {}).get("bench", {}).get("best_vs_builtin", {}).items(),
+                             key=lambda item: int(item[0])):
+            verdicts = [row_verdict(r) for r in rows if r["nfe"] == int(nfe) and "vs_base" in r]
+            worse_rows += [f"{label}, {r['method']} NFE {nfe}" for r in rows
+                           if r["nfe"] == int(nfe) and "vs_base" in r and row_verdict(r) == "worse"]
+            counts = " / ".join(str(verdicts.count(v)) for v in ("better", "level", "plain", "worse"))
+            lines.append(f"| {label} | {nfe} | {b['builtin']}: {fd[(b['builtin'], int(nfe))]:.3g} | "
+                         f"{b['pas']}: {fd[(b['pas'], int(nfe))]:.3g} | {_iv(b['fd_teacher'], 100)} | "
+                         f"{_iv(b['fd_data'], 100)} | {_iv(b['rmse'], 100)} | {counts} |")
+    lines += ["", "PAS rows worse than their uncorrected row: " + ("; ".join(worse_rows) if worse_rows else "none")]
+    return "\n".join(lines)
+
+
 def format_table(rows, args):
     fid_note = "no FID" if args.no_fid else (f"FID of {args.eval} samples vs {args.fid_ref} Fashion-MNIST test images "
                                              f"({getattr(args, 'fid_rows', 'all')} rows"
