@@ -69,7 +69,8 @@ def radial_log_power(x: torch.Tensor) -> torch.Tensor:
     h, w = power.shape[-2:]
     yy, xx = torch.meshgrid(torch.arange(h) - h // 2, torch.arange(w) - w // 2, indexing="ij")
     radius = (yy.double() ** 2 + xx.double() ** 2).sqrt()
-    edges = torch.linspace(0, float(radius.max()) + 1e-9, BANDS + 1)
+    edges = torch.linspace(0, float(radius.max()), BANDS + 1, dtype=torch.float64)
+    edges[-1] += 1e-6  # the corner frequency belongs to the top band
     bands = [power[:, (radius >= lo) & (radius < hi)].mean(dim=1) for lo, hi in zip(edges[:-1], edges[1:], strict=True)]
     return torch.stack(bands, dim=1).clamp_min(1e-12).log()
 
