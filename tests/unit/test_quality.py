@@ -86,6 +86,20 @@ def test_judge_scores_rmse_and_class_accuracy_per_seed():
         judge.score(images[:10])
 
 
+def test_judge_scores_inception_fd_with_paired_resamples():
+    from train_tools.data import fashion_mnist
+
+    images = fashion_mnist.load_images("test")[:60]
+    reference, near, far = _gaussian(300, 96, seed=11), _gaussian(60, 96, seed=12), _gaussian(60, 96, shift=0.5, seed=12)
+    judge = Judge(60, {}, inception_reference=reference, n_boot=40)
+    a, b = judge.score(images, inception_feats=near), judge.score(images, inception_feats=far)
+    expected = calculate_frechet_distance(near.mean(0), np.cov(near, rowvar=False),
+                                          reference.mean(0), np.cov(reference, rowvar=False))
+    assert a.values["fid"] == pytest.approx(expected, rel=1e-6) and a.boots["fid"].shape == (40,)
+    assert a.boots["fid"][0] == pytest.approx(FrechetReference(reference).distance(near[judge.idx[0]]), rel=1e-9)
+    assert Judge.difference(b, a, "fid").low > 0  # the shifted set, on the same resampled seeds
+
+
 class _TwoBranch(torch.nn.Module):
     """A conditional 'model' whose output depends on the label in a known way."""
 

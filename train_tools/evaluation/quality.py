@@ -190,7 +190,10 @@ class Judge:
             sq = ((np.asarray(finals, np.float64).reshape(self.n, -1) - self.teacher) ** 2).mean(axis=1)
             out.values["rmse"], out.boots["rmse"] = float(np.sqrt(sq.mean())), np.sqrt(sq[self.idx].mean(axis=1))
         if self.inception is not None and inception_feats is not None:
-            out.values["fid"] = self.inception.distance(inception_feats)
+            inception = np.asarray(inception_feats, np.float64)
+            rotated = inception @ self.inception.root
+            out.values["fid"] = self.inception.distance(inception, rotated)
+            out.boots["fid"] = np.array([self.inception.distance(inception[i], rotated[i]) for i in self.idx])
         return out
 
     @staticmethod
