@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -39,6 +40,16 @@ def test_two_process_run_equals_single_process(tmp_path):
                                            "ipndm+PAS", "euler [learned]", "euler+PAS [learned]", "ipndm [learned]",
                                            "ipndm+PAS [learned]"}
     assert (tmp_path / "one" / "coords" / "euler_nfe4.safetensors").is_file()
+    # inception_check finds each row's grid and coordinates file again
+    from train_tools.bench_setup import BenchSetup
+    from train_tools.studies.inception_check import row_sampler
+
+    setup = BenchSetup.create("cond", 4.0, n=6)
+    learned = next(r["sigmas"] for r in rows if r["method"] == "euler [learned]")
+    _, sigmas = row_sampler(setup, tmp_path / "one", rows, "euler+PAS [learned]", 4)
+    assert sigmas.tolist() == torch.tensor(learned, dtype=torch.float32).tolist()
+    _, sigmas = row_sampler(setup, tmp_path / "one", rows, "euler+PAS", 4)
+    assert len(sigmas) == 5 and float(sigmas[-1]) == pytest.approx(setup.guided.sigma_min)
     assert (tmp_path / "one" / "error_curve_euler_nfe4.png").is_file()
     written = (tmp_path / "one" / "results.md").read_text()
     assert "Targets, judged on paired 95% intervals of the quality bench:" in written

@@ -214,6 +214,15 @@ class Judge:
 RMSE_MARGIN = 0.10  # a row that "beats" another must also cut its RMSE by this much
 
 
+def verdict(row) -> str:
+    """A PAS row against its uncorrected row in FD to the teacher (row["vs_base"]): 'plain' (corrects nothing),
+    'better' / 'worse' (the 95% interval excludes zero), or 'level'."""
+    if not row.get("steps"):
+        return "plain"
+    change = row["vs_base"]["fd_teacher"]
+    return "better" if change["high"] < 0 else "worse" if change["low"] > 0 else "level"
+
+
 def beats(difference: dict) -> bool:
     """Whether a row beats another, from their paired relative differences ({metric: Interval.as_dict()}):
     FD to the teacher lower with its 95% interval below zero, and RMSE lower by RMSE_MARGIN."""

@@ -40,6 +40,8 @@ from train_tools.reproduction.reproduce_report import (
     FID_POLICIES,
     LEARNED,
     MULTI_GRID,
+    coords_path,
+    coords_tag,
     fid_keys,
     pas_label,
     plain_label,
@@ -127,7 +129,7 @@ def train_all(model, sigmas, targets, solvers, args, rank, world, out, log, tag)
     for index, name in enumerate(solvers):
         trained[name] = broadcast_from(trained[name], index % world, rank, world)
         if rank == 0:
-            trained[name][0].save(out / "coords" / f"{name}_{tag}.safetensors")
+            trained[name][0].save(coords_path(out, name, tag))
             log(f"    {name} ({tag}): corrected steps {[g.steps for g in trained[name][0].grids]}")
     return trained
 
@@ -155,7 +157,7 @@ def train_multigrid(model, seeds, args, rank, world, out, log):
                        world).transpose(0, 1)
     position = {value: index for index, value in enumerate(union.float().double().tolist())}
     targets = [states[[position[v] for v in grid.double().tolist()]] for grid in grids]
-    multi = train_all(model, grids, targets, args.solvers, args, rank, world, out, log, "multigrid")
+    multi = train_all(model, grids, targets, args.solvers, args, rank, world, out, log, coords_tag(None))
     return multi, len(seeds) * teacher_nfe_for(union, substeps_for(union, args.teacher_nfe))
 
 
@@ -267,7 +269,7 @@ class Run:
         targets = self.seeds_map(teacher_run(self.model, sigmas, self.args.teacher_nfe, False),
                                  self.train_seeds).transpose(0, 1)
         teacher_seconds = time.perf_counter() - t0
-        for name, (coords, report) in self.train(sigmas, targets, f"nfe{nfe}").items():
+        for name, (coords, report) in self.train(sigmas, targets, coords_tag(nfe)).items():
             self.reports[(name, nfe)] = report
             options = describe_solver(name, solver_options(name))
             self.add_row(plain_label(name, name in self.comfy), nfe, self.plain(name, sigmas), solver=options,
@@ -289,7 +291,7 @@ class Run:
         learned, schedule = learn_schedule(self.model, train_x, nfe, teacher=candidates)  # no model call
         learned = learned.float()
         self.log(f"    learned schedule, {nfe} steps: {[round(v, 4) for v in learned.tolist()]}")
-        for name, (coords, report) in self.train(learned, schedule["targets"], f"learned_nfe{nfe}").items():
+        for name, (coords, report) in self.train(learned, schedule["targets"], coords_tag(nfe, LEARNED)).items():
             self.add_row(plain_label(name, name in self.comfy, LEARNED), nfe, self.plain(name, learned),
                          solver=coords.solver_label(), steps=[], params=0, sigmas=learned.tolist())
             self.add_row(pas_label(name, LEARNED), nfe, pas_run(self.model, learned, name, coords),

@@ -8,11 +8,21 @@ from pathlib import Path
 
 from comfyui_pas.search import DEFAULT_N_BASIS
 from comfyui_pas.settings import describe_rule
-from train_tools.evaluation.quality import beats
+from train_tools.evaluation.quality import beats, verdict
 
 # Row kinds: PAS on the preset's EDM grid, on a learned schedule, or from one file trained on every NFE's grid.
 LEARNED, MULTI_GRID = " [learned]", " [multi-grid]"
 BASE_SUFFIX = {"": "", LEARNED: LEARNED, MULTI_GRID: ""}  # where each kind's uncorrected row is
+
+
+def coords_tag(nfe: int | None, kind: str = "") -> str:
+    """The tag of a reproduction's coordinates file: nfe<N>, learned_nfe<N>, or multigrid (nfe None)."""
+    return "multigrid" if nfe is None or kind == MULTI_GRID else f"{'learned_' if kind == LEARNED else ''}nfe{nfe}"
+
+
+def coords_path(out, solver: str, tag: str) -> Path:
+    """Where a reproduction saves a solver's coordinates."""
+    return Path(out) / "coords" / f"{solver}_{tag}.safetensors"
 
 
 def pas_label(solver: str, kind: str = "") -> str:
@@ -131,15 +141,6 @@ def setting_label(args: dict) -> str:
     return f"conditional model, CFG {args.get('cfg', 1.0):g}"
 
 
-def row_verdict(row) -> str:
-    """A PAS row against its uncorrected row on the paired FD-to-teacher interval: plain (nothing corrected),
-    better, worse, or level."""
-    if not row.get("steps"):
-        return "plain"
-    d = row["vs_base"]["fd_teacher"]
-    return "better" if d["high"] < 0 else "worse" if d["low"] > 0 else "level"
-
-
 def runs_summary(results_jsons) -> str:
     """One table over finished runs (make reproduce's three settings): per setting and NFE the best PAS row
     against the best built-in (paired %, 95% intervals), and the verdicts of every PAS row against its base."""
@@ -152,9 +153,9 @@ def runs_summary(results_jsons) -> str:
         fd = {(r["method"], r["nfe"]): r["bench"]["fd_teacher"]["value"] for r in rows if "bench" in r}
         for nfe, b in sorted(saved.get("extra", {}).get("bench", {}).get("best_vs_builtin", {}).items(),
                              key=lambda item: int(item[0])):
-            verdicts = [row_verdict(r) for r in rows if r["nfe"] == int(nfe) and "vs_base" in r]
+            verdicts = [verdict(r) for r in rows if r["nfe"] == int(nfe) and "vs_base" in r]
             worse_rows += [f"{label}, {r['method']} NFE {nfe}" for r in rows
-                           if r["nfe"] == int(nfe) and "vs_base" in r and row_verdict(r) == "worse"]
+                           if r["nfe"] == int(nfe) and "vs_base" in r and verdict(r) == "worse"]
             counts = " / ".join(str(verdicts.count(v)) for v in ("better", "level", "plain", "worse"))
             lines.append(f"| {label} | {nfe} | {b['builtin']}: {fd[(b['builtin'], int(nfe))]:.3g} | "
                          f"{b['pas']}: {fd[(b['pas'], int(nfe))]:.3g} | {_iv(b['fd_teacher'], 100)} | "

@@ -26,8 +26,8 @@ from comfyui_pas.solvers import SOLVERS
 from train_tools.bench_setup import BenchSetup, add_output_options, bench_parser, karras, write_combined
 from train_tools.data.fashion_mnist import to_uint8
 from train_tools.evaluation import classifier
-from train_tools.evaluation.quality import Judge, beats
-from train_tools.studies.rule_study import RuleTrainer, contrast, pct, verdict
+from train_tools.evaluation.quality import Judge, beats, verdict
+from train_tools.studies.rule_study import RuleTrainer, contrast, pct
 from train_tools.tables import markdown_table, write_json, write_results
 
 RHOS = (3.0, 5.0, 7.0, 9.0)

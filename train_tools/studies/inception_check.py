@@ -19,7 +19,8 @@ import torch
 
 from comfyui_pas import PASCoordinates, edm_sigmas
 from train_tools.bench_setup import BenchSetup
-from train_tools.reproduction.reproduce_report import LEARNED, MULTI_GRID, split_method
+from train_tools.data.seeds import EVAL_SEED_START
+from train_tools.reproduction.reproduce_report import LEARNED, coords_path, coords_tag, split_method
 from train_tools.studies.rule_study import pct
 from train_tools.tables import markdown_table
 
@@ -34,8 +35,7 @@ def row_sampler(setup: BenchSetup, run: Path, rows: list[dict], method: str, nfe
         sigmas = edm_sigmas(nfe, setup.guided.sigma_min, setup.guided.sigma_max).float()
     if not corrected:
         return setup.builtin(solver), sigmas
-    tag = "multigrid" if kind == MULTI_GRID else f"learned_nfe{nfe}" if kind == LEARNED else f"nfe{nfe}"
-    return setup.pas(solver, PASCoordinates.load(run / "coords" / f"{solver}_{tag}.safetensors")), sigmas
+    return setup.pas(solver, PASCoordinates.load(coords_path(run, solver, coords_tag(nfe, kind)))), sigmas
 
 
 def main(argv=None):
@@ -51,8 +51,8 @@ def main(argv=None):
     run = Path(args.run)
     saved = json.loads((run / "results.json").read_text())
     options, rows = saved["args"], saved["rows"]
-    if options["eval_seed_start"] != 1_000_000:
-        raise SystemExit("the bench's evaluation seeds start at 1000000; this run used other seeds")
+    if options["eval_seed_start"] != EVAL_SEED_START:
+        raise SystemExit(f"the bench's evaluation seeds start at {EVAL_SEED_START}; this run used other seeds")
     setup = BenchSetup.create(options["model"], options["cfg"], options["eval"])
     started = time.perf_counter()
     reference = to_uint8(setup.teacher_finals("reference"))

@@ -18,7 +18,7 @@ import torch
 from comfyui_pas.acceptance import spread
 from comfyui_pas.settings import ACCEPTANCE_RULES, TRAINER_TEACHER_NFE, TRAINER_TRAJECTORIES, default_rule
 from train_tools.bench_setup import BenchSetup, add_output_options, bench_parser, karras, write_combined
-from train_tools.evaluation.quality import Judge
+from train_tools.evaluation.quality import Judge, verdict
 from train_tools.tables import markdown_table, write_json, write_results
 
 # name -> the SearchSettings fields of a rule: the library's named rules and two study-only variants.
@@ -118,14 +118,6 @@ def rules_markdown(rows, label, n) -> str:
             "RMSE vs base %", "contrast", "model calls"]
     return f"## {label}, N = {n}\n\n" + markdown_table(head, body, "rllrrrrrrr")
 
-
-def verdict(row) -> str:
-    """A PAS row against its base in FD to the teacher: 'plain' (corrects nothing), 'better' / 'worse' (the
-    95% interval excludes zero), or 'level'."""
-    if not row["steps"]:
-        return "plain"
-    change = row["vs_base"]["fd_teacher"]
-    return "better" if change["high"] < 0 else "worse" if change["low"] > 0 else "level"
 
 
 def verdict_markdown(results: dict[str, list[dict]]) -> str:
