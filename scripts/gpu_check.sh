@@ -9,5 +9,8 @@ PY=${GPU_PYTHON:-python3}
 "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'gpu-check: torch.cuda.is_available() is False for $PY')"
 [ -f .comfyui/ComfyUI/main.py ] || { echo "gpu-check: no ComfyUI tree in .comfyui/ComfyUI (run 'make host' first)" >&2; exit 1; }
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-4} PAS_TEST_DEVICE=cuda PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
-"$PY" -m pytest -q -p no:cacheprovider tests/host
-"$PY" -m train_tools.benches.gpu_check
+# Both parts run even when the first fails, so one failure does not hide the other's figures.
+tests=0; "$PY" -m pytest -q -p no:cacheprovider -rf tests/host || tests=$?
+bench=0; "$PY" -m train_tools.benches.gpu_check || bench=$?
+echo "gpu-check: host tests exit $tests, trainer + overhead exit $bench"
+[ "$tests" -eq 0 ] && [ "$bench" -eq 0 ]
