@@ -143,8 +143,6 @@ def resolve_schedule(settings, teacher, denoiser, overrides, default_objective="
     if not 0 < settings.sigma_min < settings.sigma_max:
         raise ValueError(f"learn_schedule needs 0 < sigma_min < sigma_max, got {settings.sigma_min}, "
                          f"{settings.sigma_max} (pass them when the model has no sigma_min / sigma_max)")
-    if teacher is not None and settings.objective != "local":
-        raise ValueError("a precomputed teacher serves the 'local' objective only")
     return settings
 
 
@@ -154,7 +152,15 @@ def schedule_grids(settings: ScheduleSettings, steps: int, teacher):
     baselines = baseline_grids(steps, settings.sigma_min, settings.sigma_max, settings.append_zero) if end_to_end else {}
     grid = candidate_grid(settings.sigma_min, settings.sigma_max, settings.candidates, settings.append_zero,
                           list(baselines.values()))
-    grid = teacher.grid if teacher is not None else grid
+    if teacher is not None:
+        grid = teacher.grid
+        on_grid = set(grid.double().tolist())
+        missing = [name for name, baseline in baselines.items() if not set(baseline.double().tolist()) <= on_grid]
+        if missing:
+            raise ValueError(f"the precomputed teacher's grid lacks the points of {', '.join(missing)} ({steps} steps, "
+                             f"sigma {settings.sigma_min:g}-{settings.sigma_max:g}, append_zero "
+                             f"{settings.append_zero}): build it on candidate_grid(..., extra=baseline_grids(...)) "
+                             "for the end-to-end objective")
     if steps > len(grid) - 1:
         raise ValueError(f"{steps} steps need more than {len(grid)} candidates")
     return grid, baselines
@@ -193,8 +199,8 @@ def learn_schedule(model, x, steps, *, solver="euler", max_order=None, settings:
     fields). Objective "local": the GITS dynamic programme on one-step (Euler) costs, no extra model call.
     "end_to_end": the base solver run on the training trajectories over the programme's grid and EDM grids
     of several rho, keeping the grid of least final error (N x steps model calls per candidate grid).
-    A precomputed `teacher` (CandidateTeacher of the same x, objective "local") is reused: one teacher run
-    can serve every step count and solver. Returns a LearnedSchedule.
+    A precomputed `teacher` (CandidateTeacher of the same x) is reused: one teacher run can serve every step
+    count and solver; for "end_to_end" its grid must hold the baseline grids' points. Returns a LearnedSchedule.
     """
     named, calls = split_overrides(overrides, ScheduleSettings)
     denoiser = Denoiser(model, **calls) if calls else Denoiser.of(model)

@@ -9,6 +9,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from comfyui_pas import edm_sigmas
+
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ["--nfe", "4", "--train", "6", "--eval", "6", "--teacher-nfe", "8", "--reference-nfe", "8", "--no-fid", "--batch", "1",
         "--save-samples", "--builtins", "--solvers", "euler", "ipndm"]
@@ -46,6 +48,13 @@ def test_two_process_run_equals_single_process(tmp_path):
 
     setup = BenchSetup.create("cond", 4.0, n=6)
     learned = next(r["sigmas"] for r in rows if r["method"] == "euler [learned]")
+    # the Trainer's `grid: learned`: the end-to-end choice, ending in 0 as ComfyUI's grids; the row names it
+    chosen = next(r["solver"] for r in rows if r["method"] == "euler+PAS [learned]").split("; grid ")[1]
+    assert learned[-1] == 0.0 and len(learned) == 5
+    if chosen != "local":
+        grid = edm_sigmas(4, setup.guided.sigma_min, setup.guided.sigma_max, rho=float(chosen.split()[-1]),
+                          append_zero=True)
+        assert learned == grid.float().tolist()
     _, sigmas = row_sampler(setup, tmp_path / "one", rows, "euler+PAS [learned]", 4)
     assert sigmas.tolist() == torch.tensor(learned, dtype=torch.float32).tolist()
     _, sigmas = row_sampler(setup, tmp_path / "one", rows, "euler+PAS", 4)

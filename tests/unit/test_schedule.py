@@ -94,8 +94,31 @@ def test_one_candidate_teacher_serves_every_step_count(gmm):
         reused = learn_schedule(gmm, x, steps, candidates=20, teacher=teacher)
         assert torch.equal(direct.sigmas, reused.sigmas) and reused.report["model_calls"] == 0
         torch.testing.assert_close(reused.states, direct.states)
-    with pytest.raises(ValueError, match="local"):
+    with pytest.raises(ValueError, match="lacks the points of edm rho 3"):
         learn_schedule(gmm, x, 4, teacher=teacher, objective="end_to_end")
+
+
+def test_a_candidate_teacher_with_the_baselines_serves_the_end_to_end_choice(gmm):
+    """One teacher over the candidates joined with every step count's EDM grids: the end-to-end choice from it
+    equals a run that builds its own teacher (same grid, same errors), and costs only the roll-outs."""
+    from comfyui_pas.schedule import CandidateTeacher, baseline_grids
+
+    x = seeded_noise(range(10), (96,)) * 80.0
+    extra = [g for steps in (4, 6) for g in baseline_grids(steps, 0.002, 80.0, False).values()]
+    teacher = CandidateTeacher.run(gmm, x, candidate_grid(0.002, 80.0, 20, False, extra), 1)
+    for steps in (4, 6):
+        direct = learn_schedule(gmm, x, steps, solver="dpmpp_2m", candidates=20, objective="end_to_end")
+        reused = learn_schedule(gmm, x, steps, solver="dpmpp_2m", teacher=teacher, objective="end_to_end")
+        assert reused.report["model_calls"] == 10 * steps * 5 and reused.report["teacher_model_calls"] == 0
+        assert set(reused.report["end_to_end_errors"]) == set(direct.report["end_to_end_errors"])
+        for rho in (3, 5, 7, 9):  # the plain solver's final on each EDM grid against the shared teacher's final
+            final = sample_pas(gmm, x, edm_sigmas(steps, rho=float(rho)), solver="dpmpp_2m")
+            expected = float((final.double() - teacher.states[-1].double()).square().mean())
+            assert reused.report["end_to_end_errors"][f"edm rho {rho}"] == pytest.approx(expected, rel=1e-4)
+        chosen = reused.report["chosen"]
+        assert chosen == min(reused.report["end_to_end_errors"], key=reused.report["end_to_end_errors"].get)
+        if chosen != "local":
+            torch.testing.assert_close(reused.sigmas, edm_sigmas(steps, rho=float(chosen.split()[-1])))
 
 
 def test_learn_and_train_is_the_schedule_then_pas_on_it_with_exact_call_counts(gmm):

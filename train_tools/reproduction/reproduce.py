@@ -20,14 +20,16 @@ import torch.distributed as dist
 
 from comfyui_pas import Denoiser, SearchSettings, edm_sigmas, learn_schedule, sample_pas, train_pas
 from comfyui_pas.grids import teacher_substeps as substeps_for
-from comfyui_pas.schedule import (
-    DEFAULT_CANDIDATES,
-    DEFAULT_TEACHER_SUBSTEPS,
-    CandidateTeacher,
-    candidate_grid,
-)
+from comfyui_pas.pipeline import LEARNED_OBJECTIVE
+from comfyui_pas.schedule import CandidateTeacher, schedule_grids
 from comfyui_pas.search import DEFAULT_N_BASIS, GUARDS, union_grid
-from comfyui_pas.settings import AUTO_RULE, RULE_CHOICES, TRAINER_TEACHER_NFE, TRAINER_TRAJECTORIES
+from comfyui_pas.settings import (
+    AUTO_RULE,
+    RULE_CHOICES,
+    TRAINER_TEACHER_NFE,
+    TRAINER_TRAJECTORIES,
+    ScheduleSettings,
+)
 from comfyui_pas.solvers import SOLVERS, describe_solver, solver_options
 from comfyui_pas.teacher import teacher_nfe_for, teacher_states
 from train_tools.bench_setup import load_model
@@ -108,13 +110,17 @@ def builtin_run(sampler, model, sigmas):
 
 
 def train_all(model, sigmas, targets, solvers, args, rank, world, out, log, tag):
-    """PAS for every solver on one grid (or a list of grids), solver i trained on rank i % world; every rank
-    gets all coords; rank 0 saves them as coords/<solver>_<tag>.safetensors."""
+    """PAS for every solver on one grid (or a list of grids; or per solver: dicts solver -> grid, targets),
+    solver i trained on rank i % world; every rank gets all coords; rank 0 saves them as
+    coords/<solver>_<tag>.safetensors."""
     trained = {}
+    all_sigmas, all_targets = sigmas, targets
     for index, name in enumerate(solvers):
         result = None
         if index % world == rank:
             t1 = time.perf_counter()
+            sigmas = all_sigmas[name] if isinstance(all_sigmas, dict) else all_sigmas
+            targets = all_targets[name] if isinstance(all_targets, dict) else all_targets
             start = sigmas[0] if isinstance(sigmas, torch.Tensor) else sigmas[0][0]
             seeds = range(args.train_seed_start, args.train_seed_start + args.train)
             denoiser = Denoiser(model, per_sample_args={"class_labels": labels_for(seeds)}, chunk_size=args.batch)
@@ -134,18 +140,30 @@ def train_all(model, sigmas, targets, solvers, args, rank, world, out, log, tag)
     return trained
 
 
-def candidate_teacher(model, seeds, args, rank, world):
-    """One Heun teacher over the learned schedules' candidate grid, sharded over the seeds (every NFE and solver
-    learns from it: learn_schedule's local objective needs no further model call)."""
-    grid = candidate_grid(model.sigma_min, model.sigma_max, DEFAULT_CANDIDATES, False)
+def learned_schedules(model, seeds, nfe, solvers, batch, rank, world):
+    """solver -> LearnedSchedule for `nfe` steps, as the PAS Trainer's `grid: learned` makes it
+    (learn_and_train: the end-to-end choice, the grid ending in 0 as ComfyUI's): one Heun teacher over the
+    candidates joined with the EDM baselines, sharded over the seeds; then each solver's choice (its roll-outs
+    on rank i % world) from that teacher."""
+    settings = ScheduleSettings(objective=LEARNED_OBJECTIVE, sigma_min=float(model.sigma_min),
+                                sigma_max=float(model.sigma_max), append_zero=True)
+    grid, _ = schedule_grids(settings, nfe, None)
 
-    def run(batch):
-        teacher = CandidateTeacher.run(model.bind(batch), noise(batch) * grid[0].float(), grid,
-                                       DEFAULT_TEACHER_SUBSTEPS)
+    def run(batch_seeds):
+        teacher = CandidateTeacher.run(model.bind(batch_seeds), noise(batch_seeds) * grid[0].float(), grid,
+                                       settings.teacher_substeps)
         return torch.cat([teacher.states, teacher.denoised]).transpose(0, 1)
 
-    both = map_seeds(run, seeds, args.batch, rank, world).transpose(0, 1)
-    return CandidateTeacher(grid, both[:len(grid)], both[len(grid):])
+    both = map_seeds(run, seeds, batch, rank, world).transpose(0, 1)
+    teacher = CandidateTeacher(grid, both[:len(grid)], both[len(grid):])
+    denoiser = Denoiser(model, per_sample_args={"class_labels": labels_for(seeds)}, chunk_size=batch)
+    x = noise(seeds) * float(model.sigma_max)
+    schedules = {}
+    for index, name in enumerate(solvers):
+        mine = learn_schedule(denoiser, x, nfe, solver=name, settings=settings, teacher=teacher) \
+            if index % world == rank else None
+        schedules[name] = broadcast_from(mine, index % world, rank, world)
+    return schedules
 
 
 def train_multigrid(model, seeds, args, rank, world, out, log):
@@ -287,15 +305,21 @@ class Run:
                          solver=coords.solver_label(), steps=coords.entry_for(sigmas).steps,
                          params=coords.entry_for(sigmas).coordinates.numel())
 
-    def learned_rows(self, nfe, candidates, train_x):
-        learned, schedule = learn_schedule(self.model, train_x, nfe, teacher=candidates)  # no model call
-        learned = learned.float()
-        self.log(f"    learned schedule, {nfe} steps: {[round(v, 4) for v in learned.tolist()]}")
-        for name, (coords, report) in self.train(learned, schedule["targets"], coords_tag(nfe, LEARNED)).items():
+    def learned_rows(self, nfe):
+        """Each solver on its own learned schedule (the Trainer's `grid: learned`), plain and with PAS."""
+        schedules = learned_schedules(self.model, self.train_seeds, nfe, self.args.solvers, self.args.batch,
+                                      self.rank, self.world)
+        for name, schedule in schedules.items():
+            self.log(f"    learned schedule, {name}, {nfe} steps ({schedule.report['chosen']}): "
+                     f"{[round(v, 4) for v in schedule.sigmas.tolist()]}")
+        grids = {name: schedule.sigmas.float() for name, schedule in schedules.items()}
+        targets = {name: schedule.states for name, schedule in schedules.items()}
+        for name, (coords, report) in self.train(grids, targets, coords_tag(nfe, LEARNED)).items():
+            learned, label = grids[name], f"{coords.solver_label()}; grid {schedules[name].report['chosen']}"
             self.add_row(plain_label(name, name in self.comfy, LEARNED), nfe, self.plain(name, learned),
-                         solver=coords.solver_label(), steps=[], params=0, sigmas=learned.tolist())
+                         solver=label, steps=[], params=0, sigmas=learned.tolist())
             self.add_row(pas_label(name, LEARNED), nfe, pas_run(self.model, learned, name, coords),
-                         solver=coords.solver_label(), steps=coords.steps, params=coords.n_parameters,
+                         solver=label, steps=coords.steps, params=coords.n_parameters,
                          search_s=report["search_seconds"])
 
     def fid(self):
@@ -322,16 +346,14 @@ def main(argv=None):
     run.log(f"reproduce[{args.preset}]: NFE {args.nfe}, solvers {args.solvers}, {args.train} training trajectories, "
             f"{args.eval} evaluation seeds, teacher {args.teacher_nfe} NFE, {world} process(es)")
     run.references()
-    train_x = noise(run.train_seeds) * run.model.sigma_max
-    candidates = candidate_teacher(run.model, run.train_seeds, args, rank, world) if args.learned else None
     multi = train_multigrid(run.model, run.train_seeds, args, rank, world, run.out, run.log) if args.multigrid else None
     for nfe in args.nfe:
         sigmas = edm_sigmas(nfe, run.model.sigma_min, run.model.sigma_max).float()
         run.edm_rows(nfe, sigmas, extra)
         if multi:
             run.multigrid_rows(nfe, sigmas, multi[0])
-        if candidates is not None:
-            run.learned_rows(nfe, candidates, train_x)
+        if args.learned:
+            run.learned_rows(nfe)
         run.log(f"  NFE {nfe} sampled ({time.perf_counter() - started:.0f} s)")
     if multi:
         run.extra["multigrid_cost"] = multigrid_cost(multi[0], multi[1], run.reports, args)

@@ -176,7 +176,10 @@ def format_table(rows, args):
              f"{args.eval_seed_start}+. NFE 0 = the reference solution.", "",
              "FD: Frechet distance in the features of the bundled Fashion-MNIST classifier, against the teacher's "
              "samples on other seeds and against the 10,000 test images; [95% interval] over resampled seeds; "
-             "vs base: the paired difference to the same solver uncorrected.", "",
+             "vs base: the paired difference to the same solver uncorrected. [learned]: each solver on the grid "
+             "the PAS Trainer's `grid: learned` picks for it (the GITS programme's grid or an EDM grid of rho 3, 5, "
+             "7 or 9 ending in 0, whichever the plain solver rolls out best on the training trajectories; the "
+             "solver column names it).", "",
              "| NFE | method | solver | FD teacher | FD data | class acc | FD teacher vs base | FID | RMSE | "
              "corrected steps | params | search s |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
