@@ -72,17 +72,27 @@ class CandidateTeacher:
         return count * heun_nfe((len(grid) - 1) * (substeps + 1), float(grid[-1]) == 0)
 
 
-def local_costs(teacher: CandidateTeacher) -> torch.Tensor:
-    """C[j, k] (j < k): mean squared error of one Euler step from the teacher at j to candidate k."""
+def final_share(teacher: CandidateTeacher) -> torch.Tensor:
+    """(K,) the share of a squared error made at each candidate sigma that reaches the final sample, to first
+    order for data of the teacher finals' variance v: v / (v + sigma^2) (the probability-flow ODE of Gaussian
+    data scales a perturbation at sigma by sqrt(v / (v + sigma^2)) on its way to sigma 0)."""
+    variance = float(teacher.states[-1].double().var())
+    return variance / (variance + teacher.grid.double() ** 2)
+
+
+def local_costs(teacher: CandidateTeacher, weighting: str = "none") -> torch.Tensor:
+    """C[j, k] (j < k): mean squared error of one Euler step from the teacher at j to candidate k; with
+    weighting "final", times final_share at k (the error as it reaches the final sample)."""
     states, denoised, grid = teacher.states, teacher.denoised, teacher.grid
     count = len(grid)
     costs = torch.full((count, count), float("inf"), dtype=torch.float64)
     values = grid.tolist()
+    share = final_share(teacher).tolist() if weighting == "final" else [1.0] * count
     for j in range(count - 1):
         x_j = states[j]
         for k in range(j + 1, count):
             step = denoised[j] if values[k] == 0 else x_j + (values[k] - values[j]) * (x_j - denoised[j]) / values[j]
-            costs[j, k] = mean_square_error(step, states[k])
+            costs[j, k] = mean_square_error(step, states[k]) * share[k]
     return costs
 
 

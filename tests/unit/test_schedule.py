@@ -13,7 +13,7 @@ from comfyui_pas import (
     sample_pas,
     train_pas,
 )
-from comfyui_pas.schedule import candidate_grid, cheapest_path
+from comfyui_pas.schedule import candidate_grid, cheapest_path, local_costs
 from comfyui_pas.teacher import teacher_states
 from train_tools.data.seeds import seeded_noise
 
@@ -148,3 +148,31 @@ def test_learn_and_train_is_the_schedule_then_pas_on_it_with_exact_call_counts(g
     alone = train_pas(gmm, x, learn_schedule(gmm, x, 4, solver="dpmpp_2m", objective="end_to_end", candidates=24),
                       solver="dpmpp_2m", guard="mean")[0]
     assert alone.steps == coords.steps and torch.equal(alone.coordinates, coords.coordinates)
+
+
+def test_final_share_is_how_an_error_reaches_the_final_sample_for_gaussian_data():
+    """For Gaussian data (analytic denoiser x * v / (v + sigma^2)) a perturbation made at sigma reaches the final
+    sample scaled by sqrt(v / (v + sigma^2)): propagated here with a fine Heun run, independent of final_share."""
+    from comfyui_pas.schedule import CandidateTeacher, final_share
+
+    variance = 0.36
+
+    def gaussian(x, sigma):
+        sigma = torch.as_tensor(sigma, dtype=x.dtype).reshape(-1, *[1] * (x.dim() - 1))
+        return x * variance / (variance + sigma ** 2)
+
+    gaussian.sigma_min, gaussian.sigma_max = 0.002, 80.0
+    x = seeded_noise(range(4000), (4,)).double() * (variance + 80.0 ** 2) ** 0.5
+    teacher = CandidateTeacher.run(gaussian, x, edm_sigmas(24, 0.002, 80.0, append_zero=True), 4)
+    share = final_share(teacher)
+    assert float(teacher.states[-1].var()) == pytest.approx(variance, rel=0.05)
+    delta = seeded_noise(range(9000, 13000), (4,)).double() * 1e-3
+    for k in (4, 12, 20):
+        rest = teacher.grid[k:]
+        plain = teacher_states(gaussian, teacher.states[k], rest, 50)[0][-1]
+        moved = teacher_states(gaussian, teacher.states[k] + delta, rest, 50)[0][-1]
+        reached = float((moved - plain).square().mean() / delta.square().mean())
+        assert reached == pytest.approx(float(share[k]), rel=0.02), (k, float(teacher.grid[k]))
+    weighted, plain_costs = local_costs(teacher, "final"), local_costs(teacher)
+    finite = torch.isfinite(plain_costs)
+    torch.testing.assert_close(weighted[finite], (plain_costs * share[None, :])[finite])
