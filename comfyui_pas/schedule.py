@@ -140,7 +140,8 @@ class LearnedSchedule:
     def attach(self, coords, report) -> None:
         """Record the schedule in a training's report and in its file's metadata."""
         report["schedule"] = dict(self.report)
-        coords.metadata["schedule"] = {k: self.report[k] for k in ("objective", "chosen", "local_cost", "model_calls")}
+        coords.metadata["schedule"] = {k: self.report[k] for k in ("objective", "cost_weighting", "chosen", "local_cost",
+                                                                    "model_calls")}
 
 
 def resolve_schedule(settings, teacher, denoiser, overrides, default_objective="local") -> ScheduleSettings:
@@ -184,10 +185,10 @@ def schedule_model_calls(count, steps, settings: ScheduleSettings, grid, teacher
     return teacher_calls + choice_calls
 
 
-def choose_grid(denoiser, x, steps, grid, baselines, teacher, solver, options, objective):
-    """(name, indices, end-to-end errors, local costs): the programme's path, or under the end-to-end
-    objective the grid of least final error among it and the baselines."""
-    costs = local_costs(teacher)
+def choose_grid(denoiser, x, steps, grid, baselines, teacher, solver, options, objective, weighting="none"):
+    """(name, indices, end-to-end errors, local costs): the programme's path (on local costs weighted by
+    `weighting`), or under the end-to-end objective the grid of least final error among it and the baselines."""
+    costs = local_costs(teacher, weighting)
     choices = {"local": cheapest_path(costs, steps)}
     if objective != "end_to_end":
         return "local", choices["local"], {}, costs
@@ -229,8 +230,8 @@ def learn_schedule(model, x, steps, *, solver="euler", max_order=None, settings:
         raise ValueError("the teacher trajectories contain NaN or inf (is the model producing NaNs?)")
     teacher_calls = denoiser.calls
     chosen, indices, errors, costs = choose_grid(denoiser, x, steps, grid, baselines, teacher, solver, options,
-                                                 settings.objective)
-    report = {"objective": settings.objective, "chosen": chosen, "indices": indices, "candidates": grid.tolist(),
+                                                 settings.objective, settings.cost_weighting)
+    report = {"objective": settings.objective, "cost_weighting": settings.cost_weighting, "chosen": chosen, "indices": indices, "candidates": grid.tolist(),
               "local_cost": float(sum(costs[a, b] for a, b in zip(indices[:-1], indices[1:], strict=True))),
               "end_to_end_errors": errors, "model_calls": denoiser.calls,
               "teacher_model_calls": 0 if teacher_given else teacher_calls,

@@ -20,6 +20,9 @@ LOSSES = ("l1", "l2")
 GUARDS = ("validation", "spectral", "mean", "texture", "sharpness", "none")
 DEFAULT_TOLERANCE = {"relative": 0.01, "absolute": 1e-4}
 OBJECTIVES = ("local", "end_to_end")
+# How the schedule's programme weighs a step's error (docs/method.md 7): "final", by the share of it that
+# reaches the final sample (the default; docs/objective-study.md, the schedule choice); "none", as made.
+COST_WEIGHTINGS = ("final", "none")
 # Named acceptance rules (docs/objective-study.md): the SearchSettings fields that decide which steps are kept.
 # paper: the training loss alone, every step a candidate; fid-safe: held-out RMSE gain of 5%, last step left
 # to the solver; texture: held-out RMSE and texture not worse, every step a candidate.
@@ -160,9 +163,11 @@ class ScheduleSettings:
     """The learned schedule (docs/method.md 7): `candidates` points on the EDM rho 7 curve from sigma_max to
     sigma_min (then 0 with append_zero), a Heun teacher with `teacher_substeps` points inserted per interval,
     and the objective that picks the grid. sigma_min / sigma_max None: the model's attributes.
-    objective None: 'local' in learn_schedule, LEARNED_OBJECTIVE in learn_and_train."""
+    objective None: 'local' in learn_schedule, LEARNED_OBJECTIVE in learn_and_train. cost_weighting (one of
+    COST_WEIGHTINGS): how the programme weighs each step's error."""
 
     objective: str | None = None
+    cost_weighting: str = "final"
     candidates: int = 48
     teacher_substeps: int = 1
     sigma_min: float | None = None
@@ -172,6 +177,7 @@ class ScheduleSettings:
     def __post_init__(self):
         if self.objective is not None:
             _choice("objective", self.objective, OBJECTIVES)
+        _choice("cost_weighting", self.cost_weighting, COST_WEIGHTINGS)
         _set(self, "candidates", int(self.candidates))
         _set(self, "teacher_substeps", int(self.teacher_substeps))
 

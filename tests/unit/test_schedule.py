@@ -176,3 +176,18 @@ def test_final_share_is_how_an_error_reaches_the_final_sample_for_gaussian_data(
     weighted, plain_costs = local_costs(teacher, "final"), local_costs(teacher)
     finite = torch.isfinite(plain_costs)
     torch.testing.assert_close(weighted[finite], (plain_costs * share[None, :])[finite])
+
+
+def test_the_programme_weighs_costs_by_the_final_share_unless_told_otherwise(gmm):
+    from comfyui_pas.schedule import CandidateTeacher
+
+    x = seeded_noise(range(10), (96,)) * 80.0
+    teacher = CandidateTeacher.run(gmm, x, candidate_grid(0.002, 80.0, 20, False), 1)
+    weighted = learn_schedule(gmm, x, 5, teacher=teacher)
+    unweighted = learn_schedule(gmm, x, 5, teacher=teacher, cost_weighting="none")
+    assert weighted.report["indices"] == cheapest_path(local_costs(teacher, "final"), 5)
+    assert unweighted.report["indices"] == cheapest_path(local_costs(teacher), 5)
+    coords, _ = train_pas(gmm, x, weighted)
+    assert coords.metadata["schedule"]["cost_weighting"] == "final"
+    with pytest.raises(ValueError, match="cost_weighting must be one of"):
+        ScheduleSettings(cost_weighting="mse")
