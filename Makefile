@@ -5,7 +5,7 @@ export OMP_NUM_THREADS ?= 1
 export PYTHONUNBUFFERED := 1
 
 .PHONY: venv host dataset fid-weights browser test test-unit test-host test-server test-browser demo bench bench-overhead gpu-check \
-	ab-study reproduce train-model train-classifier quality-study rule-study best-row objective-study trajectory-pca comfy lint screenshot
+	ab-study reproduce train-model train-classifier quality-study rule-study best-row schedule-choice objective-study trajectory-pca comfy lint screenshot
 
 venv:
 	@bash scripts/setup_venv.sh
@@ -78,6 +78,10 @@ quality-study: venv host dataset fid-weights   ## validate the quality bench on 
 rule-study: venv host dataset   ## acceptance rules judged on image quality (docs/objective-study.md)
 	$(PY) -m train_tools.studies.rule_study --model cond --cfg 4
 	$(PY) -m train_tools.studies.rule_study --model uncond
+
+schedule-choice: venv dataset   ## which grid the Trainer's grid: learned picks, judged on image quality (docs/objective-study.md)
+	$(PY) -m train_tools.studies.schedule_choice --model cond --cfg 4 --n 400 --nfe 4 5 6
+	$(PY) -m train_tools.studies.schedule_choice --model uncond --n 400 --nfe 4 6 --solvers euler ipndm dpmpp_2m
 
 best-row: venv host dataset   ## PAS against every ComfyUI built-in on its best EDM grid (docs/objective-study.md)
 	$(PY) -m train_tools.studies.best_row --model cond --cfg 4 --n 1000
