@@ -31,7 +31,7 @@ from comfyui_pas.settings import TRAINER_TRAJECTORIES, ScheduleSettings
 from comfyui_pas.solvers import solver_options
 from train_tools.bench_setup import BenchSetup, bench_parser
 from train_tools.evaluation.quality import Judge
-from train_tools.tables import command_line, markdown_table, write_results
+from train_tools.tables import command_line, markdown_table, write_json, write_results
 
 RHO_GRIDS = ("edm rho 3", "edm rho 5", "edm rho 7", "edm rho 9")
 CHOICES = {"today": ("local", *RHO_GRIDS), "final-weighted": ("final", *RHO_GRIDS)}
@@ -53,7 +53,8 @@ def candidate_grids(setup: BenchSetup, nfe: int, trajectories: int):
     return {name: g.float() for name, g in grids.items()}, x, denoiser, teacher
 
 
-def study(setup: BenchSetup, nfes, solvers, trajectories: int) -> list[dict]:
+def study(setup: BenchSetup, nfes, solvers, trajectories: int, save=lambda rows: None) -> list[dict]:
+    """The rows; save(rows) after each one (a stopped run keeps what it measured)."""
     judge = setup.judge()
     rows = []
     for nfe in nfes:
@@ -80,6 +81,7 @@ def study(setup: BenchSetup, nfes, solvers, trajectories: int) -> list[dict]:
             row["today_vs_rho7"] = {m: Judge.relative(old, scored["edm rho 7"], m).as_dict()
                                     for m in ("fd_teacher", "fd_data", "rmse")}
             rows.append(row)
+            save(rows)
             print(f"NFE {nfe} {solver}: picks {picks}; FD teacher "
                   + ", ".join(f"{n} {s.values['fd_teacher']:.2f}" for n, s in scored.items()), flush=True)
     return rows
@@ -116,9 +118,14 @@ def main(argv=None):
     args = parser.parse_args(argv)
     setup = BenchSetup.create(args.model, args.cfg, args.n)
     started = time.perf_counter()
-    rows = study(setup, args.nfe, args.solvers, args.trajectories)
     command = command_line("train_tools.studies.schedule_choice", argv)
     out = args.out / (setup.name if setup.name == "uncond" else f"{setup.name}_cfg{setup.cfg:g}")
+
+    def save(rows, partial=True):
+        write_json(out / "schedule_choice.json", {"rows": rows, "n": setup.n, "command": command, "partial": partial})
+
+    rows = study(setup, args.nfe, args.solvers, args.trajectories, save)
+    save(rows, partial=False)
     write_results(out, "schedule_choice", {"rows": rows, "n": setup.n, "command": command},
                   report(setup, rows, command, time.perf_counter() - started))
 
