@@ -231,7 +231,8 @@ def learn_schedule(model, x, steps, *, solver="euler", max_order=None, settings:
     teacher_calls = denoiser.calls
     chosen, indices, errors, costs = choose_grid(denoiser, x, steps, grid, baselines, teacher, solver, options,
                                                  settings.objective, settings.cost_weighting)
-    report = {"objective": settings.objective, "cost_weighting": settings.cost_weighting, "chosen": chosen, "indices": indices, "candidates": grid.tolist(),
+    report = {"objective": settings.objective, "cost_weighting": settings.cost_weighting, "chosen": chosen,
+              "indices": indices, "candidates": grid.tolist(),
               "local_cost": float(sum(costs[a, b] for a, b in zip(indices[:-1], indices[1:], strict=True))),
               "end_to_end_errors": errors, "model_calls": denoiser.calls,
               "teacher_model_calls": 0 if teacher_given else teacher_calls,

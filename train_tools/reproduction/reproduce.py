@@ -109,6 +109,11 @@ def builtin_run(sampler, model, sigmas):
     return run
 
 
+def training_denoiser(model, seeds, batch):
+    """The guided model on the training seeds, each with its prompt's class label."""
+    return Denoiser(model, per_sample_args={"class_labels": labels_for(seeds)}, chunk_size=batch)
+
+
 def train_all(model, sigmas, targets, solvers, args, rank, world, out, log, tag):
     """PAS for every solver on one grid (or a list of grids; or per solver: dicts solver -> grid, targets),
     solver i trained on rank i % world; every rank gets all coords; rank 0 saves them as
@@ -123,7 +128,7 @@ def train_all(model, sigmas, targets, solvers, args, rank, world, out, log, tag)
             targets = all_targets[name] if isinstance(all_targets, dict) else all_targets
             start = sigmas[0] if isinstance(sigmas, torch.Tensor) else sigmas[0][0]
             seeds = range(args.train_seed_start, args.train_seed_start + args.train)
-            denoiser = Denoiser(model, per_sample_args={"class_labels": labels_for(seeds)}, chunk_size=args.batch)
+            denoiser = training_denoiser(model, seeds, args.batch)
             cfg = None if args.model == "uncond" else args.cfg
             settings = SearchSettings.for_rule(args.rule, name, cfg, n_basis=args.n_basis, loss=args.loss,
                                                **({"guard": args.guard} if args.guard else {}))
@@ -156,7 +161,7 @@ def learned_schedules(model, seeds, nfe, solvers, batch, rank, world):
 
     both = map_seeds(run, seeds, batch, rank, world).transpose(0, 1)
     teacher = CandidateTeacher(grid, both[:len(grid)], both[len(grid):])
-    denoiser = Denoiser(model, per_sample_args={"class_labels": labels_for(seeds)}, chunk_size=batch)
+    denoiser = training_denoiser(model, seeds, batch)
     x = noise(seeds) * float(model.sigma_max)
     schedules = {}
     for index, name in enumerate(solvers):
