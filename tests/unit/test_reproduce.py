@@ -29,9 +29,19 @@ def run(args, out, processes=1, **env_extra):
     return result.stdout
 
 
+def best_row_file(path, cfg=4.0, nfe=4):
+    """A best-row study's saved choices as best_row.json holds them: lms on rho 5, euler on rho 9."""
+    rows = [{"nfe": nfe, "method": "lms", "kind": "builtin", "rho": 5.0},
+            {"nfe": nfe, "method": "euler", "kind": "builtin", "rho": 9.0},
+            {"nfe": nfe, "method": "euler+PAS", "kind": "pas", "rho": 9.0}]
+    path.write_text(json.dumps({"args": {"model": "cond", "cfg": cfg, "nfe": [nfe]}, "rows": rows}))
+    return str(path)
+
+
 def test_two_process_run_equals_single_process(tmp_path):
-    printed = run(TINY, tmp_path / "one")
-    run(TINY, tmp_path / "two", processes=2)
+    best_grids = ["--best-grid-builtins", best_row_file(tmp_path / "best_row.json")]
+    printed = run(TINY + best_grids, tmp_path / "one")
+    run(TINY + best_grids, tmp_path / "two", processes=2)
     assert "| 4 | euler+PAS | euler |" in printed
     one, two = load_file(str(tmp_path / "one" / "samples.safetensors")), load_file(str(tmp_path / "two" / "samples.safetensors"))
     assert one.keys() == two.keys() and {"euler+PAS@4", "ipndm+PAS@4", "comfy ipndm@4", "teacher@0"} <= set(one)
@@ -40,7 +50,12 @@ def test_two_process_run_equals_single_process(tmp_path):
     rows = json.loads((tmp_path / "one" / "results.json").read_text())["rows"]
     assert {r["method"] for r in rows} == {"teacher (Heun 8 NFE)", "comfy euler", "euler+PAS", "comfy ipndm",
                                            "ipndm+PAS", "euler [learned]", "euler+PAS [learned]", "ipndm [learned]",
-                                           "ipndm+PAS [learned]"}
+                                           "ipndm+PAS [learned]", "comfy lms (rho 5)", "comfy euler (rho 9)"}
+    # the best-row grids: ComfyUI's karras grid with the study's rho, and ComfyUI's own function on it
+    lms = next(r for r in rows if r["method"] == "comfy lms (rho 5)")
+    assert lms["sigmas"] == edm_sigmas(4, 0.002, 80.0, rho=5.0, append_zero=True).float().tolist()
+    best = json.loads((tmp_path / "one" / "results.json").read_text())["extra"]["bench"]["best_vs_builtin"]["4"]
+    assert set(best["each"]) == {"comfy euler", "comfy ipndm", "comfy lms (rho 5)", "comfy euler (rho 9)"}
     assert (tmp_path / "one" / "coords" / "euler_nfe4.safetensors").is_file()
     # inception_check finds each row's grid and coordinates file again
     from train_tools.bench_setup import BenchSetup
@@ -94,6 +109,45 @@ def test_two_process_fid_equals_single_process(tmp_path):
     expected = fid.statistics(fid.features(load_images("test")[:10]))
     # Equal up to float rounding: Inception sees batches of 5 per rank instead of one batch of 10.
     assert np.allclose(mu, expected[0], atol=1e-5) and np.allclose(sigma, expected[1], atol=1e-5)
+
+
+def test_best_grid_builtins_refuse_another_setting(tmp_path):
+    from argparse import Namespace
+
+    from train_tools.reproduction.reproduce import best_row_grids
+
+    comfy = {"lms": None, "euler": None}
+    args = Namespace(model="cond", cfg=4.0, nfe=[4])
+    assert best_row_grids([best_row_file(tmp_path / "a.json")], args, comfy) == {4: {"lms": 5.0, "euler": 9.0}}
+    with pytest.raises(SystemExit, match="CFG 1"):  # the study of another CFG picked other grids
+        best_row_grids([best_row_file(tmp_path / "b.json", cfg=1.0)], args, comfy)
+    with pytest.raises(SystemExit, match=r"no built-in grids for NFE \[5\]"):
+        best_row_grids([best_row_file(tmp_path / "c.json")], Namespace(model="cond", cfg=4.0, nfe=[4, 5]), comfy)
+    with pytest.raises(SystemExit, match="not among ComfyUI's samplers"):
+        best_row_grids([best_row_file(tmp_path / "d.json")], args, {"euler": None})
+    (tmp_path / "e.json").write_text("{not json")
+    with pytest.raises(SystemExit, match="is not a best-row study"):
+        best_row_grids([str(tmp_path / "e.json")], args, comfy)
+
+
+def test_best_row_must_beat_every_builtin():
+    """The best PAS row is judged against each built-in: the best one in FD may not be the hardest in RMSE."""
+    from train_tools.reproduction.reproduce_report import interval_checks
+
+    def iv(value, low, high):
+        return {"value": value, "low": low, "high": high}
+
+    against_best = {"fd_teacher": iv(-0.3, -0.4, -0.2), "fd_data": iv(0, -0.1, 0.1), "rmse": iv(-0.2, -0.25, -0.15)}
+    against_euler = {"fd_teacher": iv(-0.5, -0.6, -0.4), "fd_data": iv(0, -0.1, 0.1), "rmse": iv(-0.05, -0.06, -0.04)}
+    best = {"pas": "euler+PAS [learned]", "builtin": "comfy lms (rho 5)", **against_best,
+            "each": {"comfy lms (rho 5)": against_best, "comfy euler (rho 5)": against_euler}}
+    target = "at NFE 4 the best PAS row beats every ComfyUI built-in in FD to the teacher (interval below 0) and in RMSE by at least 10%"
+    checks = {t: (met, evidence) for t, met, evidence in interval_checks([], {"bench": {"best_vs_builtin": {"4": best}}})}
+    met, evidence = checks[target]
+    assert not met and "not beaten: comfy euler (rho 5) (FD -50 [-60, -40]%, RMSE -5 [-6, -4]%)" in evidence
+    best["each"]["comfy euler (rho 5)"] = against_best
+    checks = {t: (met, evidence) for t, met, evidence in interval_checks([], {"bench": {"best_vs_builtin": {"4": best}}})}
+    assert checks[target][0] and "not beaten" not in checks[target][1]
 
 
 def test_overlapping_seeds_are_refused(tmp_path):

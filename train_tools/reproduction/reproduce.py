@@ -42,6 +42,7 @@ from train_tools.reproduction.reproduce_report import (
     FID_POLICIES,
     LEARNED,
     MULTI_GRID,
+    best_grid_label,
     coords_path,
     coords_tag,
     fid_keys,
@@ -184,6 +185,32 @@ def train_multigrid(model, seeds, args, rank, world, out, log):
     return multi, len(seeds) * teacher_nfe_for(union, substeps_for(union, args.teacher_nfe))
 
 
+def best_row_grids(paths, args, comfy) -> dict[int, dict[str, float]]:
+    """{nfe: {built-in: rho}} from best-row studies' best_row.json files of this run's model and CFG."""
+    import json
+
+    chosen = {}
+    for path in paths:
+        try:
+            saved = json.loads(Path(path).read_text())
+            study, rows = saved["args"], saved["rows"]
+        except (OSError, ValueError, KeyError) as error:
+            raise SystemExit(f"--best-grid-builtins: {path} is not a best-row study's best_row.json ({error})") from None
+        same_cfg = args.model == "uncond" or float(study.get("cfg") or 1.0) == float(args.cfg or 1.0)
+        if study.get("model") != args.model or not same_cfg:
+            raise SystemExit(f"--best-grid-builtins: {path} is the best-row study of model {study.get('model')} at "
+                             f"CFG {study.get('cfg')}, this run is model {args.model} at CFG {args.cfg}")
+        for row in rows:
+            if row.get("kind") == "builtin" and row["nfe"] in args.nfe:
+                if row["method"] not in comfy:
+                    raise SystemExit(f"--best-grid-builtins: {row['method']} is not among ComfyUI's samplers here")
+                chosen.setdefault(row["nfe"], {})[row["method"]] = float(row["rho"])
+    missing = [nfe for nfe in args.nfe if nfe not in chosen]
+    if missing:
+        raise SystemExit(f"--best-grid-builtins: no built-in grids for NFE {missing} in {' '.join(paths)}")
+    return chosen
+
+
 def multigrid_cost(multi, union_teacher_calls, reports, args):
     """Model calls of the multi-grid training against one training at the largest NFE, per solver."""
     largest = max(args.nfe)
@@ -212,6 +239,9 @@ def parse_args(argv=None):
     parser.add_argument("--fid", action=argparse.BooleanOptionalAction, default=None,
                         help="Inception FID on the chosen rows (--no-fid: the bench's classifier metrics and RMSE only)")
     parser.add_argument("--builtins", nargs="*", help="extra ComfyUI samplers without a PAS row (needs the host)")
+    parser.add_argument("--best-grid-builtins", nargs="+", metavar="BEST_ROW_JSON",
+                        help="also every ComfyUI built-in on the EDM grid a best-row study picked for it at each NFE "
+                             "(that study's best_row.json files; same model and CFG)")
     parser.add_argument("--no-comfy", action="store_true", help="plain rows from our solvers, not ComfyUI's functions")
     parser.add_argument("--fid-rows", choices=FID_POLICIES, help="which rows get FID (all get RMSE)")
     parser.add_argument("--fid-nfe", type=int, nargs="+", help="NFE whose rows get FID (default: every NFE)")
@@ -239,6 +269,8 @@ def parse_args(argv=None):
         if getattr(args, key) is None:
             setattr(args, key, value)
     args.no_fid = not args.fid
+    if args.best_grid_builtins and args.no_comfy:
+        parser.error("--best-grid-builtins samples ComfyUI's functions: drop --no-comfy")
     if args.eval_seed_start < args.train_seed_start + args.train and args.train_seed_start < args.eval_seed_start + args.eval:
         parser.error("training and evaluation seeds overlap")
     return args
@@ -303,6 +335,13 @@ class Run:
         for name, fn in extra_builtins.items():
             self.add_row(plain_label(name, True), nfe, builtin_run(fn, self.model, sigmas))
 
+    def best_grid_rows(self, nfe, choices):
+        """ComfyUI's built-ins, each on the EDM grid (rho) a best-row study picked for it at this NFE."""
+        for name, rho in sorted(choices.get(nfe, {}).items()):
+            sigmas = edm_sigmas(nfe, self.model.sigma_min, self.model.sigma_max, rho=rho, append_zero=True).float()
+            self.add_row(best_grid_label(name, rho), nfe, builtin_run(self.comfy[name], self.model, sigmas),
+                         solver=f"best-row grid: rho {rho:g}", sigmas=sigmas.tolist())
+
     def multigrid_rows(self, nfe, sigmas, multi):
         for name in self.args.solvers:
             coords = multi[name][0]
@@ -348,6 +387,7 @@ def main(argv=None):
     started = time.perf_counter()
     run = Run(args, rank, world)
     extra = {name: run.comfy[name] for name in (args.builtins or []) if name in run.comfy}
+    best_grids = best_row_grids(args.best_grid_builtins, args, run.comfy) if args.best_grid_builtins else {}
     run.log(f"reproduce[{args.preset}]: NFE {args.nfe}, solvers {args.solvers}, {args.train} training trajectories, "
             f"{args.eval} evaluation seeds, teacher {args.teacher_nfe} NFE, {world} process(es)")
     run.references()
@@ -355,6 +395,7 @@ def main(argv=None):
     for nfe in args.nfe:
         sigmas = edm_sigmas(nfe, run.model.sigma_min, run.model.sigma_max).float()
         run.edm_rows(nfe, sigmas, extra)
+        run.best_grid_rows(nfe, best_grids)
         if multi:
             run.multigrid_rows(nfe, sigmas, multi[0])
         if args.learned:

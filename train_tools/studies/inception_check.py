@@ -20,7 +20,13 @@ import torch
 from comfyui_pas import PASCoordinates, edm_sigmas
 from train_tools.bench_setup import BenchSetup
 from train_tools.data.seeds import EVAL_SEED_START
-from train_tools.reproduction.reproduce_report import LEARNED, coords_path, coords_tag, split_method
+from train_tools.reproduction.reproduce_report import (
+    LEARNED,
+    builtin_name,
+    coords_path,
+    coords_tag,
+    split_method,
+)
 from train_tools.studies.rule_study import pct
 from train_tools.tables import markdown_table
 
@@ -28,13 +34,16 @@ from train_tools.tables import markdown_table
 def row_sampler(setup: BenchSetup, run: Path, rows: list[dict], method: str, nfe: int):
     """(sampler, sigmas) of a reproduction row: ComfyUI's built-in, or our solver with the run's coordinates."""
     solver, corrected, kind = split_method(method)
-    if kind == LEARNED:  # the uncorrected learned row records the grid
+    own = next(r for r in rows if r["nfe"] == nfe and r["method"] == method)
+    if "sigmas" in own:  # a built-in on a best-row grid, or an uncorrected learned row
+        sigmas = torch.tensor(own["sigmas"], dtype=torch.float32)
+    elif kind == LEARNED:  # the uncorrected learned row records the grid
         grid = next(r["sigmas"] for r in rows if r["nfe"] == nfe and "sigmas" in r and split_method(r["method"])[0] == solver)
         sigmas = torch.tensor(grid, dtype=torch.float32)
     else:
         sigmas = edm_sigmas(nfe, setup.guided.sigma_min, setup.guided.sigma_max).float()
     if not corrected:
-        return setup.builtin(solver), sigmas
+        return setup.builtin(builtin_name(solver)), sigmas
     return setup.pas(solver, PASCoordinates.load(coords_path(run, solver, coords_tag(nfe, kind)))), sigmas
 
 
