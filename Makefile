@@ -59,9 +59,9 @@ ab-study: venv   ## the A/B study's tables on the Gaussian mixture (docs/ab-stud
 REPRODUCE_PROCS ?= 2
 REPRODUCE = $(PY) -m torch.distributed.run --standalone --nproc-per-node $(REPRODUCE_PROCS) -m train_tools.reproduction.reproduce --preset full
 reproduce: venv host dataset fid-weights   ## the full preset on both demo models and both CFGs (README)
-	$(REPRODUCE) --model cond --cfg 4 --out out/reproduce/full_cond_cfg4
-	$(REPRODUCE) --model cond --cfg 1 --out out/reproduce/full_cond_cfg1
-	$(REPRODUCE) --model uncond --out out/reproduce/full_uncond
+	$(REPRODUCE) --model cond --cfg 4 --best-grid-builtins docs/results/best_row_grids_cond_cfg4.json --out out/reproduce/full_cond_cfg4
+	$(REPRODUCE) --model cond --cfg 1 --best-grid-builtins docs/results/best_row_grids_cond_cfg1.json --out out/reproduce/full_cond_cfg1
+	$(REPRODUCE) --model uncond --best-grid-builtins docs/results/best_row_grids_uncond.json --out out/reproduce/full_uncond
 	$(PY) -m train_tools.reproduction.reproduce --summary out/reproduce/full_cond_cfg4/results.json \
 		out/reproduce/full_cond_cfg1/results.json out/reproduce/full_uncond/results.json | tee out/reproduce/summary.md
 

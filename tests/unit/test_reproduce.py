@@ -119,10 +119,16 @@ def test_best_grid_builtins_refuse_another_setting(tmp_path):
     comfy = {"lms": None, "euler": None}
     args = Namespace(model="cond", cfg=4.0, nfe=[4])
     assert best_row_grids([best_row_file(tmp_path / "a.json")], args, comfy) == {4: {"lms": 5.0, "euler": 9.0}}
+    committed = ROOT / "docs" / "results" / "best_row_grids_cond_cfg4.json"  # make reproduce's copy of the choices
+    assert best_row_grids([str(committed)], Namespace(model="cond", cfg=4.0, nfe=[4, 6]), comfy | {
+        name: None for name in ("ipndm", "ipndm_v", "deis", "dpmpp_2m", "res_multistep", "uni_pc", "uni_pc_bh2",
+                                "gradient_estimation")})[4]["deis"] == 9.0
     with pytest.raises(SystemExit, match="CFG 1"):  # the study of another CFG picked other grids
         best_row_grids([best_row_file(tmp_path / "b.json", cfg=1.0)], args, comfy)
-    with pytest.raises(SystemExit, match=r"no built-in grids for NFE \[5\]"):
-        best_row_grids([best_row_file(tmp_path / "c.json")], Namespace(model="cond", cfg=4.0, nfe=[4, 5]), comfy)
+    notes = []  # an NFE the study did not cover keeps the EDM-grid built-ins, and the run says so
+    assert best_row_grids([best_row_file(tmp_path / "c.json")], Namespace(model="cond", cfg=4.0, nfe=[4, 5]), comfy,
+                          notes.append) == {4: {"lms": 5.0, "euler": 9.0}}
+    assert notes == ["--best-grid-builtins: no best-row grids at NFE [5]; the built-ins there are on the EDM grid only"]
     with pytest.raises(SystemExit, match="not among ComfyUI's samplers"):
         best_row_grids([best_row_file(tmp_path / "d.json")], args, {"euler": None})
     (tmp_path / "e.json").write_text("{not json")

@@ -185,8 +185,9 @@ def train_multigrid(model, seeds, args, rank, world, out, log):
     return multi, len(seeds) * teacher_nfe_for(union, substeps_for(union, args.teacher_nfe))
 
 
-def best_row_grids(paths, args, comfy) -> dict[int, dict[str, float]]:
-    """{nfe: {built-in: rho}} from best-row studies' best_row.json files of this run's model and CFG."""
+def best_row_grids(paths, args, comfy, log=print) -> dict[int, dict[str, float]]:
+    """{nfe: {built-in: rho}} from best-row studies' best_row.json files (or docs/results/best_row_grids_*.json)
+    of this run's model and CFG; an NFE the studies did not cover keeps the EDM-grid built-ins only."""
     import json
 
     chosen = {}
@@ -207,7 +208,7 @@ def best_row_grids(paths, args, comfy) -> dict[int, dict[str, float]]:
                 chosen.setdefault(row["nfe"], {})[row["method"]] = float(row["rho"])
     missing = [nfe for nfe in args.nfe if nfe not in chosen]
     if missing:
-        raise SystemExit(f"--best-grid-builtins: no built-in grids for NFE {missing} in {' '.join(paths)}")
+        log(f"--best-grid-builtins: no best-row grids at NFE {missing}; the built-ins there are on the EDM grid only")
     return chosen
 
 
@@ -387,7 +388,7 @@ def main(argv=None):
     started = time.perf_counter()
     run = Run(args, rank, world)
     extra = {name: run.comfy[name] for name in (args.builtins or []) if name in run.comfy}
-    best_grids = best_row_grids(args.best_grid_builtins, args, run.comfy) if args.best_grid_builtins else {}
+    best_grids = best_row_grids(args.best_grid_builtins, args, run.comfy, run.log) if args.best_grid_builtins else {}
     run.log(f"reproduce[{args.preset}]: NFE {args.nfe}, solvers {args.solvers}, {args.train} training trajectories, "
             f"{args.eval} evaluation seeds, teacher {args.teacher_nfe} NFE, {world} process(es)")
     run.references()
