@@ -11,6 +11,7 @@ per-step error figure; prints the table. Shards seeds across processes under tor
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import time
 from pathlib import Path
@@ -188,8 +189,6 @@ def train_multigrid(model, seeds, args, rank, world, out, log):
 def best_row_grids(paths, args, comfy, log=print) -> dict[int, dict[str, float]]:
     """{nfe: {built-in: rho}} from best-row studies' best_row.json files (or docs/results/best_row_grids_*.json)
     of this run's model and CFG; an NFE the studies did not cover keeps the EDM-grid built-ins only."""
-    import json
-
     chosen = {}
     for path in paths:
         try:
@@ -242,7 +241,8 @@ def parse_args(argv=None):
     parser.add_argument("--builtins", nargs="*", help="extra ComfyUI samplers without a PAS row (needs the host)")
     parser.add_argument("--best-grid-builtins", nargs="+", metavar="BEST_ROW_JSON",
                         help="also every ComfyUI built-in on the EDM grid a best-row study picked for it at each NFE "
-                             "(that study's best_row.json files; same model and CFG)")
+                             "(that study's best_row.json files, or make reproduce's docs/results/best_row_grids_*.json; "
+                             "same model and CFG)")
     parser.add_argument("--no-comfy", action="store_true", help="plain rows from our solvers, not ComfyUI's functions")
     parser.add_argument("--fid-rows", choices=FID_POLICIES, help="which rows get FID (all get RMSE)")
     parser.add_argument("--fid-nfe", type=int, nargs="+", help="NFE whose rows get FID (default: every NFE)")

@@ -37,11 +37,9 @@ def score_rows(rows, samples, teacher_reference, model, eval_seeds):
         if pas and comfy:
             a = min(pas, key=lambda r: r["bench"]["fd_teacher"]["value"])
             b = min(comfy, key=lambda r: r["bench"]["fd_teacher"]["value"])
-            best[nfe] = {"pas": a["method"], "builtin": b["method"],
-                         **{m: Judge.relative(scored[row_key(a)], scored[row_key(b)], m).as_dict()
-                            for m in ("fd_teacher", "fd_data", "rmse")},
-                         "each": {c["method"]: {m: Judge.relative(scored[row_key(a)], scored[row_key(c)], m).as_dict()
-                                                for m in ("fd_teacher", "fd_data", "rmse")} for c in comfy}}
+            each = {c["method"]: {m: Judge.relative(scored[row_key(a)], scored[row_key(c)], m).as_dict()
+                                  for m in ("fd_teacher", "fd_data", "rmse")} for c in comfy}
+            best[nfe] = {"pas": a["method"], "builtin": b["method"], **each[b["method"]], "each": each}
     return {"n": len(eval_seeds), "best_vs_builtin": best}
 
 
