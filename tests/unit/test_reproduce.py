@@ -163,6 +163,20 @@ def test_overlapping_seeds_are_refused(tmp_path):
     assert result.returncode != 0 and "overlap" in result.stderr
 
 
+def test_min_held_out_gain_replaces_the_rules():
+    from comfyui_pas.settings import SearchSettings
+    from train_tools.reproduction.reproduce import parse_args, rule_overrides
+
+    args = parse_args(["--preset", "quick", "--min-held-out-gain", "0.02"])
+    overrides = rule_overrides(args)
+    assert overrides == {"min_held_out_gain": 0.02}
+    assert SearchSettings.for_rule(args.rule, "euler", 1.0, **overrides).min_held_out_gain == 0.02
+    assert SearchSettings.for_rule(args.rule, "euler", 1.0, **overrides).guard == "sharpness"
+    assert rule_overrides(parse_args(["--preset", "quick"])) == {}
+    with pytest.raises(SystemExit):
+        parse_args(["--preset", "quick", "--min-held-out-gain", "1.5"])
+
+
 def test_target_checks_judge_hand_made_rows():
     from train_tools.reproduction.reproduce_report import (
         fid_keys,

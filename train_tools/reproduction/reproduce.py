@@ -116,6 +116,12 @@ def training_denoiser(model, seeds, batch):
     return Denoiser(model, per_sample_args={"class_labels": labels_for(seeds)}, chunk_size=batch)
 
 
+def rule_overrides(args) -> dict:
+    """The SearchSettings fields that --guard and --min-held-out-gain replace in the rule's."""
+    fields = {"guard": args.guard, "min_held_out_gain": getattr(args, "min_held_out_gain", None)}
+    return {name: value for name, value in fields.items() if value is not None}
+
+
 def train_all(model, sigmas, targets, solvers, args, rank, world, out, log, tag):
     """PAS for every solver on one grid (or a list of grids; or per solver: dicts solver -> grid, targets),
     solver i trained on rank i % world; every rank gets all coords; rank 0 saves them as
@@ -133,7 +139,7 @@ def train_all(model, sigmas, targets, solvers, args, rank, world, out, log, tag)
             denoiser = training_denoiser(model, seeds, args.batch)
             cfg = None if args.model == "uncond" else args.cfg
             settings = SearchSettings.for_rule(args.rule, name, cfg, n_basis=args.n_basis, loss=args.loss,
-                                               **({"guard": args.guard} if args.guard else {}))
+                                               **rule_overrides(args))
             coords, report = train_pas(denoiser, noise(seeds) * start, sigmas, solver=name, settings=settings,
                                        teacher=targets)
             report["search_seconds"] = time.perf_counter() - t1
@@ -256,6 +262,8 @@ def parse_args(argv=None):
                              "each solver's)")
     parser.add_argument("--guard", choices=GUARDS, default=None,
                         help="replace the rule's held-out check (comfyui_pas.settings.GUARDS)")
+    parser.add_argument("--min-held-out-gain", type=float, default=None,
+                        help="replace the rule's minimum held-out RMSE gain (a fraction; 0.02 = 2%%)")
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--save-samples", action="store_true", help="also write samples.safetensors")
     parser.add_argument("--out", default=None, help="output folder (default out/reproduce/<preset>)")
@@ -270,6 +278,8 @@ def parse_args(argv=None):
         if getattr(args, key) is None:
             setattr(args, key, value)
     args.no_fid = not args.fid
+    if args.min_held_out_gain is not None and not 0 <= args.min_held_out_gain < 1:
+        parser.error(f"--min-held-out-gain must be in [0, 1), got {args.min_held_out_gain}")
     if args.best_grid_builtins and args.no_comfy:
         parser.error("--best-grid-builtins samples ComfyUI's functions: drop --no-comfy")
     if args.eval_seed_start < args.train_seed_start + args.train and args.train_seed_start < args.eval_seed_start + args.eval:

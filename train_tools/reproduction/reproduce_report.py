@@ -179,6 +179,11 @@ def runs_summary(results_jsons) -> str:
     return "\n".join(lines)
 
 
+def min_gain_note(args) -> str:
+    gain = getattr(args, "min_held_out_gain", None)
+    return "" if gain is None else f", minimum held-out gain {gain:.3g}"
+
+
 def format_table(rows, args):
     fid_note = "no FID" if args.no_fid else (f"FID of {args.eval} samples vs {args.fid_ref} Fashion-MNIST test images "
                                              f"({getattr(args, 'fid_rows', 'all')} rows"
@@ -187,7 +192,7 @@ def format_table(rows, args):
     guidance = f"CFG {args.cfg:g}" if getattr(args, "cfg", None) is not None and args.model != "uncond" else "unguided"
     lines = [f"Fashion-MNIST demo model ({getattr(args, 'model', 'uncond')}, {guidance}); {fid_note}; RMSE vs a Heun {args.reference_nfe}-NFE reference on the same "
              f"seeds (training teacher: Heun ~{args.teacher_nfe} NFE on the refined student grid); PAS ({getattr(args, 'n_basis', DEFAULT_N_BASIS)} basis vectors, {getattr(args, 'loss', 'l1')} fit, rule "
-             f"{describe_rule(getattr(args, 'rule', None) or 'fid-safe')}{', guard ' + args.guard if getattr(args, 'guard', None) else ''}) trained on {args.train} trajectories (seeds {args.train_seed_start}+), evaluated on seeds "
+             f"{describe_rule(getattr(args, 'rule', None) or 'fid-safe')}{', guard ' + args.guard if getattr(args, 'guard', None) else ''}{min_gain_note(args)}) trained on {args.train} trajectories (seeds {args.train_seed_start}+), evaluated on seeds "
              f"{args.eval_seed_start}+. NFE 0 = the reference solution.", "",
              "FD: Frechet distance in the features of the bundled Fashion-MNIST classifier, against the teacher's "
              "samples on other seeds and against the 10,000 test images; [95% interval] over resampled seeds; "
