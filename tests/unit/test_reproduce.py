@@ -48,6 +48,10 @@ def test_two_process_run_equals_single_process(tmp_path):
     for key in one:
         assert torch.equal(one[key], two[key]), key  # batch 1: every seed is evaluated alone in both runs
     rows = json.loads((tmp_path / "one" / "results.json").read_text())["rows"]
+    rows_two = json.loads((tmp_path / "two" / "results.json").read_text())["rows"]
+    # the bench scores its rows on both ranks: the same figures as one process scoring them all
+    assert [r.get("bench") for r in rows] == [r.get("bench") for r in rows_two] and "bench" in rows[1]
+    assert [r.get("vs_base") for r in rows] == [r.get("vs_base") for r in rows_two]
     assert {r["method"] for r in rows} == {"teacher (Heun 8 NFE)", "comfy euler", "euler+PAS", "comfy ipndm",
                                            "ipndm+PAS", "euler [learned]", "euler+PAS [learned]", "ipndm [learned]",
                                            "ipndm+PAS [learned]", "comfy lms (rho 5)", "comfy euler (rho 9)"}

@@ -416,10 +416,10 @@ def main(argv=None):
         run.extra["multigrid_cost"] = multigrid_cost(multi[0], multi[1], run.reports, args)
         run.log(f"  multi-grid training cost: {run.extra['multigrid_cost']}")
     fid_scores, fid_seconds = run.fid()
+    t0 = time.perf_counter()
+    run.extra["bench"] = score_rows(run.rows, run.samples, run.teacher_reference, run.model, run.eval_seeds, rank, world)
+    run.extra["bench_seconds"] = time.perf_counter() - t0
     if rank == 0:
-        t0 = time.perf_counter()
-        run.extra["bench"] = score_rows(run.rows, run.samples, run.teacher_reference, run.model, run.eval_seeds)
-        run.extra["bench_seconds"] = time.perf_counter() - t0
         finish(args, run.out, run.model, run.samples, run.rows, run.reports, started, fid_scores, fid_seconds,
                run.extra)
     if world > 1:

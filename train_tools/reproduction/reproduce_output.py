@@ -10,11 +10,12 @@ from train_tools.reproduction.distributed import broadcast, gather_interleaved
 from train_tools.reproduction.reproduce_report import base_rows, full_report, is_builtin, split_method
 
 
-def score_rows(rows, samples, teacher_reference, model, eval_seeds):
+def score_rows(rows, samples, teacher_reference, model, eval_seeds, rank=0, world=1):
     """The quality bench on every row: classifier-feature FD and KID against the teacher's samples on other
     seeds and against the test images, class accuracy (conditional), RMSE against the reference, each with its
     95% interval; PAS rows get the paired difference to their uncorrected row, and each NFE the best PAS row
-    (least FD to the teacher, at least one corrected step) against the best built-in."""
+    (least FD to the teacher, at least one corrected step) against the best built-in. Under torchrun every
+    rank calls it and scores its share of the rows (the same resamples on every rank)."""
     from train_tools.bench_setup import data_features
     from train_tools.data.fashion_mnist import to_uint8
     from train_tools.evaluation.classifier import features
@@ -23,7 +24,9 @@ def score_rows(rows, samples, teacher_reference, model, eval_seeds):
     labels = labels_for(eval_seeds).numpy() if model.conditional else None
     judge = Judge(len(eval_seeds), {"teacher": features(to_uint8(teacher_reference)), "data": data_features()},
                   samples[("teacher", 0)], labels)
-    scored = {key: judge.score(to_uint8(finals), finals) for key, finals in samples.items()}
+    keys = list(samples)
+    mine = [judge.score(to_uint8(samples[key]), samples[key]) for key in keys[rank::world]]
+    scored = dict(zip(keys, gather_interleaved(mine, len(keys), rank, world), strict=True))
     for row in rows:
         row["bench"] = {m: Judge.interval(scored[row_key(row)], m).as_dict() for m in scored[row_key(row)].boots}
         base = next((b for b in base_rows(row["method"]) if (b, row["nfe"]) in scored), None)
