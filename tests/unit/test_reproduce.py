@@ -181,6 +181,29 @@ def test_min_held_out_gain_replaces_the_rules():
         parse_args(["--preset", "quick", "--min-held-out-gain", "1.5"])
 
 
+def test_a_pas_row_that_corrects_nothing_takes_its_base_rows_samples():
+    from train_tools.reproduction.reproduce import Run
+
+    run = Run.__new__(Run)  # the row bookkeeping alone, without a model
+    base = torch.arange(6.0).reshape(3, 2)
+    run.samples, run.rows, run.reference, run.eval_seeds = {("comfy euler", 4): base}, [], torch.zeros(3, 2), [7, 8, 9]
+    run.seeds_map = lambda sample, seeds: sample(seeds)
+
+    def never(seeds):
+        raise AssertionError("an uncorrected PAS row must not be sampled again")
+
+    run.add_pas_row("euler+PAS", 4, never, [], params=0)
+    assert run.samples[("euler+PAS", 4)] is base and run.rows[-1]["steps"] == []
+    assert run.rows[-1]["rmse"] == pytest.approx(float(base.pow(2).mean().sqrt()))
+    run.add_pas_row("euler+PAS [multi-grid]", 4, never, [], params=0)  # judged against the EDM-grid row too
+    assert run.samples[("euler+PAS [multi-grid]", 4)] is base
+    corrected = torch.ones(3, 2)
+    run.add_pas_row("euler+PAS [learned]", 4, lambda seeds: corrected[:len(seeds)], [], params=0)  # no base row
+    run.add_pas_row("ipndm+PAS", 4, lambda seeds: corrected[:len(seeds)], [1], params=3)
+    assert torch.equal(run.samples[("ipndm+PAS", 4)], corrected) and run.rows[-1]["steps"] == [1]
+    assert torch.equal(run.samples[("euler+PAS [learned]", 4)], corrected)
+
+
 def test_target_checks_judge_hand_made_rows():
     from train_tools.reproduction.reproduce_report import (
         fid_keys,

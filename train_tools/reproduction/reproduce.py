@@ -43,6 +43,7 @@ from train_tools.reproduction.reproduce_report import (
     FID_POLICIES,
     LEARNED,
     MULTI_GRID,
+    base_rows,
     best_grid_label,
     coords_path,
     coords_tag,
@@ -322,6 +323,14 @@ class Run:
         self.samples[(method, nfe)] = finals = self.seeds_map(run, self.eval_seeds)
         self.rows.append(dict(method=method, nfe=nfe, rmse=rmse(finals, self.reference), **fields))
 
+    def add_pas_row(self, method, nfe, run, steps, **fields):
+        """A PAS row; one that corrects no step is its base solver, whose samples it takes (no re-sampling)."""
+        base = next((key for key in ((b, nfe) for b in base_rows(method)) if key in self.samples), None)
+        if steps or base is None:
+            return self.add_row(method, nfe, run, steps=steps, **fields)
+        self.samples[(method, nfe)] = finals = self.samples[base]
+        self.rows.append(dict(method=method, nfe=nfe, rmse=rmse(finals, self.reference), steps=steps, **fields))
+
     def plain(self, name, sigmas):
         return builtin_run(self.comfy[name], self.model, sigmas) if name in self.comfy else pas_run(
             self.model, sigmas, name, None)
@@ -340,9 +349,9 @@ class Run:
             options = describe_solver(name, solver_options(name))
             self.add_row(plain_label(name, name in self.comfy), nfe, self.plain(name, sigmas), solver=options,
                          steps=[], params=0)
-            self.add_row(pas_label(name), nfe, pas_run(self.model, sigmas, name, coords), solver=options,
-                         steps=coords.steps, params=coords.n_parameters, teacher_s=teacher_seconds,
-                         search_s=report["search_seconds"])
+            self.add_pas_row(pas_label(name), nfe, pas_run(self.model, sigmas, name, coords), coords.steps,
+                             solver=options, params=coords.n_parameters, teacher_s=teacher_seconds,
+                             search_s=report["search_seconds"])
         for name, fn in extra_builtins.items():
             self.add_row(plain_label(name, True), nfe, builtin_run(fn, self.model, sigmas))
 
@@ -356,9 +365,9 @@ class Run:
     def multigrid_rows(self, nfe, sigmas, multi):
         for name in self.args.solvers:
             coords = multi[name][0]
-            self.add_row(pas_label(name, MULTI_GRID), nfe, pas_run(self.model, sigmas, name, coords),
-                         solver=coords.solver_label(), steps=coords.entry_for(sigmas).steps,
-                         params=coords.entry_for(sigmas).coordinates.numel())
+            self.add_pas_row(pas_label(name, MULTI_GRID), nfe, pas_run(self.model, sigmas, name, coords),
+                             coords.entry_for(sigmas).steps, solver=coords.solver_label(),
+                             params=coords.entry_for(sigmas).coordinates.numel())
 
     def learned_rows(self, nfe):
         """Each solver on its own learned schedule (the Trainer's `grid: learned`), plain and with PAS."""
@@ -373,9 +382,9 @@ class Run:
             learned, label = grids[name], f"{coords.solver_label()}; grid {schedules[name].report['chosen']}"
             self.add_row(plain_label(name, name in self.comfy, LEARNED), nfe, self.plain(name, learned),
                          solver=label, steps=[], params=0, sigmas=learned.tolist())
-            self.add_row(pas_label(name, LEARNED), nfe, pas_run(self.model, learned, name, coords),
-                         solver=label, steps=coords.steps, params=coords.n_parameters,
-                         search_s=report["search_seconds"])
+            self.add_pas_row(pas_label(name, LEARNED), nfe, pas_run(self.model, learned, name, coords),
+                             coords.steps, solver=label, params=coords.n_parameters,
+                             search_s=report["search_seconds"])
 
     def fid(self):
         if self.args.no_fid:

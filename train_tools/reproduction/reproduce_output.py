@@ -24,9 +24,13 @@ def score_rows(rows, samples, teacher_reference, model, eval_seeds, rank=0, worl
     labels = labels_for(eval_seeds).numpy() if model.conditional else None
     judge = Judge(len(eval_seeds), {"teacher": features(to_uint8(teacher_reference)), "data": data_features()},
                   samples[("teacher", 0)], labels)
-    keys = list(samples)
+    first = {}  # a PAS row that corrects nothing holds its base row's samples: score them once
+    for key, finals in samples.items():
+        first.setdefault(id(finals), key)
+    keys = list(dict.fromkeys(first.values()))
     mine = [judge.score(to_uint8(samples[key]), samples[key]) for key in keys[rank::world]]
-    scored = dict(zip(keys, gather_interleaved(mine, len(keys), rank, world), strict=True))
+    unique = dict(zip(keys, gather_interleaved(mine, len(keys), rank, world), strict=True))
+    scored = {key: unique[first[id(finals)]] for key, finals in samples.items()}
     for row in rows:
         row["bench"] = {m: Judge.interval(scored[row_key(row)], m).as_dict() for m in scored[row_key(row)].boots}
         base = next((b for b in base_rows(row["method"]) if (b, row["nfe"]) in scored), None)
@@ -89,7 +93,7 @@ def finish(args, out, model, samples, rows, reports, started, fid_scores, fid_se
     if args.save_samples:
         from safetensors.torch import save_file
 
-        save_file({f"{method}@{nfe}": images.contiguous() for (method, nfe), images in samples.items()},
+        save_file({f"{method}@{nfe}": images.clone() for (method, nfe), images in samples.items()},  # rows may share
                   str(out / "samples.safetensors"))
     table = full_report(rows, args, extra)
     (out / "results.md").write_text(table + "\n")
