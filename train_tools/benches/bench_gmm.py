@@ -12,6 +12,7 @@ import torch
 
 from comfyui_pas import SearchSettings, edm_sigmas, sample_pas, train_pas
 from comfyui_pas.errors import rmse, sample_rmse
+from comfyui_pas.settings import AUTO_RULE
 from comfyui_pas.solvers import SOLVERS, describe_solver, solver_options
 from comfyui_pas.teacher import teacher_states
 from train_tools.data.gmm import GaussianMixtureDenoiser
@@ -26,7 +27,8 @@ EVAL_SEED_OFFSET = GMM_EVAL_SEED_START
 def run_case(model, solver, nfe, train_x, eval_x, reference, parameterization, targets):
     sigmas = edm_sigmas(nfe)
     coords, report = train_pas(model, train_x, sigmas, solver=solver,
-                               settings=SearchSettings(parameterization=parameterization), teacher=targets)
+                               settings=SearchSettings.for_rule(AUTO_RULE, solver, parameterization=parameterization),
+                               teacher=targets)
     plain = sample_pas(model, eval_x, sigmas, solver=solver)
     corrected = sample_pas(model, eval_x, sigmas, solver=solver, coords=coords)
     summary = compare(sample_rmse(plain, reference[nfe]), sample_rmse(corrected, reference[nfe]))
