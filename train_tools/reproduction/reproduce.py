@@ -319,17 +319,16 @@ class Run:
         self.teacher_reference = self.seeds_map(teacher_run(self.model, grid, 0, True), seeds)
         self.rows.append({"method": f"teacher (Heun {2 * steps} NFE)", "nfe": 0, "rmse": 0.0})
 
-    def add_row(self, method, nfe, run, **fields):
-        self.samples[(method, nfe)] = finals = self.seeds_map(run, self.eval_seeds)
+    def add_row(self, method, nfe, run, finals=None, **fields):
+        """A row sampled by `run` on the evaluation seeds, or holding the given `finals`."""
+        self.samples[(method, nfe)] = finals = self.seeds_map(run, self.eval_seeds) if finals is None else finals
         self.rows.append(dict(method=method, nfe=nfe, rmse=rmse(finals, self.reference), **fields))
 
     def add_pas_row(self, method, nfe, run, steps, **fields):
         """A PAS row; one that corrects no step is its base solver, whose samples it takes (no re-sampling)."""
         base = next((key for key in ((b, nfe) for b in base_rows(method)) if key in self.samples), None)
-        if steps or base is None:
-            return self.add_row(method, nfe, run, steps=steps, **fields)
-        self.samples[(method, nfe)] = finals = self.samples[base]
-        self.rows.append(dict(method=method, nfe=nfe, rmse=rmse(finals, self.reference), steps=steps, **fields))
+        shared = self.samples[base] if base is not None and not steps else None
+        self.add_row(method, nfe, run, finals=shared, steps=steps, **fields)
 
     def plain(self, name, sigmas):
         return builtin_run(self.comfy[name], self.model, sigmas) if name in self.comfy else pas_run(
