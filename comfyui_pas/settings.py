@@ -16,8 +16,9 @@ LOSSES = ("l1", "l2")
 # the RMSE of the high-pass part does not grow (a correction that trades fine-detail error for coarse error
 # adds grain that FID sees); texture: the RMSE does not grow, nor do the gaps to the teacher's finals in
 # per-sample contrast and fine detail (blur and grain); sharpness: the RMSE does not grow and image finals lose
-# neither contrast nor fine detail (no blur); none: no held-out check (the paper's rule).
-GUARDS = ("validation", "spectral", "mean", "texture", "sharpness", "none")
+# neither contrast nor fine detail (no blur); patches: sharpness, and the Frechet distance between the 4x4-patch
+# distributions of the finals and of the teacher's finals does not grow; none: no held-out check (the paper's rule).
+GUARDS = ("validation", "spectral", "mean", "texture", "sharpness", "patches", "none")
 DEFAULT_TOLERANCE = {"relative": 0.01, "absolute": 1e-4}
 OBJECTIVES = ("local", "end_to_end")
 # How the schedule's programme weighs a step's error (docs/method.md 7): "final", by the share of it that
@@ -30,6 +31,7 @@ ACCEPTANCE_RULES = {
     "fid-safe": {"guard": "validation", "min_held_out_gain": 0.05, "correct_last_step": False},
     "texture": {"guard": "texture", "min_held_out_gain": 0.0, "correct_last_step": True},
     "sharpness": {"guard": "sharpness", "min_held_out_gain": 0.0, "correct_last_step": True},
+    "patches": {"guard": "patches", "min_held_out_gain": 0.0, "correct_last_step": True},
     "paper": {"guard": "none", "min_held_out_gain": 0.0, "correct_last_step": True},
 }
 DEFAULT_RULE = "sharpness"
@@ -52,11 +54,12 @@ def describe_rule(rule: str) -> str:
     return f"auto ({'; '.join(f'{s}: {r}' for s, r in SOLVER_RULES.items())}; {guided}; otherwise {DEFAULT_RULE})"
 
 
-def default_rule(solver: str, cfg: float | None = None) -> str:
-    """The acceptance rule `auto` means for this (canonical) solver name at this CFG (None: unguided)."""
+def default_rule(solver: str, cfg: float | None = None, otherwise: str | None = None) -> str:
+    """The acceptance rule `auto` means for this (canonical) solver name at this CFG (None: unguided);
+    `otherwise` replaces DEFAULT_RULE for the solvers without a measured rule of their own (rule studies)."""
     if cfg is not None and cfg >= GUIDED_CFG and solver in GUIDED_SOLVER_RULES:
         return GUIDED_SOLVER_RULES[solver]
-    return SOLVER_RULES.get(solver, DEFAULT_RULE)
+    return SOLVER_RULES.get(solver, otherwise or DEFAULT_RULE)
 # The PAS Trainer's budget (docs/ab-study.md): at most 1,000 model calls per grid at 3-10 steps.
 TRAINER_TRAJECTORIES, TRAINER_TEACHER_NFE = 48, 48
 
@@ -92,14 +95,17 @@ class SearchSettings:
     correct_last_step: bool = _DEFAULT["correct_last_step"]
 
     @classmethod
-    def for_rule(cls, rule: str, solver: str | None = None, cfg: float | None = None, **fields) -> SearchSettings:
+    def for_rule(cls, rule: str, solver: str | None = None, cfg: float | None = None, *,
+                 otherwise: str | None = None, **fields) -> SearchSettings:
         """The settings of a named acceptance rule (ACCEPTANCE_RULES, or `auto` with the solver's name and
-        the CFG, None when unguided); other fields as keywords."""
+        the CFG, None when unguided; `otherwise`: see default_rule); other fields as keywords."""
         _choice("rule", rule, RULE_CHOICES)
+        if otherwise is not None:
+            _choice("otherwise", otherwise, tuple(ACCEPTANCE_RULES))
         if rule == AUTO_RULE:
             if solver is None:
                 raise ValueError("the acceptance rule 'auto' needs the solver's name")
-            rule = default_rule(solver, cfg)
+            rule = default_rule(solver, cfg, otherwise)
         return cls(**{**ACCEPTANCE_RULES[rule], **fields})
 
     @property

@@ -2,6 +2,7 @@
 and correct_last_step, and the settings objects that carry them."""
 from dataclasses import FrozenInstanceError, replace
 
+import numpy as np
 import pytest
 import torch
 from test_search import PLANTED_STEPS, SIGMAS, planted, trajectory_states
@@ -20,11 +21,13 @@ def errors(values, fine=None):
 BEFORE = errors([1.0, 1.0, 1.0, 1.0, 4.0], fine=[1.0] * 5)  # pooled RMSE 2, median 1
 CASES = {  # after the step: (errors, which guards pass with min_gain 0)
     "all better": (errors([0.9] * 5, fine=[0.9] * 5), {"none", "mean", "validation", "spectral", "texture",
-                                                             "sharpness"}),
+                                                             "sharpness", "patches"}),
     # the one large error fixed, the majority a little worse: the pooled RMSE drops, the median rises
-    "majority worse": (errors([1.1, 1.1, 1.1, 1.1, 1.0], fine=[0.9] * 5), {"none", "mean", "texture", "sharpness"}),
+    "majority worse": (errors([1.1, 1.1, 1.1, 1.1, 1.0], fine=[0.9] * 5), {"none", "mean", "texture", "sharpness",
+                                                                            "patches"}),
     # better in RMSE and median, but more high-pass error (grain)
-    "more grain": (errors([0.9] * 5, fine=[1.2] * 5), {"none", "mean", "validation", "texture", "sharpness"}),
+    "more grain": (errors([0.9] * 5, fine=[1.2] * 5), {"none", "mean", "validation", "texture", "sharpness",
+                                                       "patches"}),
     "all worse": (errors([1.0, 1.0, 1.0, 1.0, 5.0], fine=[1.0] * 5), {"none"}),
 }
 
@@ -64,6 +67,39 @@ def test_sharpness_guard_judges_contrast_on_images_only():
     target = seeded_noise([1, 2, 3], (96,), torch.float64)
     wide, narrow = HeldOutErrors.of(2.0 * target, target), HeldOutErrors.of(0.9 * target, target)
     assert narrow.detail is None and guard_passes(wide, narrow, "sharpness")  # lower spread, lower RMSE
+
+
+def test_patch_frechet_matches_pytorch_fids_formula_on_the_patches():
+    from pytorch_fid.fid_score import calculate_frechet_distance
+
+    from comfyui_pas.acceptance import PATCH, patch_frechet
+
+    target = seeded_noise(range(6), (2, 9, 11), torch.float64)
+    final = 0.8 * target + 0.3 * seeded_noise(range(6, 12), (2, 9, 11), torch.float64) + 0.1
+    # every PATCH x PATCH window of both channels, gathered by hand
+    def windows(x):
+        return torch.stack([x[n, :, i:i + PATCH, j:j + PATCH].reshape(-1) for n in range(x.shape[0])
+                            for i in range(x.shape[2] - PATCH + 1) for j in range(x.shape[3] - PATCH + 1)]).numpy()
+    a, b = windows(final), windows(target)
+    expected = calculate_frechet_distance(a.mean(0), np.cov(a, rowvar=False), b.mean(0), np.cov(b, rowvar=False))
+    assert patch_frechet(final, target) == pytest.approx(expected, rel=1e-6)
+    assert patch_frechet(target, target) == pytest.approx(0.0, abs=1e-9)
+    assert patch_frechet(target.flatten(1), target.flatten(1)) is None  # off images
+
+
+def test_patches_guard_rejects_a_step_that_moves_the_patch_distribution_away():
+    target = seeded_noise(range(8), (1, 12, 12), torch.float64)
+    grain = seeded_noise(range(8, 16), (1, 12, 12), torch.float64)
+    plain = HeldOutErrors.of(target + 0.5 * grain, target)
+    # a uniform brightening that costs less RMSE than the grain it replaces, with the same spread and more detail
+    shifted = HeldOutErrors.of(1.2 * target + 0.2, target)
+    assert shifted.rmse.square().mean() < plain.rmse.square().mean()
+    assert shifted.not_blurred(plain) and guard_passes(plain, shifted, "sharpness")
+    assert shifted.patch_gap > plain.patch_gap and not guard_passes(plain, shifted, "patches")
+    faint, closer = HeldOutErrors.of(0.7 * target, target), HeldOutErrors.of(0.9 * target, target)
+    assert closer.patch_gap < faint.patch_gap and guard_passes(faint, closer, "patches")
+    vectors = HeldOutErrors.of(seeded_noise(range(3), (96,), torch.float64), seeded_noise(range(3, 6), (96,), torch.float64))
+    assert vectors.patch_gap is None and vectors.patches_not_worse(vectors)
 
 
 def test_texture_gaps_see_blur_and_grain_that_cost_the_same_rmse():
@@ -183,6 +219,10 @@ def test_auto_rule_is_each_solvers_and_train_pas_uses_it(gmm):
     assert "deis: paper" in describe_rule("auto") and describe_rule("paper") == "paper"
     with pytest.raises(ValueError, match="solver"):
         SearchSettings.for_rule("auto")
+    assert SearchSettings.for_rule("auto", "euler", otherwise="patches").rule == "patches"  # rule studies
+    assert SearchSettings.for_rule("auto", "deis", otherwise="patches").rule == "paper"
+    with pytest.raises(ValueError, match="otherwise"):
+        SearchSettings.for_rule("auto", "euler", otherwise="auto")
     x = seeded_noise(range(8), (96,)) * 80.0
     for solver, rule in [("deis", "paper"), ("dpmpp_2m", DEFAULT_RULE)]:
         coords, report = train_pas(gmm, x, edm_sigmas(5), solver=solver, teacher_nfe=12)

@@ -177,6 +177,7 @@ def test_min_held_out_gain_replaces_the_rules():
     assert SearchSettings.for_rule(args.rule, "euler", 1.0, **overrides).min_held_out_gain == 0.02
     assert SearchSettings.for_rule(args.rule, "euler", 1.0, **overrides).guard == "sharpness"
     assert rule_overrides(parse_args(["--preset", "quick"])) == {}
+    assert parse_args(["--preset", "quick", "--auto-default", "patches"]).auto_default == "patches"
     with pytest.raises(SystemExit):
         parse_args(["--preset", "quick", "--min-held-out-gain", "1.5"])
 

@@ -25,6 +25,7 @@ from comfyui_pas.pipeline import LEARNED_OBJECTIVE
 from comfyui_pas.schedule import CandidateTeacher, schedule_grids
 from comfyui_pas.search import DEFAULT_N_BASIS, GUARDS, union_grid
 from comfyui_pas.settings import (
+    ACCEPTANCE_RULES,
     AUTO_RULE,
     RULE_CHOICES,
     TRAINER_TEACHER_NFE,
@@ -139,8 +140,8 @@ def train_all(model, sigmas, targets, solvers, args, rank, world, out, log, tag)
             seeds = range(args.train_seed_start, args.train_seed_start + args.train)
             denoiser = training_denoiser(model, seeds, args.batch)
             cfg = None if args.model == "uncond" else args.cfg
-            settings = SearchSettings.for_rule(args.rule, name, cfg, n_basis=args.n_basis, loss=args.loss,
-                                               **rule_overrides(args))
+            settings = SearchSettings.for_rule(args.rule, name, cfg, otherwise=getattr(args, "auto_default", None),
+                                               n_basis=args.n_basis, loss=args.loss, **rule_overrides(args))
             coords, report = train_pas(denoiser, noise(seeds) * start, sigmas, solver=name, settings=settings,
                                        teacher=targets)
             report["search_seconds"] = time.perf_counter() - t1
@@ -265,6 +266,8 @@ def parse_args(argv=None):
                         help="replace the rule's held-out check (comfyui_pas.settings.GUARDS)")
     parser.add_argument("--min-held-out-gain", type=float, default=None,
                         help="replace the rule's minimum held-out RMSE gain (a fraction; 0.02 = 2%%)")
+    parser.add_argument("--auto-default", choices=tuple(ACCEPTANCE_RULES), default=None,
+                        help="with --rule auto: the rule for solvers without one of their own (rule studies)")
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--save-samples", action="store_true", help="also write samples.safetensors")
     parser.add_argument("--out", default=None, help="output folder (default out/reproduce/<preset>)")

@@ -180,8 +180,9 @@ def runs_summary(results_jsons) -> str:
 
 
 def min_gain_note(args) -> str:
-    gain = getattr(args, "min_held_out_gain", None)
-    return "" if gain is None else f", minimum held-out gain {gain:.3g}"
+    gain, otherwise = getattr(args, "min_held_out_gain", None), getattr(args, "auto_default", None)
+    return ("" if gain is None else f", minimum held-out gain {gain:.3g}") + (
+        f", auto's default rule replaced by {otherwise}" if otherwise else "")
 
 
 def format_table(rows, args):
