@@ -68,7 +68,8 @@ RULE_TOOLTIP = ("Which fitted steps are kept (docs/objective-study.md). " + desc
                 ": the solver's measured rule. sharpness: a quarter of the trajectories is held out, and their "
                 "error must not grow nor their contrast and fine detail drop; paper: the training loss alone "
                 "(often best under strong CFG); fid-safe: the held-out error must drop 5%, the last step is never "
-                "corrected; texture: the held-out contrast and detail gaps to the teacher must not grow.")
+                "corrected; texture: the held-out contrast and detail gaps to the teacher must not grow; patches: "
+                "sharpness, and the held-out samples' 4x4-patch distribution must not move away from the teacher's.")
 TEXT_TOOLTIP = "The coordinates as one line of text, to paste into a PAS Coordinates (text) node's widget."
 
 
