@@ -71,7 +71,9 @@ class HeldOutErrors:
     patch_gap: float | None = None
 
     @classmethod
-    def of(cls, final: torch.Tensor, target: torch.Tensor) -> HeldOutErrors:
+    def of(cls, final: torch.Tensor, target: torch.Tensor, patches: bool = False) -> HeldOutErrors:
+        """The errors of `final` against `target`; the patch Frechet distance only with patches=True (the
+        `patches` guard's: the one costly term, skipped for the other guards)."""
         fine_final, fine_target = high_pass(final), high_pass(target)
         fine = detail_gap = detail = None
         if fine_final is not None:
@@ -79,7 +81,7 @@ class HeldOutErrors:
             detail_gap = (detail - spread(fine_target)).abs()
         contrast = spread(final)
         return cls(sample_rmse(final, target), fine, (contrast - spread(target)).abs(), detail_gap, contrast, detail,
-                   patch_frechet(final, target))
+                   patch_frechet(final, target) if patches else None)
 
     def not_blurred(self, before: HeldOutErrors) -> bool:
         """Whether image finals kept their mean contrast and fine detail (no lower than `before`); always true

@@ -131,7 +131,7 @@ class GridSearch:
         """Errors of the held-out rows after the plain solver finishes from `first_step`."""
         final = roll_out(lambda p, sigma: self.denoiser(p, sigma, self.val_rows), trajectory, points,
                          self.sigmas_x, first_step)
-        return HeldOutErrors.of(final, self.targets[-1, self.val_rows])
+        return HeldOutErrors.of(final, self.targets[-1, self.val_rows], patches=self.settings.guard == "patches")
 
     def fit(self, step, points, direction, plain_next) -> StepFit:
         """Fit c_i of step i against the teacher's next state on the training rows."""

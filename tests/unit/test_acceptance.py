@@ -90,16 +90,18 @@ def test_patch_frechet_matches_pytorch_fids_formula_on_the_patches():
 def test_patches_guard_rejects_a_step_that_moves_the_patch_distribution_away():
     target = seeded_noise(range(8), (1, 12, 12), torch.float64)
     grain = seeded_noise(range(8, 16), (1, 12, 12), torch.float64)
-    plain = HeldOutErrors.of(target + 0.5 * grain, target)
+    plain = HeldOutErrors.of(target + 0.5 * grain, target, patches=True)
     # a uniform brightening that costs less RMSE than the grain it replaces, with the same spread and more detail
-    shifted = HeldOutErrors.of(1.2 * target + 0.2, target)
+    shifted = HeldOutErrors.of(1.2 * target + 0.2, target, patches=True)
     assert shifted.rmse.square().mean() < plain.rmse.square().mean()
     assert shifted.not_blurred(plain) and guard_passes(plain, shifted, "sharpness")
     assert shifted.patch_gap > plain.patch_gap and not guard_passes(plain, shifted, "patches")
-    faint, closer = HeldOutErrors.of(0.7 * target, target), HeldOutErrors.of(0.9 * target, target)
+    faint, closer = (HeldOutErrors.of(scale * target, target, patches=True) for scale in (0.7, 0.9))
     assert closer.patch_gap < faint.patch_gap and guard_passes(faint, closer, "patches")
-    vectors = HeldOutErrors.of(seeded_noise(range(3), (96,), torch.float64), seeded_noise(range(3, 6), (96,), torch.float64))
+    vectors = HeldOutErrors.of(seeded_noise(range(3), (96,), torch.float64), seeded_noise(range(3, 6), (96,), torch.float64),
+                               patches=True)
     assert vectors.patch_gap is None and vectors.patches_not_worse(vectors)
+    assert HeldOutErrors.of(target, target).patch_gap is None  # the other guards skip the costly term
 
 
 def test_texture_gaps_see_blur_and_grain_that_cost_the_same_rmse():
@@ -229,3 +231,17 @@ def test_auto_rule_is_each_solvers_and_train_pas_uses_it(gmm):
         assert coords.metadata["rule"] == report["settings"]["rule"] == rule
     coords, _ = train_pas(gmm, x, edm_sigmas(5), solver="deis", settings=SearchSettings(), teacher_nfe=12)
     assert coords.metadata["rule"] == DEFAULT_RULE  # explicit settings are kept
+
+
+@pytest.mark.parametrize("guard", ["patches", "sharpness"])
+def test_the_search_measures_patch_distance_only_for_the_patches_guard(guard):
+    from comfyui_pas.denoiser import Denoiser
+    from comfyui_pas.search import GridSearch
+
+    x = seeded_noise(range(8), (1, 8, 8), torch.float64) * 80.0
+    sigmas = edm_sigmas(4).double()
+    targets = torch.zeros(len(sigmas), *x.shape, dtype=torch.float64)  # a point mass at 0: D(x) = 0 is exact
+    search = GridSearch(Denoiser.of(lambda z, s, **_: torch.zeros_like(z)), x, sigmas, targets, "euler", {},
+                        SearchSettings(guard=guard))
+    plain = search.held_out_errors(search.trajectory.rows(search.val_rows), x[search.val_rows], 0)
+    assert (plain.patch_gap is not None) == (guard == "patches")

@@ -8,8 +8,7 @@ held-out trajectories (training seeds 36-47 of 0-47) and on 128 unused training-
 evaluation seeds), each against the Heun reference of the run on the same seeds. Per row and seed set it
 reports the relative gain (plain -> corrected, positive = closer to the teacher's finals) of:
 * rmse: the per-sample error the fit minimises;
-* patch_fd: the Frechet distance of the 4x4-patch distribution to the teacher's (the `patches` guard's,
-  comfyui_pas.acceptance.patch_frechet);
+* patch_fd: the Frechet distance of the 4x4-patch distribution to the teacher's (the `patches` guard's);
 * contrast / detail: the mean gap to the teacher in per-sample spread and high-pass spread (the texture terms);
 * move: how far the correction moves the finals, as a share of the plain finals' RMSE (no gain: a size);
 * bias: the RMS of the mean residual image; moments: the per-pixel mean and spread against the teacher's.
@@ -26,7 +25,7 @@ from pathlib import Path
 import torch
 
 from comfyui_pas import PASCoordinates, edm_sigmas, sample_pas
-from comfyui_pas.acceptance import high_pass, patch_frechet, spread
+from comfyui_pas.acceptance import HeldOutErrors
 from train_tools.bench_setup import load_model
 from train_tools.data.guided import GuidedModel
 from train_tools.reproduction.reproduce import noise, teacher_run
@@ -48,22 +47,18 @@ def gain(before: float, after: float) -> float:
     return 0.0 if max(before, after) < 1e-12 else 1.0 - after / before
 
 
-def texture_gap(x, teacher, fine: bool) -> float:
-    if fine:
-        x, teacher = high_pass(x), high_pass(teacher)
-    return float((spread(x) - spread(teacher)).abs().mean())
-
-
 def moments(x: torch.Tensor) -> torch.Tensor:
     return torch.cat([x.double().mean(0).flatten(), x.double().std(0).flatten()])
 
 
 def statistics(plain: torch.Tensor, corrected: torch.Tensor, teacher: torch.Tensor) -> dict:
-    """Relative gains plain -> corrected against the teacher's finals (move: a size, not a gain)."""
+    """Relative gains plain -> corrected against the teacher's finals (move: a size, not a gain); the
+    texture and patch terms are the held-out guards' own (HeldOutErrors)."""
+    before, after = (HeldOutErrors.of(x, teacher, patches=True) for x in (plain, corrected))
     return {"rmse": gain(rms(plain - teacher), rms(corrected - teacher)),
-            "patch_fd": gain(patch_frechet(plain, teacher), patch_frechet(corrected, teacher)),
-            "contrast": gain(texture_gap(plain, teacher, False), texture_gap(corrected, teacher, False)),
-            "detail": gain(texture_gap(plain, teacher, True), texture_gap(corrected, teacher, True)),
+            "patch_fd": gain(before.patch_gap, after.patch_gap),
+            "contrast": gain(float(before.contrast_gap.mean()), float(after.contrast_gap.mean())),
+            "detail": gain(float(before.detail_gap.mean()), float(after.detail_gap.mean())),
             "bias": gain(rms((plain - teacher).mean(0)), rms((corrected - teacher).mean(0))),
             "moments": gain(rms(moments(plain) - moments(teacher)), rms(moments(corrected) - moments(teacher))),
             "move": rms(corrected - plain) / rms(plain - teacher)}
