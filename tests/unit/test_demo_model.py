@@ -97,6 +97,20 @@ def test_export_then_load_round_trips(tmp_path):
     assert load_demo_model(path, dtype=torch.float64).unet.conv_in.weight.dtype == torch.float64
 
 
+def test_loaded_model_runs_channels_last_and_hands_back_plain_layout(tmp_path):
+    model = randomized()
+    path = tmp_path / "m.safetensors"
+    args = argparse.Namespace(minutes=1.0, steps=1, batch=2, lr=1e-3, lr_final=1e-4, warmup=1, ema=0.999,
+                              grad_clip=1.0, p_mean=-1.2, p_std=1.2, seed=0, threads=1, no_flip=False,
+                              num_classes=0, label_dropout=0.15, init_from=None)
+    export_weights(model, path, build_metadata(TINY, args, "abc", 1, 6.0, 0.5, complete=True))
+    loaded = load_demo_model(path)
+    assert loaded.unet.conv_out.weight.is_contiguous(memory_format=torch.channels_last)
+    assert not model.unet.conv_out.weight.is_contiguous(memory_format=torch.channels_last)
+    out = loaded(torch.randn(3, 1, 32, 32), torch.tensor([0.05, 1.0, 20.0]))
+    assert out.is_contiguous() and out.view(3, -1).shape == (3, 1024)  # callers may .view() the result
+
+
 def test_missing_and_corrupt_files_name_the_training_command(tmp_path):
     with pytest.raises(FileNotFoundError, match="make train-model"):
         load_demo_model(tmp_path / "nope.safetensors")

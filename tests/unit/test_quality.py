@@ -86,6 +86,16 @@ def test_judge_scores_rmse_and_class_accuracy_per_seed():
         judge.score(images[:10])
 
 
+def test_features_and_classes_in_one_pass_match_the_separate_calls():
+    from train_tools.data import fashion_mnist
+    from train_tools.evaluation import classifier
+
+    images = fashion_mnist.load_images("test")[:300]
+    feats, classes = classifier.features_and_classes(images)
+    np.testing.assert_allclose(feats, classifier.features(images), rtol=1e-6, atol=1e-8)
+    np.testing.assert_array_equal(classes, classifier.predict(images))
+
+
 def test_judge_scores_inception_fd_with_paired_resamples():
     from train_tools.data import fashion_mnist
 

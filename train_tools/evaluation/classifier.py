@@ -87,6 +87,15 @@ def features(images, classifier: Classifier | None = None) -> np.ndarray:
     return _run(images, model.body) / float(model.metadata.get("feature_scale", 1.0))
 
 
+@torch.no_grad()
+def features_and_classes(images, classifier: Classifier | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """`features(images)` and `predict(images)` from one pass of the network body."""
+    model = classifier or load_classifier()
+    body = _run(images, model.body)
+    classes = model.head(torch.from_numpy(body).float()).argmax(dim=1).numpy()
+    return body / float(model.metadata.get("feature_scale", 1.0)), classes
+
+
 def predict(images, classifier: Classifier | None = None) -> np.ndarray:
     """(N,) predicted class indices of uint8 (N, 28, 28) images."""
     model = classifier or load_classifier()

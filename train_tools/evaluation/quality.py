@@ -166,7 +166,8 @@ class Judge:
 
         if len(images) != self.n:
             raise ValueError(f"the judge was built for {self.n} seeds, got {len(images)} samples")
-        feats = classifier.features(images)
+        labels = self.labels if isinstance(labels, str) else labels
+        feats, classes = classifier.features_and_classes(images)
         out = Scored()
         for name, ref in self.frechet.items():
             rotated = feats @ ref.root
@@ -180,9 +181,8 @@ class Judge:
             ref = self.teacher_feats
             out.values["fd_paired"] = frechet_pair(feats, ref)
             out.boots["fd_paired"] = np.array([frechet_pair(feats[i], ref[i]) for i in self.idx])
-        labels = self.labels if isinstance(labels, str) else labels
         if labels is not None:
-            hit = (classifier.predict(images) == np.asarray(labels)).astype(np.float64)
+            hit = (classes == np.asarray(labels)).astype(np.float64)
             out.values["acc"], out.boots["acc"] = float(hit.mean()), hit[self.idx].mean(axis=1)
         if self.teacher is not None and finals is not None:
             sq = ((np.asarray(finals, np.float64).reshape(self.n, -1) - self.teacher) ** 2).mean(axis=1)

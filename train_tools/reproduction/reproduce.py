@@ -14,6 +14,8 @@ import argparse
 import json
 import os
 import time
+from collections import defaultdict
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -308,18 +310,29 @@ class Run:
             if not self.comfy:
                 self.log("ComfyUI host not installed (make host): plain rows from our solvers, no extra built-ins")
         self.samples, self.rows, self.reports, self.extra = {}, [], {}, {}
+        self.phase_seconds = defaultdict(float)
 
-    def seeds_map(self, run, seeds):
-        return map_seeds(run, seeds, self.args.batch, self.rank, self.world)
+    @contextmanager
+    def phase(self, name):
+        """Adds the wall time of the block to phase `name` (logged at the end: where a run spends its time)."""
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.phase_seconds[name] += time.perf_counter() - t0
+
+    def seeds_map(self, run, seeds, phase="sampling"):
+        with self.phase(phase):
+            return map_seeds(run, seeds, self.args.batch, self.rank, self.world)
 
     def references(self):
         """The Heun reference on the evaluation seeds (RMSE) and on the reference seeds (the bench's teacher)."""
         steps = max(1, (self.args.reference_nfe + 1) // 2)
         grid = edm_sigmas(steps, self.model.sigma_min, self.model.sigma_max).float()
         self.samples[("teacher", 0)] = self.reference = self.seeds_map(teacher_run(self.model, grid, 0, True),
-                                                                      self.eval_seeds)
+                                                                      self.eval_seeds, "references")
         seeds = list(range(REFERENCE_SEED_START, REFERENCE_SEED_START + self.args.eval))
-        self.teacher_reference = self.seeds_map(teacher_run(self.model, grid, 0, True), seeds)
+        self.teacher_reference = self.seeds_map(teacher_run(self.model, grid, 0, True), seeds, "references")
         self.rows.append({"method": f"teacher (Heun {2 * steps} NFE)", "nfe": 0, "rmse": 0.0})
 
     def add_row(self, method, nfe, run, finals=None, **fields):
@@ -338,13 +351,14 @@ class Run:
             self.model, sigmas, name, None)
 
     def train(self, sigmas, targets, tag):
-        return train_all(self.model, sigmas, targets, self.args.solvers, self.args, self.rank, self.world,
-                         self.out, self.log, tag)
+        with self.phase("search"):
+            return train_all(self.model, sigmas, targets, self.args.solvers, self.args, self.rank, self.world,
+                             self.out, self.log, tag)
 
     def edm_rows(self, nfe, sigmas, extra_builtins):
         t0 = time.perf_counter()
         targets = self.seeds_map(teacher_run(self.model, sigmas, self.args.teacher_nfe, False),
-                                 self.train_seeds).transpose(0, 1)
+                                 self.train_seeds, "training teacher").transpose(0, 1)
         teacher_seconds = time.perf_counter() - t0
         for name, (coords, report) in self.train(sigmas, targets, coords_tag(nfe)).items():
             self.reports[(name, nfe)] = report
@@ -373,8 +387,9 @@ class Run:
 
     def learned_rows(self, nfe):
         """Each solver on its own learned schedule (the Trainer's `grid: learned`), plain and with PAS."""
-        schedules = learned_schedules(self.model, self.train_seeds, nfe, self.args.solvers, self.args.batch,
-                                      self.rank, self.world)
+        with self.phase("learned schedules"):
+            schedules = learned_schedules(self.model, self.train_seeds, nfe, self.args.solvers, self.args.batch,
+                                          self.rank, self.world)
         for name, schedule in schedules.items():
             self.log(f"    learned schedule, {name}, {nfe} steps ({schedule.report['chosen']}): "
                      f"{[round(v, 4) for v in schedule.sigmas.tolist()]}")
@@ -413,7 +428,9 @@ def main(argv=None):
     run.log(f"reproduce[{args.preset}]: NFE {args.nfe}, solvers {args.solvers}, {args.train} training trajectories, "
             f"{args.eval} evaluation seeds, teacher {args.teacher_nfe} NFE, {world} process(es)")
     run.references()
-    multi = train_multigrid(run.model, run.train_seeds, args, rank, world, run.out, run.log) if args.multigrid else None
+    with run.phase("multi-grid training"):
+        multi = train_multigrid(run.model, run.train_seeds, args, rank, world, run.out, run.log) \
+            if args.multigrid else None
     for nfe in args.nfe:
         sigmas = edm_sigmas(nfe, run.model.sigma_min, run.model.sigma_max).float()
         run.edm_rows(nfe, sigmas, extra)
@@ -426,10 +443,15 @@ def main(argv=None):
     if multi:
         run.extra["multigrid_cost"] = multigrid_cost(multi[0], multi[1], run.reports, args)
         run.log(f"  multi-grid training cost: {run.extra['multigrid_cost']}")
-    fid_scores, fid_seconds = run.fid()
+    with run.phase("fid"):
+        fid_scores, fid_seconds = run.fid()
     t0 = time.perf_counter()
-    run.extra["bench"] = score_rows(run.rows, run.samples, run.teacher_reference, run.model, run.eval_seeds, rank, world)
+    with run.phase("bench"):
+        run.extra["bench"] = score_rows(run.rows, run.samples, run.teacher_reference, run.model, run.eval_seeds,
+                                        rank, world)
     run.extra["bench_seconds"] = time.perf_counter() - t0
+    run.extra["phase_seconds"] = {name: round(seconds, 1) for name, seconds in run.phase_seconds.items()}
+    run.log(f"  time by phase (s): {run.extra['phase_seconds']}")
     if rank == 0:
         finish(args, run.out, run.model, run.samples, run.rows, run.reports, started, fid_scores, fid_seconds,
                run.extra)
