@@ -60,6 +60,11 @@ def test_two_process_run_equals_single_process(tmp_path):
     assert lms["sigmas"] == edm_sigmas(4, 0.002, 80.0, rho=5.0, append_zero=True).float().tolist()
     best = json.loads((tmp_path / "one" / "results.json").read_text())["extra"]["bench"]["best_vs_builtin"]["4"]
     assert set(best["each"]) == {"comfy euler", "comfy ipndm", "comfy lms (rho 5)", "comfy euler (rho 9)"}
+    # the teacher's own samples against the best built-in, from the two rows' FD values
+    fd = {r["method"]: r["bench"]["fd_teacher"]["value"] for r in rows}
+    teacher = best["teacher"]["fd_teacher"]
+    assert teacher["value"] == pytest.approx(fd["teacher (Heun 8 NFE)"] / fd[best["builtin"]] - 1)
+    assert teacher["low"] < teacher["value"] < teacher["high"]
     assert (tmp_path / "one" / "coords" / "euler_nfe4.safetensors").is_file()
     # inception_check finds each row's grid and coordinates file again
     from train_tools.bench_setup import BenchSetup
@@ -158,6 +163,13 @@ def test_best_row_must_beat_every_builtin():
     best["each"]["comfy euler (rho 5)"] = against_best
     checks = {t: (met, evidence) for t, met, evidence in interval_checks([], {"bench": {"best_vs_builtin": {"4": best}}})}
     assert checks[target][0] and "not beaten" not in checks[target][1]
+    # where even the teacher's own samples are level with the built-in, the evidence says so
+    best["teacher"] = {"fd_teacher": iv(-0.05, -0.12, 0.02), "fd_data": iv(0, -0.1, 0.1)}
+    checks = {t: (met, evidence) for t, met, evidence in interval_checks([], {"bench": {"best_vs_builtin": {"4": best}}})}
+    assert "the teacher itself vs comfy lms (rho 5): FD -5 [-12, 2]% (not measurable" in checks[target][1]
+    best["teacher"]["fd_teacher"] = iv(-0.5, -0.6, -0.4)
+    checks = {t: (met, evidence) for t, met, evidence in interval_checks([], {"bench": {"best_vs_builtin": {"4": best}}})}
+    assert "FD -50 [-60, -40]%" in checks[target][1] and "not measurable" not in checks[target][1]
 
 
 def test_overlapping_seeds_are_refused(tmp_path):
@@ -278,5 +290,9 @@ def test_runs_summary_counts_verdicts_on_paired_intervals(tmp_path):
                                 "extra": {"bench": {"best_vs_builtin": best}}}))
     text = runs_summary([path])
     assert ("| conditional model, CFG 4 | 5 | comfy dpmpp_2m: 12 | deis+PAS: 10 | -17 [-25, -9] | 1 [-5, 7] | "
-            "-30 [-35, -25] | 1 / 1 / 1 / 1 |") in text
+            "-30 [-35, -25] | - | 1 / 1 / 1 / 1 |") in text  # a run from before the teacher's comparison
+    best["5"]["teacher"] = {"fd_teacher": iv(-0.7, -0.8, -0.6), "fd_data": iv(0, -0.1, 0.1)}
+    path.write_text(json.dumps({"args": {"model": "cond", "cfg": 4.0}, "rows": rows,
+                                "extra": {"bench": {"best_vs_builtin": best}}}))
+    assert "| -30 [-35, -25] | -70 [-80, -60] | 1 / 1 / 1 / 1 |" in runs_summary([path])
     assert text.endswith("PAS rows worse than their uncorrected row: conditional model, CFG 4, dpmpp_2m+PAS NFE 5")

@@ -14,7 +14,8 @@ def score_rows(rows, samples, teacher_reference, model, eval_seeds, rank=0, worl
     """The quality bench on every row: classifier-feature FD and KID against the teacher's samples on other
     seeds and against the test images, class accuracy (conditional), RMSE against the reference, each with its
     95% interval; PAS rows get the paired difference to their uncorrected row, and each NFE the best PAS row
-    (least FD to the teacher, at least one corrected step) against the best built-in. Under torchrun every
+    (least FD to the teacher, at least one corrected step) against the best built-in, and the teacher's own
+    samples against it (what a sampler without error would show on these seeds). Under torchrun every
     rank calls it and scores its share of the rows (the same resamples on every rank)."""
     from train_tools.bench_setup import data_features
     from train_tools.data.fashion_mnist import to_uint8
@@ -46,7 +47,11 @@ def score_rows(rows, samples, teacher_reference, model, eval_seeds, rank=0, worl
             b = min(comfy, key=lambda r: r["bench"]["fd_teacher"]["value"])
             each = {c["method"]: {m: Judge.relative(scored[row_key(a)], scored[row_key(c)], m).as_dict()
                                   for m in ("fd_teacher", "fd_data", "rmse")} for c in comfy}
-            best[nfe] = {"pas": a["method"], "builtin": b["method"], **each[b["method"]], "each": each}
+            # The teacher's own samples against the best built-in: the most any sampler can show at this n.
+            teacher = {m: Judge.relative(scored[("teacher", 0)], scored[row_key(b)], m).as_dict()
+                       for m in ("fd_teacher", "fd_data")}
+            best[nfe] = {"pas": a["method"], "builtin": b["method"], **each[b["method"]], "each": each,
+                         "teacher": teacher}
     return {"n": len(eval_seeds), "best_vs_builtin": best}
 
 
