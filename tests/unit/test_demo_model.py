@@ -82,13 +82,19 @@ def test_bad_sigma_and_input_are_rejected():
         model(torch.randn(1, 32, 32), 1.0)
 
 
-def test_export_then_load_round_trips(tmp_path):
+def exported(tmp_path):
+    """A randomized tiny model and the weights file export_weights wrote for it."""
     model = randomized()
     path = tmp_path / "m.safetensors"
     args = argparse.Namespace(minutes=1.0, steps=1, batch=2, lr=1e-3, lr_final=1e-4, warmup=1, ema=0.999,
                               grad_clip=1.0, p_mean=-1.2, p_std=1.2, seed=0, threads=1, no_flip=False,
                               num_classes=0, label_dropout=0.15, init_from=None)
     export_weights(model, path, build_metadata(TINY, args, "abc", 1, 6.0, 0.5, complete=True))
+    return model, path
+
+
+def test_export_then_load_round_trips(tmp_path):
+    model, path = exported(tmp_path)
     loaded = load_demo_model(path)
     assert not loaded.training and not any(p.requires_grad for p in loaded.parameters())
     assert loaded.metadata["data_md5"] == "abc" and loaded.metadata["complete"] == "true"
@@ -98,12 +104,7 @@ def test_export_then_load_round_trips(tmp_path):
 
 
 def test_loaded_model_runs_channels_last_and_hands_back_plain_layout(tmp_path):
-    model = randomized()
-    path = tmp_path / "m.safetensors"
-    args = argparse.Namespace(minutes=1.0, steps=1, batch=2, lr=1e-3, lr_final=1e-4, warmup=1, ema=0.999,
-                              grad_clip=1.0, p_mean=-1.2, p_std=1.2, seed=0, threads=1, no_flip=False,
-                              num_classes=0, label_dropout=0.15, init_from=None)
-    export_weights(model, path, build_metadata(TINY, args, "abc", 1, 6.0, 0.5, complete=True))
+    model, path = exported(tmp_path)
     loaded = load_demo_model(path)
     assert loaded.unet.conv_out.weight.is_contiguous(memory_format=torch.channels_last)
     assert not model.unet.conv_out.weight.is_contiguous(memory_format=torch.channels_last)
