@@ -81,10 +81,14 @@ def _run(images, fn, batch: int = 1000) -> np.ndarray:
     return np.concatenate([fn(x[i:i + batch]).double().numpy() for i in range(0, len(x), batch)])
 
 
+def _feature_scale(model: Classifier) -> float:
+    return float(model.metadata.get("feature_scale", 1.0))
+
+
 def features(images, classifier: Classifier | None = None) -> np.ndarray:
     """(N, 128) float64 penultimate features of uint8 (N, 28, 28) images."""
     model = classifier or load_classifier()
-    return _run(images, model.body) / float(model.metadata.get("feature_scale", 1.0))
+    return _run(images, model.body) / _feature_scale(model)
 
 
 @torch.no_grad()
@@ -93,7 +97,7 @@ def features_and_classes(images, classifier: Classifier | None = None) -> tuple[
     model = classifier or load_classifier()
     body = _run(images, model.body)
     classes = model.head(torch.from_numpy(body).float()).argmax(dim=1).numpy()
-    return body / float(model.metadata.get("feature_scale", 1.0)), classes
+    return body / _feature_scale(model), classes
 
 
 def predict(images, classifier: Classifier | None = None) -> np.ndarray:

@@ -443,13 +443,10 @@ def main(argv=None):
     if multi:
         run.extra["multigrid_cost"] = multigrid_cost(multi[0], multi[1], run.reports, args)
         run.log(f"  multi-grid training cost: {run.extra['multigrid_cost']}")
-    with run.phase("fid"):
-        fid_scores, fid_seconds = run.fid()
-    t0 = time.perf_counter()
+    fid_scores, fid_seconds = run.fid()
     with run.phase("bench"):
         run.extra["bench"] = score_rows(run.rows, run.samples, run.teacher_reference, run.model, run.eval_seeds,
                                         rank, world)
-    run.extra["bench_seconds"] = time.perf_counter() - t0
     run.extra["phase_seconds"] = {name: round(seconds, 1) for name, seconds in run.phase_seconds.items()}
     run.log(f"  time by phase (s): {run.extra['phase_seconds']}")
     if rank == 0:
