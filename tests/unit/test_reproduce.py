@@ -66,6 +66,8 @@ def test_two_process_run_equals_single_process(tmp_path):
     assert teacher["value"] == pytest.approx(fd["teacher (Heun 8 NFE)"] / fd[best["builtin"]] - 1)
     assert teacher["low"] < teacher["value"] < teacher["high"]
     assert (tmp_path / "one" / "coords" / "euler_nfe4.safetensors").is_file()
+    phases = json.loads((tmp_path / "one" / "results.json").read_text())["extra"]["phase_seconds"]
+    assert {"references", "training teacher", "search", "sampling", "learned schedules", "bench"} <= set(phases)
     # inception_check finds each row's grid and coordinates file again
     from train_tools.bench_setup import BenchSetup
     from train_tools.studies.inception_check import row_sampler
