@@ -144,12 +144,18 @@ class GridSearch:
         h = float(self.sigma_values[step + 1] - self.sigma_values[step])
         wanted = ((target - points) / h).reshape(points.shape[0], -1).to(basis.dtype)
         scale = self.trajectory.direction_scale(direction)
-        c = fit_coordinates(basis[train], wanted[train], None if scale is None else scale[train], settings.loss)
+        c = self.fit_step(basis[train], wanted[train], None if scale is None else scale[train],
+                          points[train], h, target[train])
         result.coordinates = c
         result.direction = self.trajectory.corrected(basis, direction, c.to(device=basis.device, dtype=basis.dtype))
         result.next_points = points + (self.sigmas_x[step + 1] - self.sigmas_x[step]) * result.direction
         result.loss_corrected = criterion(result.next_points[train], target[train], settings.loss)
         return result
+
+    def fit_step(self, basis, wanted, scale, points, h, target) -> torch.Tensor:
+        """The step's shared coordinates from the training rows: the fit of docs/method.md 5 (a study may
+        override it; points, h and target, the teacher's next states, are for such fits)."""
+        return fit_coordinates(basis, wanted, scale, self.settings.loss)
 
     def decide(self, fit: StepFit, points, denoised, held_out_before) -> StepDecision:
         """Keep the fitted step if its training loss drops and its held-out roll-out passes the guard."""
