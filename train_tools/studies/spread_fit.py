@@ -147,7 +147,7 @@ def run(setup: BenchSetup, nfes, solvers, weights, rule: str = AUTO_RULE) -> dic
                     if row["fit"] != PLAIN_FIT:
                         row[f"{metric}_vs_fit"] = judge.difference(mine, scored[PLAIN_FIT], metric).as_dict()
             print(f"NFE {nfe} {solver}: done", flush=True)
-    return {"setting": setup.label(), "n": setup.n, "teacher": goal, "rows": rows}
+    return {"setting": setup.label(), "n": setup.n, "rule": rule, "teacher": goal, "rows": rows}
 
 
 def report(results: dict, command: str) -> str:
@@ -163,7 +163,8 @@ def report(results: dict, command: str) -> str:
               "vs fit", "RMSE", "vs fit", "contrast", "detail"]
     teacher = results["teacher"]
     return "\n\n".join([
-        f"# The spread-matched fit ({results['setting']}, {results['n']} evaluation seeds)",
+        f"# The spread-matched fit ({results['setting']}, rule {results.get('rule', AUTO_RULE)}, "
+        f"{results['n']} evaluation seeds)",
         f"`{command}`",
         "Each fit's PAS row on the EDM grid (rho 7) against the solver plain (`vs plain`) and against the plain "
         "fit (`vs fit`): paired differences with 95% intervals over resampled seeds. FD: Frechet distance in the "
