@@ -7,7 +7,7 @@ from comfyui_pas.search import teacher_targets
 from comfyui_pas.settings import TRAINER_TRAJECTORIES
 from comfyui_pas.teacher import Denoiser
 from train_tools.data.seeds import seeded_noise
-from train_tools.studies.fit_variants import Variant, train_variant
+from train_tools.studies.fit_variants import Variant, tally, train_variant
 
 
 def test_variants_name_the_settings_they_change():
@@ -38,3 +38,22 @@ def test_a_basis_variant_trains_with_that_basis(gmm):
     assert coords.n_basis == 2 and coords.steps and coords.coordinates.shape == (len(coords.steps), 2)
     default = train_variant(Variant(), denoiser, x, sigmas, targets, "euler", settings)
     assert default.n_basis == 3 and not torch.equal(default.coordinates[:, :2], coords.coordinates)
+
+
+def test_tally_counts_rows_by_their_intervals_and_skips_rows_that_correct_nothing():
+    def interval(low, high):
+        return {"value": (low + high) / 2, "low": low, "high": high}
+
+    def row(nfe, solver, fit, steps, fd_teacher, fd_data=(-1.0, 1.0), rmse=(-1.0, 1.0)):
+        out = {"nfe": nfe, "solver": solver, "fit": fit, "steps": steps}
+        if fit != "fit":
+            out.update(fd_teacher_vs_fit=interval(*fd_teacher), fd_data_vs_fit=interval(*fd_data),
+                       rmse_vs_fit=interval(*rmse))
+        return out
+
+    rows = [row(4, "euler", "fit", [1], None), row(4, "euler", "loss l2", [1], (-2.0, -0.5), rmse=(0.1, 0.2)),
+            row(4, "deis", "fit", [], None), row(4, "deis", "loss l2", [2], (0.5, 1.0)),
+            row(4, "ipndm", "fit", [], None), row(4, "ipndm", "loss l2", [], (0.0, 0.0)),
+            row(5, "euler", "fit", [1, 2], None), row(5, "euler", "loss l2", [], (-0.3, 0.4), (-2.0, -1.0))]
+    counts = tally(rows)
+    assert counts == {"loss l2": {"fd_teacher": [1, 1, 1], "fd_data": [1, 2, 0], "rmse": [0, 2, 1]}}

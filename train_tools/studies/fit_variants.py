@@ -33,6 +33,7 @@ from train_tools.tables import command_line, markdown_table, write_results
 DEFAULT_FIT = "fit"
 KINDS = ("loss", "basis", "trajectories", "spread")
 METRICS = ("fd_teacher", "fd_data", "rmse")
+METRIC_LABELS = ("FD teacher", "FD data", "RMSE")
 
 
 @dataclass(frozen=True)
@@ -149,6 +150,23 @@ def run(setup: BenchSetup, nfes, solvers, variants, rule: str = AUTO_RULE) -> di
     return {"setting": setup.label(), "n": setup.n, "rule": rule, "teacher": goal, "rows": rows}
 
 
+def tally(rows: list[dict]) -> dict:
+    """Per variant and metric: how many rows are better / level / worse than the default fit.
+
+    Paired 95% intervals decide (better: the interval lies below zero). Rows where neither fit corrects a
+    step are left out."""
+    defaults = {(r["nfe"], r["solver"]): r for r in rows if r["fit"] == DEFAULT_FIT}
+    counts = {}
+    for row in rows:
+        if row["fit"] == DEFAULT_FIT or not (row["steps"] or defaults[row["nfe"], row["solver"]]["steps"]):
+            continue
+        per_metric = counts.setdefault(row["fit"], {m: [0, 0, 0] for m in METRICS})
+        for metric in METRICS:
+            interval = row[f"{metric}_vs_fit"]
+            per_metric[metric][0 if interval["high"] < 0 else 2 if interval["low"] > 0 else 1] += 1
+    return counts
+
+
 def report(results: dict, command: str, title: str = "Fit variants") -> str:
     def cell(row, key):
         value = row.get(key)
@@ -169,7 +187,12 @@ def report(results: dict, command: str, title: str = "Fit variants") -> str:
         "Frechet distance in the bundled classifier's features to the teacher's samples (other seeds) and to the "
         "data. contrast / detail: the mean per-sample spread of the finals and of their high-pass part; the "
         f"teacher's finals on the same seeds: {teacher['contrast']:.3f} / {teacher['detail']:.3f}.",
-        markdown_table(header, table)])
+        markdown_table(header, table),
+        "Against the default fit, rows better / level / worse (95% intervals; rows where neither fit corrects "
+        "a step are left out):",
+        markdown_table(["fit", "rows", *METRIC_LABELS],
+                       [[name, sum(counts[METRICS[0]]), *(" / ".join(map(str, counts[m])) for m in METRICS)]
+                        for name, counts in tally(results["rows"]).items()])])
 
 
 def parser(doc: str, variants_default: list[str]):
