@@ -66,3 +66,16 @@ def test_the_offset_fit_lowers_the_training_error_and_keeps_only_what_the_held_o
         assert info["train_mse"] < train_zero and offsets.abs().sum() > 0
     else:
         assert torch.equal(offsets, zero)
+
+
+def test_tally_skips_identical_rows_and_rows_without_the_comparison():
+    from train_tools.studies.time_offsets import tally
+
+    def interval(low, high):
+        return {"value": (low + high) / 2, "low": low, "high": high}
+
+    same = {m: interval(0.0, 0.0) for m in ("fd_teacher_vs_PAS", "fd_data_vs_PAS", "rmse_vs_PAS")}
+    rows = [{"row": "plain"}, {"row": "PAS + offsets", **same},
+            {"row": "PAS + offsets", "fd_teacher_vs_PAS": interval(-2.0, -1.0), "fd_data_vs_PAS": interval(-1.0, 0.5),
+             "rmse_vs_PAS": interval(0.1, 0.3)}]
+    assert tally(rows, "vs_PAS") == {"fd_teacher": [1, 0, 0], "fd_data": [0, 1, 0], "rmse": [0, 0, 1]}

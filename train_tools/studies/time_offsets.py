@@ -113,6 +113,7 @@ def run(setup: BenchSetup, nfes, solvers, rule: str = AUTO_RULE) -> dict:
     for nfe in nfes:
         sigmas = edm_sigmas(nfe, setup.guided.sigma_min, setup.guided.sigma_max).float()
         _, x, targets = TrainingSets(setup).get(sigmas, TRAINER_TRAJECTORIES)
+        first, of_nfe = len(rows), []
         for solver in solvers:
             settings = SearchSettings.for_rule(rule, solver, cfg)
             started = time.perf_counter()
@@ -136,6 +137,7 @@ def run(setup: BenchSetup, nfes, solvers, rule: str = AUTO_RULE) -> dict:
                              "contrast": float(spread(finals).mean()), "detail": float(spread(high_pass(finals)).mean()),
                              "offset_fit": info if name == "offsets" else None,
                              **{m: scored[name].values[m] for m in METRICS}})
+            of_nfe += [scored[name] for name in samplers]
             for row in rows[-len(samplers):]:
                 for metric in METRICS:
                     row[f"{metric}_vs_plain"] = judge.difference(scored[row["row"]], scored["plain"], metric).as_dict()
@@ -145,6 +147,13 @@ def run(setup: BenchSetup, nfes, solvers, rule: str = AUTO_RULE) -> dict:
                                 scored[row["row"]], scored[other], metric).as_dict()
             print(f"NFE {nfe} {solver}: offsets {[round(float(v), 3) for v in offsets]} "
                   f"(held-out MSE {info['held_out_mse_zero']:.4g} -> {info['held_out_mse']:.4g}), done", flush=True)
+        # every row against the solver that is best plain at this NFE (lowest FD to the teacher)
+        best = min((i for i in range(first, len(rows)) if rows[i]["row"] == "plain"), key=lambda i: rows[i]["fd_teacher"])
+        for i in range(first, len(rows)):
+            rows[i]["best_plain"] = rows[best]["solver"]
+            for metric in METRICS:
+                rows[i][f"{metric}_vs_best_plain"] = judge.difference(
+                    of_nfe[i - first], of_nfe[best - first], metric).as_dict()
     return {"setting": setup.label(), "n": setup.n, "rule": rule, "teacher": goal, "rows": rows}
 
 
@@ -166,10 +175,11 @@ def report(results: dict, command: str) -> str:
 
     table = [[r["nfe"], r["solver"], r["rule"], r["row"], "" if r["offsets"] is None else str(r["offsets"]),
               str(r["steps"]), f"{r['fd_teacher']:.3g}", cell(r, "fd_teacher_vs_plain"), cell(r, "fd_teacher_vs_PAS"),
+              cell(r, "fd_teacher_vs_best_plain"),
               f"{r['fd_data']:.3g}", cell(r, "fd_data_vs_plain"), cell(r, "fd_data_vs_PAS"), f"{r['rmse']:.4f}",
               cell(r, "rmse_vs_plain"), f"{r['contrast']:.3f}", f"{r['detail']:.3f}"] for r in results["rows"]]
     header = ["NFE", "solver", "rule", "row", "log-offsets", "corrected steps", "FD teacher", "vs plain", "vs PAS",
-              "FD data", "vs plain", "vs PAS", "RMSE", "vs plain", "contrast", "detail"]
+              "vs best plain", "FD data", "vs plain", "vs PAS", "RMSE", "vs plain", "contrast", "detail"]
     fits = [r["offset_fit"] for r in results["rows"] if r["offset_fit"]]
     summary = []
     for label, rows, key in (("offsets vs plain", [r for r in results["rows"] if r["row"] == "offsets"], "vs_plain"),
@@ -178,6 +188,14 @@ def report(results: dict, command: str) -> str:
                              ("PAS vs plain", [r for r in results["rows"] if r["row"] == "PAS"], "vs_plain")):
         counts = tally(rows, key)
         summary.append([label, *(" / ".join(map(str, counts[m])) for m in METRICS)])
+    best_rows = []
+    for nfe in sorted({r["nfe"] for r in results["rows"]}):
+        mine = [r for r in results["rows"] if r["nfe"] == nfe and "best_plain" in r]
+        if not mine:
+            continue
+        top = min((r for r in mine if r["row"] != "plain"), key=lambda r: r["fd_teacher"])
+        best_rows.append([nfe, f"{top['best_plain']}", f"{top['solver']} {top['row']}", f"{top['fd_teacher']:.3g}",
+                          *(cell(top, f"{m}_vs_best_plain") for m in METRICS)])
     teacher = results["teacher"]
     return "\n\n".join([
         f"# Time offsets ({results['setting']}, rule {results['rule']}, {results['n']} evaluation seeds)",
@@ -190,7 +208,11 @@ def report(results: dict, command: str) -> str:
         f"{sum(f['kept'] for f in fits)} of {len(fits)}; roll-outs per fit: {max(f['rollouts'] for f in fits)} at most.",
         markdown_table(header, table),
         "Rows better / level / worse (95% intervals; identical rows left out):",
-        markdown_table(["comparison", *METRIC_LABELS], summary)])
+        markdown_table(["comparison", *METRIC_LABELS], summary),
+        "The row closest to the teacher at each NFE (offsets, PAS or both) against the best plain solver "
+        "(lowest FD to the teacher), paired differences:",
+        markdown_table(["NFE", "best plain", "best row", "FD teacher", *(f"{m} vs best plain" for m in METRIC_LABELS)],
+                       best_rows)])
 
 
 def main(argv: list[str] | None = None) -> None:
