@@ -157,13 +157,17 @@ def run(setup: BenchSetup, nfes, solvers, rule: str = AUTO_RULE) -> dict:
     return {"setting": setup.label(), "n": setup.n, "rule": rule, "teacher": goal, "rows": rows}
 
 
+def _identical(interval: dict) -> bool:
+    return interval["low"] == interval["high"] == 0
+
+
 def tally(rows: list[dict], key: str) -> dict:
     """Per metric, the rows better / level / worse in `key` (an interval column); rows without it are skipped."""
     counts = {m: [0, 0, 0] for m in METRICS}
     for row in rows:
         for metric in METRICS:
             interval = row.get(f"{metric}_{key}")
-            if interval is not None and not (interval["low"] == interval["high"] == 0):
+            if interval is not None and not _identical(interval):
                 counts[metric][0 if interval["high"] < 0 else 2 if interval["low"] > 0 else 1] += 1
     return counts
 
@@ -193,7 +197,10 @@ def report(results: dict, command: str) -> str:
         mine = [r for r in results["rows"] if r["nfe"] == nfe and "best_plain" in r]
         if not mine:
             continue
-        top = min((r for r in mine if r["row"] != "plain"), key=lambda r: r["fd_teacher"])
+        changed = [r for r in mine if r["row"] != "plain" and not _identical(r["fd_teacher_vs_plain"])]
+        if not changed:
+            continue
+        top = min(changed, key=lambda r: r["fd_teacher"])
         best_rows.append([nfe, f"{top['best_plain']}", f"{top['solver']} {top['row']}", f"{top['fd_teacher']:.3g}",
                           *(cell(top, f"{m}_vs_best_plain") for m in METRICS)])
     teacher = results["teacher"]
@@ -209,8 +216,8 @@ def report(results: dict, command: str) -> str:
         markdown_table(header, table),
         "Rows better / level / worse (95% intervals; identical rows left out):",
         markdown_table(["comparison", *METRIC_LABELS], summary),
-        "The row closest to the teacher at each NFE (offsets, PAS or both) against the best plain solver "
-        "(lowest FD to the teacher), paired differences:",
+        "The row closest to the teacher at each NFE (offsets, PAS or both, rows equal to their solver left out) "
+        "against the best plain solver (lowest FD to the teacher), paired differences:",
         markdown_table(["NFE", "best plain", "best row", "FD teacher", *(f"{m} vs best plain" for m in METRIC_LABELS)],
                        best_rows)])
 
