@@ -2,11 +2,8 @@
 import pytest
 import torch
 
-from comfyui_pas import SearchSettings, edm_sigmas
-from comfyui_pas.search import teacher_targets
+from comfyui_pas import SearchSettings
 from comfyui_pas.settings import TRAINER_TRAJECTORIES
-from comfyui_pas.teacher import Denoiser
-from train_tools.data.seeds import seeded_noise
 from train_tools.studies.fit_variants import Variant, tally, train_variant
 
 
@@ -28,12 +25,8 @@ def test_bad_variants_are_refused(text):
         Variant.parse(text)
 
 
-def test_a_basis_variant_trains_with_that_basis(gmm):
-    sigmas = edm_sigmas(6)
-    x = seeded_noise(range(24), (96,)) * sigmas[0]
-    denoiser = Denoiser(gmm)
-    (targets,), _ = teacher_targets(denoiser, x, [sigmas], 40, None)
-    settings = SearchSettings.for_rule("paper")
+def test_a_basis_variant_trains_with_that_basis(gmm_training):
+    denoiser, x, sigmas, targets, settings = gmm_training
     coords = train_variant(Variant.parse("basis:2"), denoiser, x, sigmas, targets, "euler", settings)
     assert coords.n_basis == 2 and coords.steps and coords.coordinates.shape == (len(coords.steps), 2)
     default = train_variant(Variant(), denoiser, x, sigmas, targets, "euler", settings)

@@ -2,11 +2,7 @@
 loss, reduces to the plain fit at weight 0, and plugs into the PAS search through GridSearch.fit_step."""
 import torch
 
-from comfyui_pas import SearchSettings, edm_sigmas
 from comfyui_pas.fit import fit_coordinates
-from comfyui_pas.search import teacher_targets
-from comfyui_pas.teacher import Denoiser
-from train_tools.data.seeds import seeded_noise
 from train_tools.studies.spread_fit import spread_matched_coordinates, spread_statistics, train
 
 
@@ -55,12 +51,8 @@ def test_a_large_weight_matches_the_teachers_spread_at_a_cost_in_fit_loss():
     assert loss(matched) > loss(plain)
 
 
-def test_the_search_uses_the_fit_it_is_given(gmm):
-    sigmas = edm_sigmas(6)
-    x = seeded_noise(range(24), (96,)) * sigmas[0]
-    denoiser = Denoiser(gmm)
-    (targets,), _ = teacher_targets(denoiser, x, [sigmas], 40, None)
-    settings = SearchSettings.for_rule("paper")
+def test_the_search_uses_the_fit_it_is_given(gmm_training):
+    denoiser, x, sigmas, targets, settings = gmm_training
     plain = train(denoiser, x, sigmas, targets, "euler", settings, None)
     same = train(denoiser, x, sigmas, targets, "euler", settings, 0.0)
     matched = train(denoiser, x, sigmas, targets, "euler", settings, 1000.0)
