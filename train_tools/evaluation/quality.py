@@ -212,13 +212,21 @@ class Judge:
 RMSE_MARGIN = 0.10  # a row that "beats" another must also cut its RMSE by this much
 
 
+VERDICTS = ("better", "level", "worse")
+
+
+def interval_verdict(difference: dict) -> str:
+    """A paired difference (Interval.as_dict()) of a lower-is-better metric: 'better' / 'worse' where its 95%
+    interval lies below / above zero, else 'level'."""
+    return "better" if difference["high"] < 0 else "worse" if difference["low"] > 0 else "level"
+
+
 def verdict(row) -> str:
     """A PAS row against its uncorrected row in FD to the teacher (row["vs_base"]): 'plain' (corrects nothing),
-    'better' / 'worse' (the 95% interval excludes zero), or 'level'."""
+    else its interval_verdict."""
     if not row.get("steps"):
         return "plain"
-    change = row["vs_base"]["fd_teacher"]
-    return "better" if change["high"] < 0 else "worse" if change["low"] > 0 else "level"
+    return interval_verdict(row["vs_base"]["fd_teacher"])
 
 
 def beats(difference: dict) -> bool:

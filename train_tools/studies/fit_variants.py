@@ -27,7 +27,7 @@ from comfyui_pas.search import GridSearch, teacher_targets
 from comfyui_pas.settings import AUTO_RULE, LOSSES, RULE_CHOICES, TRAINER_TEACHER_NFE, TRAINER_TRAJECTORIES
 from comfyui_pas.solvers import ORDER, SOLVERS, solver_options
 from train_tools.bench_setup import BenchSetup, bench_parser
-from train_tools.evaluation.quality import Interval
+from train_tools.evaluation.quality import VERDICTS, Interval, interval_verdict
 from train_tools.tables import command_line, markdown_table, write_results
 
 DEFAULT_FIT = "fit"
@@ -163,7 +163,7 @@ def tally(rows: list[dict]) -> dict:
         per_metric = counts.setdefault(row["fit"], {m: [0, 0, 0] for m in METRICS})
         for metric in METRICS:
             interval = row[f"{metric}_vs_fit"]
-            per_metric[metric][0 if interval["high"] < 0 else 2 if interval["low"] > 0 else 1] += 1
+            per_metric[metric][VERDICTS.index(interval_verdict(interval))] += 1
     return counts
 
 

@@ -28,6 +28,7 @@ from comfyui_pas import PASCoordinates, edm_sigmas, sample_pas
 from comfyui_pas.acceptance import HeldOutErrors
 from train_tools.bench_setup import load_model
 from train_tools.data.guided import GuidedModel
+from train_tools.evaluation.quality import interval_verdict
 from train_tools.reproduction.reproduce import noise, teacher_run
 from train_tools.reproduction.reproduce_report import LEARNED, coords_path, coords_tag
 from train_tools.tables import markdown_table
@@ -65,8 +66,7 @@ def statistics(plain: torch.Tensor, corrected: torch.Tensor, teacher: torch.Tens
 
 
 def verdict(row) -> str:
-    diff = row["vs_base"]["fd_teacher"]
-    return "worse" if diff["low"] > 0 else "better" if diff["high"] < 0 else "level"
+    return interval_verdict(row["vs_base"]["fd_teacher"])
 
 
 class RunProbe:

@@ -27,7 +27,7 @@ from comfyui_pas.acceptance import high_pass, spread
 from comfyui_pas.settings import AUTO_RULE, TRAINER_TRAJECTORIES
 from comfyui_pas.solvers import SOLVERS
 from train_tools.bench_setup import BenchSetup, bench_parser
-from train_tools.evaluation.quality import Interval
+from train_tools.evaluation.quality import VERDICTS, Interval, interval_verdict
 from train_tools.studies.fit_variants import METRIC_LABELS, METRICS, TrainingSets, interval_text, train
 from train_tools.tables import command_line, markdown_table, write_results
 
@@ -168,7 +168,7 @@ def tally(rows: list[dict], key: str) -> dict:
         for metric in METRICS:
             interval = row.get(f"{metric}_{key}")
             if interval is not None and not _identical(interval):
-                counts[metric][0 if interval["high"] < 0 else 2 if interval["low"] > 0 else 1] += 1
+                counts[metric][VERDICTS.index(interval_verdict(interval))] += 1
     return counts
 
 
