@@ -8,8 +8,8 @@ such addition: one number per step, a log-offset d_i, so that the step from sigm
 denoised estimate at sigma_i * exp(d_i) while the solver's step stays on the grid (a time shift against
 exposure bias). N numbers for N steps, no extra model call when sampling, and equal to the solver when every
 offset is 0. They are fitted without gradients, by a pattern search on the final states' mean squared error
-against the teacher's finals on the training trajectories (a quarter held out: offsets that do not lower the
-held-out error are dropped). PAS is then trained on top with the Trainer's defaults (rule `auto`, 48
+(`--offset-loss l1`: mean absolute error) against the teacher's finals on the training trajectories (a quarter
+held out: offsets that do not lower the held-out error are dropped). PAS is then trained on top with the Trainer's defaults (rule `auto`, 48
 trajectories) on the shifted model. Rows per solver and NFE: the solver plain, with offsets, with PAS, and
 with both, on the EDM grid (rho 7), all on the same evaluation seeds and judged by the quality bench (FD to the
 teacher's samples and to the data, RMSE, paired 95% intervals).
@@ -59,17 +59,23 @@ class ShiftedModel:
         return self.model(x, shifted.to(x.dtype), **extra)
 
 
-def final_error(model, x, sigmas, extra, solver, log_offsets, target) -> float:
+OFFSET_LOSSES = ("l2", "l1")  # the finals' mean squared or mean absolute error against the teacher's
+
+
+def final_error(model, x, sigmas, extra, solver, log_offsets, target, loss: str = "l2") -> float:
+    if loss not in OFFSET_LOSSES:
+        raise ValueError(f"unknown offset loss {loss!r}; choose one of {OFFSET_LOSSES}")
     finals = sample_pas(ShiftedModel(model, sigmas, log_offsets), x, sigmas.clone(), extra, solver=solver)
-    return float((finals - target).square().mean())
+    gap = finals - target
+    return float(gap.square().mean() if loss == "l2" else gap.abs().mean())
 
 
-def fit_offsets(model, x, sigmas, extra_of, target, solver, holdout: int) -> tuple[torch.Tensor, dict]:
-    """Offsets by pattern search on the training rows' final MSE; zeros unless they also help the held-out rows."""
+def fit_offsets(model, x, sigmas, extra_of, target, solver, holdout: int, loss: str = "l2") -> tuple[torch.Tensor, dict]:
+    """Offsets by pattern search on the training rows' final error; zeros unless they also help the held-out rows."""
     fit_rows, held_rows = slice(0, len(x) - holdout), slice(len(x) - holdout, len(x))
 
     def error(offsets, rows):
-        return final_error(model, x[rows], sigmas, extra_of(rows), solver, offsets, target[rows])
+        return final_error(model, x[rows], sigmas, extra_of(rows), solver, offsets, target[rows], loss)
 
     offsets = torch.zeros(len(sigmas) - 1, dtype=torch.float64)
     best, rollouts, step = error(offsets, fit_rows), 1, FIRST_STEP
@@ -98,7 +104,7 @@ def shifted_sampler(solver, sigmas, log_offsets, coords=None):
 
 
 @torch.no_grad()
-def run(setup: BenchSetup, nfes, solvers, rule: str = AUTO_RULE) -> dict:
+def run(setup: BenchSetup, nfes, solvers, rule: str = AUTO_RULE, offset_loss: str = "l2") -> dict:
     judge = setup.judge()
     teacher_eval = setup.teacher_finals("eval")
     goal = {"contrast": float(spread(teacher_eval).mean()), "detail": float(spread(high_pass(teacher_eval)).mean())}
@@ -117,7 +123,8 @@ def run(setup: BenchSetup, nfes, solvers, rule: str = AUTO_RULE) -> dict:
         for solver in solvers:
             settings = SearchSettings.for_rule(rule, solver, cfg)
             started = time.perf_counter()
-            offsets, info = fit_offsets(setup.guided, x, sigmas, extra_of, targets[-1], solver, len(x) // 4)
+            offsets, info = fit_offsets(setup.guided, x, sigmas, extra_of, targets[-1], solver, len(x) // 4,
+                                        offset_loss)
             info["seconds"] = time.perf_counter() - started
             plain_coords = train(Denoiser(setup.guided, per_sample_args=args), x, sigmas, targets, solver, settings)
             shifted = ShiftedModel(setup.guided, sigmas, offsets)
@@ -146,7 +153,7 @@ def run(setup: BenchSetup, nfes, solvers, rule: str = AUTO_RULE) -> dict:
                             row[f"{metric}_vs_{other}"] = judge.difference(
                                 scored[row["row"]], scored[other], metric).as_dict()
             print(f"NFE {nfe} {solver}: offsets {[round(float(v), 3) for v in offsets]} "
-                  f"(held-out MSE {info['held_out_mse_zero']:.4g} -> {info['held_out_mse']:.4g}), done", flush=True)
+                  f"(held-out error {info['held_out_mse_zero']:.4g} -> {info['held_out_mse']:.4g}), done", flush=True)
         # every row against the solver that is best plain at this NFE (lowest FD to the teacher)
         best = min((i for i in range(first, len(rows)) if rows[i]["row"] == "plain"), key=lambda i: rows[i]["fd_teacher"])
         for i in range(first, len(rows)):
@@ -154,7 +161,8 @@ def run(setup: BenchSetup, nfes, solvers, rule: str = AUTO_RULE) -> dict:
             for metric in METRICS:
                 rows[i][f"{metric}_vs_best_plain"] = judge.difference(
                     of_nfe[i - first], of_nfe[best - first], metric).as_dict()
-    return {"setting": setup.label(), "n": setup.n, "rule": rule, "teacher": goal, "rows": rows}
+    return {"setting": setup.label(), "n": setup.n, "rule": rule, "offset_loss": offset_loss, "teacher": goal,
+            "rows": rows}
 
 
 def _identical(interval: dict) -> bool:
@@ -205,13 +213,14 @@ def report(results: dict, command: str) -> str:
                           *(cell(top, f"{m}_vs_best_plain") for m in METRICS)])
     teacher = results["teacher"]
     return "\n\n".join([
-        f"# Time offsets ({results['setting']}, rule {results['rule']}, {results['n']} evaluation seeds)",
+        f"# Time offsets ({results['setting']}, rule {results['rule']}, offset loss "
+        f"{results.get('offset_loss', 'l2').upper()}, {results['n']} evaluation seeds)",
         f"`{command}`",
         "Rows on the EDM grid (rho 7): the solver plain, with learned per-step log-offsets of the model's sigma, "
         "with PAS (the Trainer's defaults), and with PAS trained on top of the offsets. Paired differences with "
         "95% intervals over resampled seeds. FD: Frechet distance in the bundled classifier's features to the "
         "teacher's samples and to the data. contrast / detail: the teacher's finals on the same seeds: "
-        f"{teacher['contrast']:.3f} / {teacher['detail']:.3f}. Offsets kept (held-out MSE lower): "
+        f"{teacher['contrast']:.3f} / {teacher['detail']:.3f}. Offsets kept (held-out error lower): "
         f"{sum(f['kept'] for f in fits)} of {len(fits)}; roll-outs per fit: {max(f['rollouts'] for f in fits)} at most.",
         markdown_table(header, table),
         "Rows better / level / worse (95% intervals; identical rows left out):",
@@ -227,11 +236,15 @@ def main(argv: list[str] | None = None) -> None:
     parsed.set_defaults(n=400)
     parsed.add_argument("--nfe", type=int, nargs="+", default=[4, 5])
     parsed.add_argument("--solvers", nargs="+", choices=SOLVERS, default=list(SOLVERS))
+    parsed.add_argument("--offset-loss", choices=OFFSET_LOSSES, default="l2",
+                        help="the offset fit's error of the finals against the teacher's (l2: squared, l1: absolute)")
     parsed.add_argument("--out", type=Path, default=None)
     args = parsed.parse_args(argv)
     setup = BenchSetup.create(args.model, args.cfg, n=args.n)
     tag = args.model if not setup.guided.conditional else f"{args.model}_cfg{args.cfg:g}"
-    results = run(setup, args.nfe, args.solvers)
+    results = run(setup, args.nfe, args.solvers, offset_loss=args.offset_loss)
+    if args.offset_loss != "l2":
+        tag += f"_{args.offset_loss}"
     write_results(args.out or Path("out") / "time_offsets" / tag, "time_offsets", results,
                   report(results, command_line("train_tools.studies.time_offsets", argv)))
 
