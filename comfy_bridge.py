@@ -265,7 +265,8 @@ def train_by_start(model, positives: list, negative, cfg: float, latent: dict, g
     first, report = runs[0][0], dict(runs[0][1])
     entries = [grid for coords, _ in runs for grid in coords.grids]
     coords = PASCoordinates(entries[0].sigmas, first.solver, first.max_order, first.n_basis, entries[0].steps,
-                            entries[0].coordinates, first.parameterization, first.metadata, entries[1:])
+                            entries[0].coordinates, first.parameterization, first.metadata, entries[1:],
+                            log_offsets=entries[0].log_offsets)
     report["grids"] = [grid for _, run in runs for grid in run["grids"]]
     for key in ("model_calls", "teacher_seconds", "search_seconds"):
         report[key] = sum(run[key] for _, run in runs)

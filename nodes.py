@@ -70,6 +70,11 @@ RULE_TOOLTIP = ("Which fitted steps are kept (docs/objective-study.md). " + desc
                 "(often best under strong CFG); fid-safe: the held-out error must drop 5%, the last step is never "
                 "corrected; texture: the held-out contrast and detail gaps to the teacher must not grow; patches: "
                 "sharpness, and the held-out samples' 4x4-patch distribution must not move away from the teacher's.")
+TIME_OFFSETS_TOOLTIP = ("Also learn one time offset per step: step i asks the model at its sigma times exp(offset), "
+                        "fitted against the teacher, kept only if held-out trajectories confirm it and PAS on top "
+                        "beats PAS alone there. Costs up to about 48 roll-outs of the trajectories per grid (roughly "
+                        "3-4x the search); sampling adds no model call. Off by default: studied, not yet adopted "
+                        "(docs/objective-study.md, 'Per-step time offsets').")
 TEXT_TOOLTIP = "The coordinates as one line of text, to paste into a PAS Coordinates (text) node's widget."
 
 
@@ -202,6 +207,8 @@ class PASTrainer(io.ComfyNode):
                                        "steps). Must be 1 for the other grid modes."),
                 io.Combo.Input("rule", options=list(RULE_CHOICES), default=AUTO_RULE, optional=True,
                                tooltip=RULE_TOOLTIP),
+                io.Boolean.Input("time_offsets", default=SearchSettings.time_offsets, optional=True,
+                                 tooltip=TIME_OFFSETS_TOOLTIP),
             ],
             outputs=[
                 PASCoords.Output(display_name="pas_coords"),
@@ -217,7 +224,7 @@ class PASTrainer(io.ComfyNode):
                 trajectories=TRAINER_TRAJECTORIES, seed=0, teacher_nfe=TRAINER_TEACHER_NFE, n_basis=DEFAULT_N_BASIS, loss=LOSSES[0],
                 tolerance=DEFAULT_TOLERANCE["relative"], filename_prefix="PAS",
                 clip=None, prompts="", grid=None, scheduler="karras", steps="4-8", denoise=1.0,
-                rule=AUTO_RULE) -> io.NodeOutput:
+                rule=AUTO_RULE, time_offsets=SearchSettings.time_offsets) -> io.NodeOutput:
         prompt_list = [line.strip() for line in (prompts or "").splitlines() if line.strip()]
         if prompt_list and clip is None:
             raise ValueError("The PAS Trainer got a prompt list but no CLIP: connect a CLIP (text encoder) "
@@ -234,7 +241,7 @@ class PASTrainer(io.ComfyNode):
             model, positives, negative, cfg, latent, grids, trajectories=trajectories, seed=seed,
             learn_steps=learn_steps, metadata=metadata, solver=solver, max_order=max_order or None,
             settings=SearchSettings.for_rule(rule or AUTO_RULE, canonical_solver(solver), cfg), n_basis=n_basis, loss=loss, tolerance=tolerance,
-            teacher_nfe=teacher_nfe)
+            teacher_nfe=teacher_nfe, time_offsets=bool(time_offsets))
         path = bridge.save_output(coords, stem)
         name = os.path.relpath(path, bridge.pas_directory())
         summary = f"Saved {name}: {coords.describe()}\n{training_summary(report)}"
@@ -276,6 +283,9 @@ def training_summary(report: dict) -> str:
         if grid.get("val_final_plain") is not None:
             parts.append(f"{len(grid['sigmas']) - 1} steps: held-out error {grid['val_final_plain']:.4g} -> "
                          f"{grid['val_final_pas']:.4g}")
+        if grid.get("time_offsets") is not None:
+            parts.append(f"{len(grid['sigmas']) - 1} steps: time offsets "
+                         f"{'kept' if grid['time_offsets']['kept'] else 'not kept'}")
     return "; ".join(parts)
 
 

@@ -18,6 +18,8 @@ from .solvers import ORDER, canonical_solver, describe_solver, resolve_options, 
 
 FILE_FORMAT = "comfyui-pas-coordinates"
 FORMAT_VERSION = 2  # 2: solver options as JSON, several grids; version 1 files still load
+OFFSETS_VERSION = 3  # 3: version 2 with per-step time offsets; written only by files that have them
+MAX_LOG_OFFSET = 3.0  # |log-offset| above this asks the model at 20x or 1/20 of the grid's sigma: refused
 MAX_GRIDS = 64
 PARAMETERIZATIONS = ("absolute", "relative")
 MAX_BASIS = 8
@@ -43,18 +45,29 @@ def errors_named(source: str, what: str):
         raise PASFileError(f"{source}: malformed {what} ({type(error).__name__}: {error})") from None
 
 
+def canonical_offsets(log_offsets) -> torch.Tensor | None:
+    """Per-step log-offsets as float64 on the CPU; None for none or all zeros (the plain solver)."""
+    if log_offsets is None:
+        return None
+    values = torch.as_tensor(log_offsets).detach().to("cpu", torch.float64).flatten()
+    return None if values.numel() and not values.any() else values
+
+
 @dataclass
 class GridCoordinates:
-    """The coordinates of one student grid: its sigmas, corrected steps and one c_i per corrected step."""
+    """The coordinates of one student grid: its sigmas, corrected steps and one c_i per corrected step, and
+    optionally one time log-offset per step (step i asks the model at sigma_i * exp(d_i); docs/method.md 11)."""
 
     sigmas: torch.Tensor
     steps: list[int]
     coordinates: torch.Tensor
+    log_offsets: torch.Tensor | None = None
 
     def __post_init__(self):
         self.sigmas = torch.as_tensor(self.sigmas).detach().to("cpu", torch.float64)
         self.coordinates = torch.as_tensor(self.coordinates).detach().to("cpu", torch.float64)
         self.steps = [int(s) for s in self.steps]
+        self.log_offsets = canonical_offsets(self.log_offsets)
 
     @property
     def n_steps(self) -> int:
@@ -75,6 +88,13 @@ class GridCoordinates:
         for step in self.steps:
             if not basis_is_feasible(step + 2, n_basis):
                 raise PASFileError(f"step {step} cannot carry a {n_basis}-vector basis")
+        if self.log_offsets is not None:
+            if self.log_offsets.numel() != self.n_steps:
+                raise PASFileError(f"{self.log_offsets.numel()} time offsets for a grid of {self.n_steps} steps")
+            if not torch.isfinite(self.log_offsets).all():
+                raise PASFileError("time offsets contain NaN or inf")
+            if float(self.log_offsets.abs().max()) > MAX_LOG_OFFSET:
+                raise PASFileError(f"time offsets {self.log_offsets.tolist()} exceed +-{MAX_LOG_OFFSET} in log-sigma")
 
     def matches(self, sigmas: torch.Tensor) -> bool:
         given = torch.as_tensor(sigmas).detach().double().cpu().flatten()
@@ -84,6 +104,12 @@ class GridCoordinates:
         """{step: c_step} moved once to the sampling device."""
         moved = self.coordinates.to(device=device, dtype=dtype)
         return {step: moved[row] for row, step in enumerate(self.steps)}
+
+    def model_sigmas(self, sigmas: torch.Tensor) -> torch.Tensor | None:
+        """The sigma each step asks the model at (`sigmas` as the sampler has them), or None without offsets."""
+        if self.log_offsets is None:
+            return None
+        return sigmas[:-1] * self.log_offsets.to(device=sigmas.device, dtype=sigmas.dtype).exp()
 
 
 @dataclass
@@ -101,10 +127,12 @@ class PASCoordinates:
     parameterization: str = "absolute"
     metadata: dict = field(default_factory=dict)
     more_grids: list[GridCoordinates] = field(default_factory=list)
+    log_offsets: torch.Tensor | None = None  # the first grid's time offsets
 
     def __post_init__(self):
-        first = GridCoordinates(self.sigmas, self.steps, self.coordinates)
+        first = GridCoordinates(self.sigmas, self.steps, self.coordinates, self.log_offsets)
         self.sigmas, self.steps, self.coordinates = first.sigmas, first.steps, first.coordinates
+        self.log_offsets = first.log_offsets
         try:
             self.solver = canonical_solver(self.solver)
             self.solver_options = solver_options(self.solver, self.max_order)
@@ -131,11 +159,16 @@ class PASCoordinates:
 
     @property
     def grids(self) -> list[GridCoordinates]:
-        return [GridCoordinates(self.sigmas, self.steps, self.coordinates)] + list(self.more_grids)
+        return [GridCoordinates(self.sigmas, self.steps, self.coordinates, self.log_offsets)] + list(self.more_grids)
 
     @property
     def n_parameters(self) -> int:
-        return sum(grid.coordinates.numel() for grid in self.grids)
+        return sum(grid.coordinates.numel() + (0 if grid.log_offsets is None else grid.log_offsets.numel())
+                   for grid in self.grids)
+
+    @property
+    def has_offsets(self) -> bool:
+        return any(grid.log_offsets is not None for grid in self.grids)
 
     @property
     def n_steps(self) -> int:
@@ -154,7 +187,9 @@ class PASCoordinates:
 
     def describe(self) -> str:
         parts = [f"{grid.n_steps} steps of {self.solver_label()} on sigmas {format_sigmas(grid.sigmas)}; corrected "
-                 f"steps {grid.steps}" for grid in self.grids]
+                 f"steps {grid.steps}" + ("" if grid.log_offsets is None else
+                                          f"; time offsets {[round(v, 3) for v in grid.log_offsets.tolist()]}")
+                 for grid in self.grids]
         return (" | ".join(parts) + f"; {self.n_basis} basis vectors ({self.n_parameters} parameters, "
                 f"{self.parameterization})")
 
@@ -234,14 +269,17 @@ class PASCoordinates:
         return atomic_write(path, lambda temporary: save_file(tensors, temporary, metadata=header), exclusive=exclusive)
 
     def _file_content(self) -> tuple[dict, dict]:
-        """Tensors (grid k > 0 under 'grid<k>.') and the string header of format version 2."""
+        """Tensors (grid k > 0 under 'grid<k>.') and the string header of format version 2 (3 with time offsets)."""
         tensors = {}
         for index, grid in enumerate(self.grids):
             prefix = "" if index == 0 else f"grid{index}."
             tensors[prefix + "sigmas"] = grid.sigmas.contiguous()
             tensors[prefix + "steps"] = torch.tensor(grid.steps, dtype=torch.int64)
             tensors[prefix + "coordinates"] = grid.coordinates.contiguous()
-        header = {"format": FILE_FORMAT, "format_version": str(FORMAT_VERSION), "solver": self.solver,
+            if grid.log_offsets is not None:
+                tensors[prefix + "log_offsets"] = grid.log_offsets.contiguous()
+        version = OFFSETS_VERSION if self.has_offsets else FORMAT_VERSION  # older packs refuse offsets they'd drop
+        header = {"format": FILE_FORMAT, "format_version": str(version), "solver": self.solver,
                   "solver_options": json.dumps(self.solver_options, sort_keys=True),
                   "n_basis": str(self.n_basis), "grids": str(len(self.grids)),
                   "parameterization": self.parameterization,
@@ -283,12 +321,16 @@ class PASCoordinates:
 
 
 MAX_FILE_BYTES = 16 * 2 ** 20  # 64 grids of 1,000 steps with 8 basis vectors are about 5 MiB
-READABLE_VERSIONS = ("1", str(FORMAT_VERSION))
+READABLE_VERSIONS = ("1", str(FORMAT_VERSION), str(OFFSETS_VERSION))
 V1_SOLVERS = ("euler", "ipndm")  # version 1 knew these, with a plain max_order header
 
 
-def _grid_tensors(tensors: dict, prefix: str) -> dict:
+def _grid_tensors(tensors: dict, prefix: str, version: str) -> dict:
     expected = {"sigmas": torch.float64, "steps": torch.int64, "coordinates": torch.float64}
+    if prefix + "log_offsets" in tensors:
+        if version != str(OFFSETS_VERSION):
+            raise PASFileError(f"holds time offsets ({prefix}log_offsets) but declares format version {version}")
+        expected["log_offsets"] = torch.float64
     found = {}
     for key, dtype in expected.items():
         tensor = tensors.get(prefix + key)
@@ -297,9 +339,10 @@ def _grid_tensors(tensors: dict, prefix: str) -> dict:
         if tensor.dtype != dtype:
             raise PASFileError(f"tensor {prefix + key!r} has dtype {tensor.dtype}, expected {dtype}")
         found[key] = tensor
-    if found["sigmas"].ndim != 1 or found["steps"].ndim != 1:
-        raise PASFileError(f"{prefix}sigmas and {prefix}steps must be 1-D")
-    return {"sigmas": found["sigmas"], "steps": found["steps"].tolist(), "coordinates": found["coordinates"]}
+    if found["sigmas"].ndim != 1 or found["steps"].ndim != 1 or found.get("log_offsets", found["sigmas"]).ndim != 1:
+        raise PASFileError(f"{prefix}sigmas, {prefix}steps and {prefix}log_offsets must be 1-D")
+    return {"sigmas": found["sigmas"], "steps": found["steps"].tolist(), "coordinates": found["coordinates"],
+            "log_offsets": found.get("log_offsets")}
 
 
 def _json_object(text: str, what: str) -> dict:
@@ -313,7 +356,7 @@ def _json_object(text: str, what: str) -> dict:
 
 
 def _fields_from_file(tensors: dict, header: dict, version: str) -> dict:
-    """Constructor fields from a file's tensors and header (format version 1 or 2)."""
+    """Constructor fields from a file's tensors and header (format version 1, 2 or 3)."""
     try:
         solver, n_basis = header["solver"], int(header["n_basis"])
         if version == "1":
@@ -333,7 +376,9 @@ def _fields_from_file(tensors: dict, header: dict, version: str) -> dict:
         settings = resolve_options(cls, options)
     except ValueError as error:
         raise PASFileError(str(error)) from None
-    grids = [_grid_tensors(tensors, "" if k == 0 else f"grid{k}.") for k in range(count)]
+    grids = [_grid_tensors(tensors, "" if k == 0 else f"grid{k}.", version) for k in range(count)]
+    if version == str(OFFSETS_VERSION) and all(grid["log_offsets"] is None for grid in grids):
+        raise PASFileError(f"declares format version {version} (time offsets) but holds none")
     first = grids[0]
     return dict(first, solver=solver, max_order=settings.get(ORDER), n_basis=n_basis,
                 parameterization=header.get("parameterization", "absolute"),

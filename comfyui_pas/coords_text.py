@@ -3,7 +3,7 @@
     comfyui-pas-coordinates v2 <checksum> {"grids": [...], "info": {...}, "n_basis": 3, ...}
 
 The JSON holds what the safetensors file holds (solver and options, every grid's sigmas, corrected steps
-and coordinates as float64, the parameterization) and the metadata the sampler uses or shows
+and coordinates as float64, its time offsets where it has them (then the text is v3), the parameterization) and the metadata the sampler uses or shows
 (TEXT_METADATA). Python's float repr round-trips float64 exactly, so text and file give the same numbers.
 The checksum (16 hex digits of the JSON's SHA-256) turns a text cut off or edited in transit into an error
 instead of other coordinates. A text is untrusted input: anything wrong raises PASFileError naming `source`.
@@ -20,6 +20,7 @@ from .coords import (
     FORMAT_VERSION,
     MAX_BASIS,
     MAX_GRIDS,
+    OFFSETS_VERSION,
     GridCoordinates,
     PASCoordinates,
     PASFileError,
@@ -30,7 +31,8 @@ from .solvers import ORDER, resolve_options, solver_class
 
 TEXT_MARKER = "comfyui-pas-coordinates"
 TEXT_VERSION = f"v{FORMAT_VERSION}"
-READABLE_TEXT_VERSIONS = (TEXT_VERSION,)
+OFFSETS_TEXT_VERSION = f"v{OFFSETS_VERSION}"  # a text with time offsets: older packs refuse it
+READABLE_TEXT_VERSIONS = (TEXT_VERSION, OFFSETS_TEXT_VERSION)
 MAX_TEXT_CHARS = 4 * 2 ** 20
 CHECKSUM_DIGITS = 16
 # Metadata kept in the text: what the sampler checks (model, latent shape), and what describes the training.
@@ -38,6 +40,7 @@ TEXT_METADATA = ("cfg", "seed", "prompts", "model_class", "model_type", "latent_
                  "latent_shape", "grid_mode", "scheduler", "denoise", "loss", "n_trajectories", "trained_at")
 FIELDS = {"solver", "solver_options", "n_basis", "parameterization", "grids", "info"}
 GRID_FIELDS = {"sigmas", "steps", "coordinates"}
+OFFSET_FIELD = "log_offsets"  # in a grid of a v3 text only
 DEFAULT_SOURCE = "PAS coordinates text"
 
 
@@ -50,12 +53,19 @@ def to_text(coords: PASCoordinates) -> str:
     content = {
         "solver": coords.solver, "solver_options": coords.solver_options, "n_basis": coords.n_basis,
         "parameterization": coords.parameterization,
-        "grids": [{"sigmas": grid.sigmas.tolist(), "steps": list(grid.steps), "coordinates": grid.coordinates.tolist()}
-                  for grid in coords.grids],
+        "grids": [_grid_content(grid) for grid in coords.grids],
         "info": {key: _jsonable(coords.metadata[key]) for key in TEXT_METADATA if key in coords.metadata},
     }
     payload = json.dumps(content, sort_keys=True, separators=(",", ":"), allow_nan=False, ensure_ascii=True)
-    return f"{TEXT_MARKER} {TEXT_VERSION} {checksum(payload)} {payload}"
+    version = OFFSETS_TEXT_VERSION if coords.has_offsets else TEXT_VERSION
+    return f"{TEXT_MARKER} {version} {checksum(payload)} {payload}"
+
+
+def _grid_content(grid: GridCoordinates) -> dict:
+    content = {"sigmas": grid.sigmas.tolist(), "steps": list(grid.steps), "coordinates": grid.coordinates.tolist()}
+    if grid.log_offsets is not None:
+        content[OFFSET_FIELD] = grid.log_offsets.tolist()
+    return content
 
 
 def from_text(text, source: str = DEFAULT_SOURCE) -> PASCoordinates:
@@ -84,7 +94,11 @@ def _parse(text) -> PASCoordinates:
         raise PASFileError("the checksum does not match the content: the text was edited, cut off or joined "
                            "with other text; copy it again in full")
     content = _json_content(payload)
-    return PASCoordinates(**_fields(content))
+    coords = PASCoordinates(**_fields(content, version == OFFSETS_TEXT_VERSION))
+    if version == OFFSETS_TEXT_VERSION and not coords.has_offsets:
+        raise PASFileError(f"a {OFFSETS_TEXT_VERSION} text must carry time offsets; this one has none (its version "
+                           "was edited?)")
+    return coords
 
 
 def _reject_constant(name):
@@ -115,7 +129,7 @@ def _json_content(payload: str) -> dict:
     return content
 
 
-def _fields(content: dict) -> dict:
+def _fields(content: dict, offsets_allowed: bool) -> dict:
     solver, options = content["solver"], content["solver_options"]
     if not isinstance(solver, str) or not isinstance(options, dict):
         raise PASFileError("solver must be a name and solver_options an object")
@@ -129,16 +143,18 @@ def _fields(content: dict) -> dict:
     grids = content["grids"]
     if not isinstance(grids, list) or not 1 <= len(grids) <= MAX_GRIDS:
         raise PASFileError(f"grids must be a list of 1-{MAX_GRIDS} grids")
-    entries = [_grid(grid, index, n_basis) for index, grid in enumerate(grids)]
+    entries = [_grid(grid, index, n_basis, offsets_allowed) for index, grid in enumerate(grids)]
     first = entries[0]
     return dict(sigmas=first.sigmas, steps=first.steps, coordinates=first.coordinates, solver=solver,
                 max_order=settings.get(ORDER), n_basis=n_basis, parameterization=content["parameterization"],
-                metadata=_jsonable(content["info"]), more_grids=entries[1:])
+                metadata=_jsonable(content["info"]), more_grids=entries[1:], log_offsets=first.log_offsets)
 
 
-def _grid(grid, index: int, n_basis: int) -> GridCoordinates:
-    if not isinstance(grid, dict) or set(grid) != GRID_FIELDS:
-        raise PASFileError(f"grid {index} must be an object with exactly {sorted(GRID_FIELDS)}")
+def _grid(grid, index: int, n_basis: int, offsets_allowed: bool) -> GridCoordinates:
+    allowed = GRID_FIELDS | {OFFSET_FIELD} if offsets_allowed else GRID_FIELDS
+    if not isinstance(grid, dict) or not GRID_FIELDS <= set(grid) <= allowed:
+        raise PASFileError(f"grid {index} must be an object with exactly {sorted(GRID_FIELDS)}"
+                           + (f" and optionally {OFFSET_FIELD!r}" if offsets_allowed else ""))
     sigmas = _numbers(grid["sigmas"], f"grid {index} sigmas")
     steps = grid["steps"]
     if not isinstance(steps, list):
@@ -151,7 +167,10 @@ def _grid(grid, index: int, n_basis: int) -> GridCoordinates:
     if any(len(row) != n_basis for row in values):
         raise PASFileError(f"grid {index}: every coordinate row needs n_basis = {n_basis} numbers")
     coordinates = torch.tensor(values, dtype=torch.float64) if values else torch.zeros(0, n_basis, dtype=torch.float64)
-    return GridCoordinates(torch.tensor(sigmas, dtype=torch.float64), steps, coordinates)
+    offsets = None
+    if OFFSET_FIELD in grid:
+        offsets = torch.tensor(_numbers(grid[OFFSET_FIELD], f"grid {index} time offsets"), dtype=torch.float64)
+    return GridCoordinates(torch.tensor(sigmas, dtype=torch.float64), steps, coordinates, offsets)
 
 
 def _numbers(values, what: str) -> list[float]:

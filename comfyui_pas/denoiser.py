@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+from contextlib import contextmanager
 
 import torch
 
@@ -25,6 +26,16 @@ class Denoiser:
         self.model, self.extra_args = model, dict(extra_args or {})
         self.per_sample_args = per_sample_args or {}
         self.chunk_size, self.tick, self.calls = chunk_size, None, 0
+        self.sigma_shift = None  # sigma -> the sigma the model is asked at (time offsets), or None
+
+    @contextmanager
+    def shifted(self, sigma_shift):
+        """Within the block, every call asks the model at sigma_shift(sigma) (None: no shift)."""
+        before, self.sigma_shift = self.sigma_shift, sigma_shift
+        try:
+            yield self
+        finally:
+            self.sigma_shift = before
 
     @classmethod
     def of(cls, model) -> Denoiser:
@@ -45,6 +56,8 @@ class Denoiser:
     def __call__(self, x, sigma, rows: slice | None = None):
         """denoised for the points x (n, ...), which are the trajectories `rows` (absolute) of the run."""
         offset = 0 if rows is None else rows.start
+        if self.sigma_shift is not None:
+            sigma = self.sigma_shift(sigma)
         parts = []
         for part in chunks(x.shape[0], self.chunk_size):
             absolute = slice(offset + part.start, offset + part.stop)

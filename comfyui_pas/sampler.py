@@ -83,7 +83,8 @@ def pas_step(trajectory, x, denoised, sigma, sigma_next, step, coordinates=None)
 @torch.no_grad()
 def sample_pas(model, x, sigmas, extra_args=None, callback=None, disable=None, *, solver="euler",
                max_order=None, coords=None):
-    """Any registered base solver, corrected at the steps stored in `coords` (PASCoordinates or None).
+    """Any registered base solver, corrected at the steps stored in `coords` (PASCoordinates or None), and
+    asking the model at the shifted sigmas of the grid's time offsets where the coordinates have them.
 
     One model call per step and the 5-key callback every step, as k-diffusion samplers. With coords=None
     it is exactly the plain solver; a step onto sigma = 0 returns `denoised` (as ComfyUI's samplers).
@@ -96,12 +97,13 @@ def sample_pas(model, x, sigmas, extra_args=None, callback=None, disable=None, *
     if coords is not None and not max_order and coords.solver == solver:
         max_order = coords.solver_options.get(ORDER)
     options = solver_options(solver, max_order)
-    corrections = {}
+    corrections, asked = {}, None
     n_basis, parameterization = 1, "absolute"
     if coords is not None:
         coords.check_solver(solver, options)
         entry = coords.entry_for(sigmas)
         corrections = entry.step_coordinates(x.device, basis_dtype(x.dtype))
+        asked = entry.model_sigmas(sigmas)
         trained_shape = coords.metadata.get("latent_shape")
         if coords.parameterization == "absolute" and trained_shape and list(x.shape[1:]) != list(trained_shape):
             log.warning("PAS: absolute coordinates trained on latents of shape %s are used on %s; they do not "
@@ -112,19 +114,21 @@ def sample_pas(model, x, sigmas, extra_args=None, callback=None, disable=None, *
     trajectory = SolverTrajectory(x, base, n_basis, parameterization, keep_buffer=bool(corrections))
     s_in = x.new_ones([x.shape[0]])
     return roll_out(lambda points, sigma: model(points, sigma * s_in, **extra_args), trajectory, x, sigmas,
-                    corrections=corrections, callback=callback)
+                    corrections=corrections, callback=callback, model_sigmas=asked)
 
 
-def roll_out(denoise, trajectory, x, sigmas, first_step=0, corrections=None, callback=None):
+def roll_out(denoise, trajectory, x, sigmas, first_step=0, corrections=None, callback=None, model_sigmas=None):
     """The solver from step `first_step` to the end of `sigmas`: the final points.
 
     denoise(points, sigma) is the model call; steps with an entry in `corrections` ({step: c}) are
-    corrected. The one roll-out of the pack: sampling, the held-out checks and the schedule choice use it.
+    corrected. model_sigmas (one per step, or None) are the sigmas the model is asked at, where time offsets
+    shift them off the grid; the solver still steps on `sigmas`. The one roll-out of the pack: sampling, the
+    held-out checks, the time-offset fit and the schedule choice use it.
     """
     corrections = corrections or {}
     for i in range(first_step, len(sigmas) - 1):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
-        denoised = denoise(x, sigma)
+        denoised = denoise(x, sigma if model_sigmas is None else model_sigmas[i])
         if callback is not None:
             callback({"x": x, "i": i, "sigma": sigma, "sigma_hat": sigma, "denoised": denoised})
         x_next, used = pas_step(trajectory, x, denoised, sigma, sigma_next, i, corrections.get(i))

@@ -8,17 +8,25 @@ trajectories' final samples also get closer to the teacher.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
-from .acceptance import HeldOutErrors, guard_passes, high_pass, loss_drops, pooled
+from .acceptance import HeldOutErrors, guard_passes, high_pass, loss_drops, pooled, spread
 from .coords import GridCoordinates, PASCoordinates
 from .denoiser import Denoiser
 from .errors import sample_rmse
 from .fit import criterion, fit_coordinates
 from .grids import check_sigmas
 from .grids import teacher_substeps as substeps_for
+from .offsets import (
+    SigmaShift,
+    final_error,
+    fit_time_offsets,
+    held_out_rows,
+    offset_fit_model_calls,
+    roll_out_finals,
+)
 from .progress import Progress
 from .sampler import SolverTrajectory, pas_step, roll_out
 from .schedule import LearnedSchedule
@@ -268,8 +276,11 @@ def check_start(x, grids, settings):
 
 
 def planned_calls(count, grids, settings, teacher) -> int:
-    """The model calls train_pas plans: the teacher's exactly, the search's as a bound."""
+    """The model calls train_pas plans: the teacher's exactly, the search's (and the time-offset fit's) as a bound."""
     search = sum(search_model_calls(count, len(grid) - 1, settings) for grid in grids)
+    if settings.time_offsets:  # the fit, a second search on the shifted model, and the choice's roll-outs
+        search += sum(offset_fit_model_calls(count, len(grid) - 1) + search_model_calls(count, len(grid) - 1, settings)
+                      + 2 * count * (len(grid) - 1) for grid in grids)
     if not isinstance(teacher, TeacherSettings):
         return search
     union = union_grid(grids)
@@ -325,17 +336,67 @@ def run_training(denoiser, x, grids, states, teacher, solver, options, settings,
         if not torch.isfinite(target).all():
             raise ValueError("the teacher trajectories contain NaN or inf (is the model producing NaNs?)")
     search_started = time.perf_counter()
-    results = [search_grid(denoiser, x, grid, target, solver, options, settings)
-               for grid, target in zip(grids, states, strict=True)]
+    results, offset_fits = [], []
+    for grid, target in zip(grids, states, strict=True):
+        if settings.time_offsets:
+            searched = search_with_offsets(denoiser, x, grid, target, solver, options, settings)
+            result, fit = searched.chosen, searched.fit
+        else:
+            result, fit = search_grid(denoiser, x, grid, target, solver, options, settings), None
+        results.append(result)
+        offset_fits.append(fit)
     search_seconds = time.perf_counter() - search_started
     report, info = training_report(results, settings, x, teacher_info, metadata)
+    if settings.time_offsets:
+        for grid_report_, fit in zip(report["grids"], offset_fits, strict=True):
+            grid_report_["time_offsets"] = fit
+        report["time_offsets"] = offset_fits[0]
     report.update(teacher_seconds=teacher_info["seconds"] or (search_started - started),
                   search_seconds=search_seconds, model_calls=denoiser.calls, teacher_model_calls=teacher_calls)
     first, rest = results[0].entry, [r.entry for r in results[1:]]
     coords = PASCoordinates(sigmas=first.sigmas, solver=solver, max_order=options.get(ORDER),
                             n_basis=settings.n_basis, steps=first.steps, coordinates=first.coordinates,
-                            parameterization=settings.parameterization, metadata=info, more_grids=rest)
+                            parameterization=settings.parameterization, metadata=info, more_grids=rest,
+                            log_offsets=first.log_offsets)
     return coords, report
+
+
+@dataclass
+class OffsetSearch:
+    """The search on the plain model, the time-offset fit, and the search on the shifted model (None unless
+    the held-out rows confirmed the offsets); `chosen` is what train_pas keeps."""
+
+    plain: GridResult
+    shifted: GridResult | None
+    fit: dict
+
+    @property
+    def chosen(self) -> GridResult:
+        return self.shifted if self.fit["kept"] else self.plain
+
+
+def search_with_offsets(denoiser, x, grid, target, solver, options, settings) -> OffsetSearch:
+    """The search on the plain model and, if time offsets are fitted and confirmed, again on the shifted model.
+    The second is kept only if its final error on the offsets' held-out rows is lower than the first's, and
+    its finals' mean contrast (per-sample spread, all trajectories) is no further from the teacher's: both the
+    error and the offsets' fit reward a pull toward the mean (blur), which the contrast shows."""
+    plain = search_grid(denoiser, x, grid, target, solver, options, settings)
+    offsets, fit = fit_time_offsets(denoiser, x, grid, target[-1], solver, options, loss=settings.offset_loss)
+    if offsets is None:
+        return OffsetSearch(plain, None, fit)
+    with denoiser.shifted(SigmaShift(grid, offsets)):
+        shifted = search_grid(denoiser, x, grid, target, solver, options, settings)
+    shifted.entry = replace(shifted.entry, log_offsets=offsets)
+    rows, every = held_out_rows(x.shape[0]), slice(0, x.shape[0])
+    finals = [roll_out_finals(denoiser, x, grid, solver, options, every, entry=result.entry, n_basis=settings.n_basis,
+                              parameterization=settings.parameterization) for result in (plain, shifted)]
+    errors = [final_error(f[rows], target[-1, rows], settings.offset_loss) for f in finals]
+    goal = float(spread(target[-1]).mean())
+    gaps = [abs(float(spread(f).mean()) - goal) for f in finals]
+    fit.update(held_out_error_pas=errors[0], held_out_error_pas_offsets=errors[1], contrast_gap_pas=gaps[0],
+               contrast_gap_pas_offsets=gaps[1], kept_by_error=errors[1] < errors[0],
+               kept=errors[1] < errors[0] and gaps[1] <= gaps[0])
+    return OffsetSearch(plain, shifted, fit)
 
 
 def grid_report(result: GridResult) -> dict:

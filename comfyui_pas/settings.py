@@ -9,6 +9,7 @@ from dataclasses import dataclass, fields, replace
 
 from .basis import basis_is_feasible
 from .coords import MAX_BASIS, PARAMETERIZATIONS
+from .offsets import OFFSET_LOSSES
 
 LOSSES = ("l1", "l2")
 # Held-out checks of a candidate step (each on the final samples of held-out trajectories):
@@ -81,7 +82,8 @@ class SearchSettings:
     loss drops by more than `tolerance` (1% relative), its held-out trajectories pass `guard`, and their RMSE
     drops by more than `min_held_out_gain`; the last step (onto the grid's end) is a candidate only with
     `correct_last_step`. The last three come from the acceptance rule DEFAULT_RULE (docs/objective-study.md);
-    `SearchSettings.for_rule(name)` sets another rule's.
+    `SearchSettings.for_rule(name)` sets another rule's. `time_offsets` first fits one time offset per step
+    (comfyui_pas.offsets, by `offset_loss`) and searches the corrections on the shifted model (off by default).
     """
 
     n_basis: int = 3
@@ -93,6 +95,8 @@ class SearchSettings:
     validation_fraction: float = 0.25
     min_held_out_gain: float = _DEFAULT["min_held_out_gain"]
     correct_last_step: bool = _DEFAULT["correct_last_step"]
+    time_offsets: bool = False
+    offset_loss: str = "l1"
 
     @classmethod
     def for_rule(cls, rule: str, solver: str | None = None, cfg: float | None = None, *,
@@ -120,6 +124,8 @@ class SearchSettings:
         _choice("tolerance_mode", self.tolerance_mode, tuple(DEFAULT_TOLERANCE))
         _choice("parameterization", self.parameterization, PARAMETERIZATIONS)
         _choice("guard", self.guard, GUARDS)
+        _choice("offset_loss", self.offset_loss, OFFSET_LOSSES)
+        _set(self, "time_offsets", bool(self.time_offsets))
         if not 1 <= int(self.n_basis) <= MAX_BASIS:
             raise ValueError(f"n_basis must be 1-{MAX_BASIS}, got {self.n_basis}")
         _set(self, "n_basis", int(self.n_basis))
@@ -147,7 +153,8 @@ class SearchSettings:
         """The settings as the report and the file's metadata record them."""
         return {"loss": self.loss, "tolerance": self.tolerance, "tolerance_mode": self.tolerance_mode,
                 "rule": self.rule, "guard": self.guard, "min_held_out_gain": self.min_held_out_gain,
-                "correct_last_step": self.correct_last_step}
+                "correct_last_step": self.correct_last_step, "time_offsets": self.time_offsets,
+                "offset_loss": self.offset_loss}
 
 
 @dataclass(frozen=True)

@@ -117,3 +117,35 @@ def test_node_schema(nodes):
             assert item.tooltip, f"{schema.node_id}.{item.id} has no tooltip"
     assert ids == {"PAS_Sampler": "PAS Sampler", "PAS_Trainer": "PAS Trainer",
                    "PAS_LoadCoordinates": "PAS Load Coordinates", "PAS_CoordinatesText": "PAS Coordinates (text)"}
+
+
+@pytest.mark.parametrize("solver_case", ["euler", "dpmpp_2m"])
+def test_time_offsets_ask_the_model_at_the_shifted_sigmas_like_comfyuis_solver_on_a_shifted_model(
+        nodes, tiny_models, model_kind, conditioning, solver_case):
+    """Coordinates with time offsets only, wired in as PAS_COORDS: the reference is ComfyUI's own sampler
+    function whose model is asked at sigma_i * exp(d_i) at step i."""
+    from comfy.k_diffusion import sampling as k_sampling
+
+    from comfyui_pas import PASCoordinates
+
+    model = tiny_models(model_kind)
+    latent = {"samples": torch.zeros(2, 4, 8, 12)}
+    sigmas = ncs.BasicScheduler.execute(model, "karras", 5, 1.0).result[0]
+    offsets = torch.tensor([0.1, -0.4, -0.2, 0.15, 0.0], dtype=torch.float64)
+    coords = PASCoordinates(sigmas, solver_case, None, 3, [], torch.zeros(0, 3), "relative", log_offsets=offsets)
+    actual = sample_custom(model, nodes.PASSampler.execute(solver_case, 0, "none", pas_coords=coords).result[0],
+                           sigmas, latent, conditioning)
+
+    def shifted_reference(inner, x, grid, extra_args=None, callback=None, disable=None):
+        def shifted(points, sigma, **kwargs):
+            index = int((grid[:-1] - sigma[0]).abs().argmin())
+            return inner(points, sigma * float(offsets[index].exp()), **kwargs)
+
+        function = {"euler": k_sampling.sample_euler, "dpmpp_2m": k_sampling.sample_dpmpp_2m}[solver_case]
+        return function(shifted, x, grid, extra_args=extra_args, disable=True)
+
+    expected = sample_custom(model, comfy.samplers.KSAMPLER(shifted_reference), sigmas.clone(), latent, conditioning)
+    assert_same_samples(actual, expected)
+    plain = sample_custom(model, nodes.PASSampler.execute(solver_case, 0, "none").result[0], sigmas, latent,
+                          conditioning)
+    assert (plain - expected).abs().max() > 1e-3 * expected.abs().max()  # the offsets change the samples

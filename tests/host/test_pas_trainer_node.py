@@ -32,7 +32,7 @@ def train_node(nodes, model, conditioning, sigmas, prefix, **overrides):
                                     options["max_order"], options["trajectories"], options["seed"],
                                     options["teacher_nfe"], options["n_basis"], options["loss"],
                                     options["tolerance"], prefix, options.get("clip"), options.get("prompts", ""),
-                                    **{key: options[key] for key in ("rule",) if key in options})
+                                    **{key: options[key] for key in ("rule", "time_offsets") if key in options})
 
 
 @pytest.fixture(scope="module")
@@ -94,6 +94,24 @@ def test_trained_file_corrects_sampling_on_its_sigmas(nodes, trained, tiny_model
     # The file from the dropdown and the node's PAS_COORDS output give the same result.
     direct = sample(model, nodes.PASSampler.execute("euler", 3, "none", coords).result[0], sigmas, conditioning)
     torch.testing.assert_close(corrected, direct)
+
+
+def test_time_offsets_option_trains_saves_and_samples_them(nodes, pas_dir, tiny_models, conditioning):
+    model = tiny_models("eps")
+    sigmas = karras(model)
+    out = train_node(nodes, model, conditioning, sigmas, "offsets", time_offsets=True, trajectories=16)
+    coords, summary = out.result[0], out.ui.as_dict()["text"][0]
+    assert coords.metadata["time_offsets"] is True
+    assert "5 steps: time offsets kept" in summary or "5 steps: time offsets not kept" in summary
+    loaded = PASCoordinates.load(pas_dir / "offsets_00001.safetensors")
+    if coords.log_offsets is None:
+        assert loaded.log_offsets is None and "not kept" in summary
+    else:
+        assert torch.equal(loaded.log_offsets, coords.log_offsets) and "time offsets kept" in summary
+    from_file = sample(model, nodes.PASSampler.execute("euler", 3, "offsets_00001.safetensors").result[0], sigmas,
+                       conditioning)
+    wired = sample(model, nodes.PASSampler.execute("euler", 3, "none", coords).result[0], sigmas, conditioning)
+    torch.testing.assert_close(from_file, wired)
 
 
 @pytest.mark.parametrize("change", ["steps", "scheduler", "denoise"])

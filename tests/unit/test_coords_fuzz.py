@@ -31,6 +31,11 @@ def valid_files(folder: Path) -> dict[str, bytes]:
     made = {
         "euler": PASCoordinates(grids[0], "euler", None, 3, [2, 3], torch.tensor([[1.0, 0.2, -0.1], [0.9, 0.0, 0.3]]),
                                 metadata={"cfg": 5.0, "prompts": ["a cat"], "losses": [0.5, 0.25]}),
+        "dpmpp_2m_time_offsets": PASCoordinates(
+            grids[0], "dpmpp_2m", None, 3, [2], torch.tensor([[1.0, 0.2, -0.1]]), "relative",
+            log_offsets=torch.tensor([0.1, -0.4, 0.0, -0.2, 0.3]),
+            more_grids=[GridCoordinates(grids[1], [3], torch.tensor([[0.9, 0.0, 0.1]]),
+                                        torch.tensor([0.0, -0.3, -0.1, 0.0, 0.0, 0.2, 0.0]))]),
         "ipndm_two_grids": PASCoordinates(
             grids[0], "ipndm", 3, 2, [1], torch.tensor([[1.0, 0.5]]), "relative", metadata={"nested": {"k": [1, 2]}},
             more_grids=[GridCoordinates(grids[1], [1, 4], torch.tensor([[1.0, 0.1], [0.8, -0.2]]))]),

@@ -34,6 +34,11 @@ def valid_coordinates() -> dict[str, PASCoordinates]:
         "euler": PASCoordinates(grids[0], "euler", None, 3, [2, 3], torch.tensor([[1.0, 0.2, -0.1], [0.9, 0.0, 0.3]]),
                                 metadata={"cfg": 5.0, "model_type": "EPS", "latent_channels": 4, "denoise": 1.0,
                                           "model_fingerprint": "sha256-subset:0123456789abcdef", "per_step": [1]}),
+        "dpmpp_2m_time_offsets": PASCoordinates(
+            grids[0], "dpmpp_2m", None, 3, [2], torch.tensor([[1.0, 0.2, -0.1]]), "relative",
+            log_offsets=torch.tensor([0.1, -0.4, 0.0, -0.2, 0.3]),
+            more_grids=[GridCoordinates(grids[1], [3], torch.tensor([[0.9, 0.0, 0.1]]),
+                                        torch.tensor([0.0, -0.3, -0.1, 0.0, 0.0, 0.2, 0.0]))]),
         "ipndm_two_grids": PASCoordinates(
             grids[0], "ipndm", 3, 2, [1], torch.tensor([[1.0, 0.5]]), "relative", metadata={"scheduler": "karras"},
             more_grids=[GridCoordinates(grids[1], [1, 4], torch.tensor([[1.0, 0.1], [0.8, -0.2]]))]),
@@ -236,6 +241,7 @@ def test_text_and_file_hold_the_same_numbers(tmp_path):
         for a, b in zip(from_file.grids, from_text.grids, strict=True):
             assert torch.equal(a.sigmas, b.sigmas) and torch.equal(a.coordinates, b.coordinates)
             assert a.steps == b.steps
+            assert (a.log_offsets is None and b.log_offsets is None) or torch.equal(a.log_offsets, b.log_offsets)
         assert (from_text.solver, from_text.solver_options, from_text.parameterization) == \
             (from_file.solver, from_file.solver_options, from_file.parameterization)
         assert from_file.to_text() == coords.to_text()
