@@ -8,7 +8,7 @@ import torch
 from .denoiser import Denoiser
 from .progress import Progress
 from .schedule import learn_schedule, resolve_schedule, schedule_grids, schedule_model_calls
-from .search import search_model_calls, train_pas
+from .search import grid_model_calls, train_pas
 from .settings import AUTO_RULE, ScheduleSettings, SearchSettings
 from .solvers import canonical_solver
 
@@ -33,7 +33,7 @@ def learn_and_train(model, x, steps, *, solver="euler", max_order=None, settings
     resolved = resolve_schedule(schedule, None, denoiser, {})
     grid, _ = schedule_grids(resolved, int(steps), None)
     learning_calls = schedule_model_calls(x.shape[0], int(steps), resolved, grid)
-    overall = Progress(progress, learning_calls + search_model_calls(x.shape[0], int(steps), settings))
+    overall = Progress(progress, learning_calls + grid_model_calls(x.shape[0], int(steps), settings))
     learned = learn_schedule(denoiser, x, steps, solver=solver, max_order=max_order, settings=resolved,
                              progress=overall.phase(0))
     coords, report = train_pas(denoiser, x, learned, solver=solver, max_order=max_order, settings=settings,

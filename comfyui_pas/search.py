@@ -62,6 +62,15 @@ def search_model_calls(count: int, steps: int, settings: SearchSettings) -> int:
     return count * steps + guard_model_calls(settings.held_out(count), steps)
 
 
+def grid_model_calls(count: int, steps: int, settings: SearchSettings) -> int:
+    """Upper bound of train_pas's model calls on one grid after the teacher: the search, and with time offsets
+    their fit, the search on the shifted model and the two roll-outs of every trajectory that choose."""
+    calls = search_model_calls(count, steps, settings)
+    if settings.time_offsets:
+        calls += offset_fit_model_calls(count, steps) + search_model_calls(count, steps, settings) + 2 * count * steps
+    return calls
+
+
 def as_grid_list(sigmas) -> list[torch.Tensor]:
     """One grid or a sequence of grids, each checked."""
     grids = [sigmas] if isinstance(sigmas, torch.Tensor) else list(sigmas)
@@ -277,10 +286,7 @@ def check_start(x, grids, settings):
 
 def planned_calls(count, grids, settings, teacher) -> int:
     """The model calls train_pas plans: the teacher's exactly, the search's (and the time-offset fit's) as a bound."""
-    search = sum(search_model_calls(count, len(grid) - 1, settings) for grid in grids)
-    if settings.time_offsets:  # the fit, a second search on the shifted model, and the choice's roll-outs
-        search += sum(offset_fit_model_calls(count, len(grid) - 1) + search_model_calls(count, len(grid) - 1, settings)
-                      + 2 * count * (len(grid) - 1) for grid in grids)
+    search = sum(grid_model_calls(count, len(grid) - 1, settings) for grid in grids)
     if not isinstance(teacher, TeacherSettings):
         return search
     union = union_grid(grids)

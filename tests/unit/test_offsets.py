@@ -212,3 +212,24 @@ def test_train_pas_with_offsets_on_several_grids_fits_each_grid(gmm):
     assert len(report["grids"]) == 2 and all("time_offsets" in grid for grid in report["grids"])
     for grid, grid_report in zip(coords.grids, report["grids"], strict=True):
         assert (grid.log_offsets is not None) == grid_report["time_offsets"]["kept"]
+
+
+def test_learn_and_train_with_offsets_keeps_one_progress_bar_within_its_total(gmm):
+    from comfyui_pas import ScheduleSettings, SearchSettings, learn_and_train
+
+    x = seeded_noise(range(16), (96,)) * 80.0
+    seen, ticks = [], []
+
+    def counting(points, sigma):
+        seen.append(points.shape[0])
+        return gmm(points, sigma)
+
+    counting.sigma_min, counting.sigma_max = gmm.sigma_min, gmm.sigma_max
+    coords, report = learn_and_train(counting, x, 4, solver="euler", settings=SearchSettings(time_offsets=True),
+                                     schedule=ScheduleSettings(candidates=24),
+                                     progress=lambda done, total: ticks.append((done, total)))
+    assert "time_offsets" in report and sum(seen) == report["total_model_calls"]
+    total = ticks[-1][1]
+    assert all(t == total for _, t in ticks) and ticks[-1][0] == total >= sum(seen)
+    assert all(b[0] >= a[0] for a, b in zip(ticks, ticks[1:], strict=False))
+    assert (coords.log_offsets is not None) == report["time_offsets"]["kept"]
