@@ -99,7 +99,7 @@ def test_trained_file_corrects_sampling_on_its_sigmas(nodes, trained, tiny_model
 def test_time_offsets_option_trains_saves_and_samples_them(nodes, pas_dir, tiny_models, conditioning):
     model = tiny_models("eps")
     sigmas = karras(model)
-    out = train_node(nodes, model, conditioning, sigmas, "offsets", time_offsets=True, trajectories=16)
+    out = train_node(nodes, model, conditioning, sigmas, "offsets", time_offsets=True)
     coords, summary = out.result[0], out.ui.as_dict()["text"][0]
     assert coords.metadata["time_offsets"] is True
     assert "5 steps: time offsets kept" in summary or "5 steps: time offsets not kept" in summary
