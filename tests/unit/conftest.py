@@ -20,6 +20,19 @@ def gmm():
 
 
 @pytest.fixture
+def counting_gmm(gmm):
+    """(model, seen): the mixture's denoiser that appends the row count of every call to `seen`."""
+    seen = []
+
+    def counting(points, sigma):
+        seen.append(points.shape[0])
+        return gmm(points, sigma)
+
+    counting.sigma_min, counting.sigma_max = gmm.sigma_min, gmm.sigma_max
+    return counting, seen
+
+
+@pytest.fixture
 def gmm_training(gmm):
     """(denoiser, x, sigmas, targets, settings): 24 mixture trajectories on a 6-step grid, a 40-NFE teacher's
     states on it, and the paper's rule: what a fit study trains on."""

@@ -214,17 +214,11 @@ def test_train_pas_with_offsets_on_several_grids_fits_each_grid(gmm):
         assert (grid.log_offsets is not None) == grid_report["time_offsets"]["kept"]
 
 
-def test_learn_and_train_with_offsets_keeps_one_progress_bar_within_its_total(gmm):
+def test_learn_and_train_with_offsets_keeps_one_progress_bar_within_its_total(counting_gmm):
     from comfyui_pas import ScheduleSettings, SearchSettings, learn_and_train
 
     x = seeded_noise(range(16), (96,)) * 80.0
-    seen, ticks = [], []
-
-    def counting(points, sigma):
-        seen.append(points.shape[0])
-        return gmm(points, sigma)
-
-    counting.sigma_min, counting.sigma_max = gmm.sigma_min, gmm.sigma_max
+    (counting, seen), ticks = counting_gmm, []
     coords, report = learn_and_train(counting, x, 4, solver="euler", settings=SearchSettings(time_offsets=True),
                                      schedule=ScheduleSettings(candidates=24),
                                      progress=lambda done, total: ticks.append((done, total)))

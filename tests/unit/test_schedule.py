@@ -121,17 +121,11 @@ def test_a_candidate_teacher_with_the_baselines_serves_the_end_to_end_choice(gmm
             torch.testing.assert_close(reused.sigmas, edm_sigmas(steps, rho=float(chosen.split()[-1])))
 
 
-def test_learn_and_train_is_the_schedule_then_pas_on_it_with_exact_call_counts(gmm):
+def test_learn_and_train_is_the_schedule_then_pas_on_it_with_exact_call_counts(gmm, counting_gmm):
     """One job: the end-to-end schedule, then train_pas on it from the same teacher states. The model sees
     exactly the calls the reports count, and one progress bar runs from 0 to its total without going back."""
     x = seeded_noise(range(16), (96,)) * 80.0
-    seen, ticks = [], []
-
-    def counting(points, sigma):
-        seen.append(points.shape[0])
-        return gmm(points, sigma)
-
-    counting.sigma_min, counting.sigma_max = gmm.sigma_min, gmm.sigma_max
+    (counting, seen), ticks = counting_gmm, []
     schedule = ScheduleSettings(candidates=24)
     coords, report = learn_and_train(counting, x, 4, solver="dpmpp_2m", settings=SearchSettings(guard="mean"),
                                      schedule=schedule, progress=lambda done, total: ticks.append((done, total)))
