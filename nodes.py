@@ -72,9 +72,9 @@ RULE_TOOLTIP = ("Which fitted steps are kept (docs/objective-study.md). " + desc
                 "sharpness, and the held-out samples' 4x4-patch distribution must not move away from the teacher's.")
 TIME_OFFSETS_TOOLTIP = ("Also learn one time offset per step: step i asks the model at its sigma times exp(offset), "
                         "fitted against the teacher, kept only if held-out trajectories confirm it and PAS on top "
-                        "beats PAS alone there, in error and in contrast. Costs up to about 48 roll-outs of the trajectories per grid (roughly "
-                        "3-4x the search); sampling adds no model call. Off by default: studied, not yet adopted "
-                        "(docs/objective-study.md, 'Per-step time offsets').")
+                        "beats PAS alone there, in error and in contrast. Costs up to about 48 roll-outs of the "
+                        "trajectories per grid (3-4x a training without them); sampling adds no model call. Off by "
+                        "default: not yet adopted (docs/objective-study.md, 'Per-step time offsets').")
 TEXT_TOOLTIP = "The coordinates as one line of text, to paste into a PAS Coordinates (text) node's widget."
 
 
