@@ -196,6 +196,19 @@ def test_min_held_out_gain_replaces_the_rules():
         parse_args(["--preset", "quick", "--min-held-out-gain", "1.5"])
 
 
+def test_time_offsets_switch_on_the_option_for_every_pas_row():
+    from comfyui_pas.settings import SearchSettings
+    from train_tools.reproduction.reproduce import parse_args, rule_overrides
+
+    overrides = rule_overrides(parse_args(["--preset", "quick", "--time-offsets", "--offset-loss", "l2"]))
+    assert overrides == {"time_offsets": True, "offset_loss": "l2"}
+    settings = SearchSettings.for_rule("auto", "deis", 4.0, **overrides)
+    assert settings.time_offsets and settings.offset_loss == "l2" and settings.rule == "paper"
+    assert rule_overrides(parse_args(["--preset", "quick", "--time-offsets"])) == {"time_offsets": True}
+    with pytest.raises(SystemExit):
+        parse_args(["--preset", "quick", "--offset-loss", "l1"])
+
+
 def test_a_pas_row_that_corrects_nothing_takes_its_base_rows_samples():
     from train_tools.reproduction.reproduce import Run
 

@@ -23,6 +23,7 @@ import torch.distributed as dist
 
 from comfyui_pas import Denoiser, SearchSettings, edm_sigmas, learn_schedule, sample_pas, train_pas
 from comfyui_pas.grids import teacher_substeps as substeps_for
+from comfyui_pas.offsets import OFFSET_LOSSES
 from comfyui_pas.pipeline import LEARNED_OBJECTIVE
 from comfyui_pas.schedule import CandidateTeacher, schedule_grids
 from comfyui_pas.search import DEFAULT_N_BASIS, GUARDS, union_grid
@@ -121,8 +122,9 @@ def training_denoiser(model, seeds, batch):
 
 
 def rule_overrides(args) -> dict:
-    """The SearchSettings fields that --guard and --min-held-out-gain replace in the rule's."""
-    fields = {"guard": args.guard, "min_held_out_gain": getattr(args, "min_held_out_gain", None)}
+    """The SearchSettings fields that --guard, --min-held-out-gain, --time-offsets and --offset-loss replace."""
+    fields = {"guard": args.guard, "min_held_out_gain": getattr(args, "min_held_out_gain", None),
+              "time_offsets": getattr(args, "time_offsets", None) or None, "offset_loss": getattr(args, "offset_loss", None)}
     return {name: value for name, value in fields.items() if value is not None}
 
 
@@ -268,6 +270,10 @@ def parse_args(argv=None):
                         help="replace the rule's held-out check (comfyui_pas.settings.GUARDS)")
     parser.add_argument("--min-held-out-gain", type=float, default=None,
                         help="replace the rule's minimum held-out RMSE gain (a fraction; 0.02 = 2%%)")
+    parser.add_argument("--time-offsets", action="store_true",
+                        help="train every PAS row with per-step time offsets (docs/method.md, section 11)")
+    parser.add_argument("--offset-loss", choices=OFFSET_LOSSES, default=None,
+                        help="with --time-offsets: the offsets' fit loss (default: SearchSettings.offset_loss)")
     parser.add_argument("--auto-default", choices=tuple(ACCEPTANCE_RULES), default=None,
                         help="with --rule auto: the rule for solvers without one of their own (rule studies)")
     parser.add_argument("--batch", type=int, default=100)
@@ -284,6 +290,8 @@ def parse_args(argv=None):
         if getattr(args, key) is None:
             setattr(args, key, value)
     args.no_fid = not args.fid
+    if args.offset_loss is not None and not args.time_offsets:
+        parser.error("--offset-loss needs --time-offsets")
     if args.min_held_out_gain is not None and not 0 <= args.min_held_out_gain < 1:
         parser.error(f"--min-held-out-gain must be in [0, 1), got {args.min_held_out_gain}")
     if args.best_grid_builtins and args.no_comfy:
