@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import torch
 
+from .fit import criterion
 from .sampler import SolverTrajectory, basis_dtype, roll_out
+from .settings import LOSSES
 from .solvers import make_solver
 
-OFFSET_LOSSES = ("l1", "l2")  # the finals' mean absolute or mean squared error against the teacher's finals
 FIRST_MOVE, LAST_MOVE = 0.2, 0.025  # the pattern search's moves in log-sigma: the first, halved down to the last
 MAX_FIT_OFFSET = 1.5  # the search stays within +-this (the model asked at most 4.5x off the grid's sigma)
 MAX_ROLLOUTS = 48  # roll-outs of the fitting trajectories per grid, the first (all zeros) included
@@ -54,15 +55,10 @@ class SigmaShift:
         return sigma * float(self.log_offsets[index].exp())
 
 
-def final_error(finals, target, loss: str) -> float:
-    gap = finals - target
-    return float(gap.abs().mean() if loss == "l1" else gap.square().mean())
-
-
 def roll_out_error(denoiser, x, sigmas, target, solver, options, rows: slice, loss: str, **coordinates) -> float:
     """The final error of the trajectories `rows` against `target` (the teacher's finals of all rows), rolled
     out as roll_out_finals does."""
-    return final_error(roll_out_finals(denoiser, x, sigmas, solver, options, rows, **coordinates), target[rows], loss)
+    return criterion(roll_out_finals(denoiser, x, sigmas, solver, options, rows, **coordinates), target[rows], loss)
 
 
 def roll_out_finals(denoiser, x, sigmas, solver, options, rows: slice, *, entry=None, log_offsets=None,
@@ -87,8 +83,8 @@ def fit_time_offsets(denoiser, x, sigmas, target, solver, options, *, loss: str 
     A pattern search over the offsets (moves of FIRST_MOVE, halved down to LAST_MOVE, the first improving move
     taken, no step asked above sigmas[0]) on the final error of the first rows; the result is kept only if it also lowers the error of the
     held-out rows (the last quarter). Returns (offsets or None, report)."""
-    if loss not in OFFSET_LOSSES:
-        raise ValueError(f"unknown offset loss {loss!r}; choose one of {OFFSET_LOSSES}")
+    if loss not in LOSSES:
+        raise ValueError(f"unknown offset loss {loss!r}; choose one of {LOSSES}")
     count, steps = x.shape[0], len(sigmas) - 1
     # the most each step may move: MAX_FIT_OFFSET, and never above the grid's first sigma (a flow model's
     # sigma 1, an SD model's last timestep: beyond it the model was never trained)

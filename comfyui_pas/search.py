@@ -21,7 +21,6 @@ from .grids import check_sigmas
 from .grids import teacher_substeps as substeps_for
 from .offsets import (
     SigmaShift,
-    final_error,
     fit_time_offsets,
     held_out_rows,
     offset_fit_model_calls,
@@ -396,7 +395,7 @@ def search_with_offsets(denoiser, x, grid, target, solver, options, settings) ->
     rows, every = held_out_rows(x.shape[0]), slice(0, x.shape[0])
     finals = [roll_out_finals(denoiser, x, grid, solver, options, every, entry=result.entry, n_basis=settings.n_basis,
                               parameterization=settings.parameterization) for result in (plain, shifted)]
-    errors = [final_error(f[rows], target[-1, rows], settings.offset_loss) for f in finals]
+    errors = [criterion(f[rows], target[-1, rows], settings.offset_loss) for f in finals]
     goal = float(spread(target[-1]).mean())
     gaps = [abs(float(spread(f).mean()) - goal) for f in finals]
     fit.update(held_out_error_pas=errors[0], held_out_error_pas_offsets=errors[1], contrast_gap_pas=gaps[0],

@@ -9,7 +9,6 @@ from dataclasses import dataclass, fields, replace
 
 from .basis import basis_is_feasible
 from .coords import MAX_BASIS, PARAMETERIZATIONS
-from .offsets import OFFSET_LOSSES
 
 LOSSES = ("l1", "l2")
 # Held-out checks of a candidate step (each on the final samples of held-out trajectories):
@@ -124,7 +123,7 @@ class SearchSettings:
         _choice("tolerance_mode", self.tolerance_mode, tuple(DEFAULT_TOLERANCE))
         _choice("parameterization", self.parameterization, PARAMETERIZATIONS)
         _choice("guard", self.guard, GUARDS)
-        _choice("offset_loss", self.offset_loss, OFFSET_LOSSES)
+        _choice("offset_loss", self.offset_loss, LOSSES)
         _set(self, "time_offsets", bool(self.time_offsets))
         if not 1 <= int(self.n_basis) <= MAX_BASIS:
             raise ValueError(f"n_basis must be 1-{MAX_BASIS}, got {self.n_basis}")

@@ -23,13 +23,13 @@ import torch.distributed as dist
 
 from comfyui_pas import Denoiser, SearchSettings, edm_sigmas, learn_schedule, sample_pas, train_pas
 from comfyui_pas.grids import teacher_substeps as substeps_for
-from comfyui_pas.offsets import OFFSET_LOSSES
 from comfyui_pas.pipeline import LEARNED_OBJECTIVE
 from comfyui_pas.schedule import CandidateTeacher, schedule_grids
 from comfyui_pas.search import DEFAULT_N_BASIS, GUARDS, union_grid
 from comfyui_pas.settings import (
     ACCEPTANCE_RULES,
     AUTO_RULE,
+    LOSSES,
     RULE_CHOICES,
     TRAINER_TEACHER_NFE,
     TRAINER_TRAJECTORIES,
@@ -272,7 +272,7 @@ def parse_args(argv=None):
                         help="replace the rule's minimum held-out RMSE gain (a fraction; 0.02 = 2%%)")
     parser.add_argument("--time-offsets", action="store_true",
                         help="train every PAS row with per-step time offsets (docs/method.md, section 11)")
-    parser.add_argument("--offset-loss", choices=OFFSET_LOSSES, default=None,
+    parser.add_argument("--offset-loss", choices=LOSSES, default=None,
                         help="with --time-offsets: the offsets' fit loss (default: SearchSettings.offset_loss)")
     parser.add_argument("--auto-default", choices=tuple(ACCEPTANCE_RULES), default=None,
                         help="with --rule auto: the rule for solvers without one of their own (rule studies)")

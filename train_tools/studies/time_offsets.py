@@ -27,9 +27,8 @@ import torch
 
 from comfyui_pas import PASCoordinates, SearchSettings, edm_sigmas, sample_pas
 from comfyui_pas.acceptance import high_pass, spread
-from comfyui_pas.offsets import OFFSET_LOSSES
 from comfyui_pas.search import search_with_offsets
-from comfyui_pas.settings import AUTO_RULE, TRAINER_TRAJECTORIES
+from comfyui_pas.settings import AUTO_RULE, LOSSES, TRAINER_TRAJECTORIES
 from comfyui_pas.solvers import ORDER, SOLVERS, solver_options
 from train_tools.bench_setup import BenchSetup, bench_parser
 from train_tools.evaluation.quality import VERDICTS, Interval, interval_verdict
@@ -193,7 +192,7 @@ def main(argv: list[str] | None = None) -> None:
     parsed.set_defaults(n=400)
     parsed.add_argument("--nfe", type=int, nargs="+", default=[4, 5])
     parsed.add_argument("--solvers", nargs="+", choices=SOLVERS, default=list(SOLVERS))
-    parsed.add_argument("--offset-loss", choices=OFFSET_LOSSES, default=SearchSettings.offset_loss,
+    parsed.add_argument("--offset-loss", choices=LOSSES, default=SearchSettings.offset_loss,
                         help="the offset fit's error of the finals against the teacher's (l2: squared, l1: absolute)")
     parsed.add_argument("--out", type=Path, default=None)
     args = parsed.parse_args(argv)
