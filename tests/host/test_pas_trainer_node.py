@@ -11,7 +11,7 @@ from pas_test_pack import tiny
 
 from comfyui_pas.coords import PASCoordinates
 from comfyui_pas.grids import refine_sigmas
-from comfyui_pas.settings import ACCEPTANCE_RULES, DEFAULT_RULE
+from comfyui_pas.settings import ACCEPTANCE_RULES, DEFAULT_RULE, default_rule
 from comfyui_pas.teacher import Denoiser, teacher_states
 
 CFG = 3.0
@@ -66,7 +66,7 @@ def test_trained_file_is_listed_and_complete(nodes, trained, pas_dir):
     assert loaded.metadata["cfg"] == CFG
     assert loaded.metadata["model_type"] == "EPS"
     assert loaded.metadata["n_trajectories"] == TRAINING["trajectories"]
-    assert loaded.metadata["rule"] == DEFAULT_RULE
+    assert loaded.metadata["rule"] == default_rule("euler", CFG) == "paper"  # auto: euler under CFG >= 3
     image = out.result[1]
     assert image.ndim == 4 and image.shape[0] == 1 and image.shape[-1] == 3
     assert 0.0 <= float(image.min()) and float(image.max()) <= 1.0
@@ -317,7 +317,8 @@ def test_learned_mode_outputs_the_grid_it_trained_on(nodes, pas_dir, tiny_models
     comfy.utils.ProgressBar.update_absolute = record
     try:
         out = nodes.PASTrainer.execute(model, positive, negative, CFG, latent, None, "euler", 0, 8, 3, 16, 2,
-                                       "l1", 0.0, "learned", grid="learned", steps="5")
+                                       "l1", 0.0, "learned", grid="learned", steps="5",
+                                       rule="sharpness")  # a held-out rule: its error shows in the summary
     finally:
         comfy.utils.ProgressBar.update_absolute = original
     coords, _, sigmas, _ = out.result
