@@ -217,9 +217,11 @@ def test_auto_rule_is_each_solvers_and_train_pas_uses_it(gmm):
     assert SearchSettings.for_rule("auto", "euler").rule == DEFAULT_RULE
     assert SearchSettings.for_rule("auto", "dpmpp_2m", 4.0).rule == "paper"  # under strong CFG
     assert SearchSettings.for_rule("auto", "dpmpp_2m", 1.0).rule == DEFAULT_RULE
-    for solver in ("euler", "ipndm", "ipndm_v"):  # the paper's rule under CFG from GUIDED_CFG on
+    for solver in ("euler", "ipndm_v"):  # the paper's rule under CFG from GUIDED_CFG on
         assert SearchSettings.for_rule("auto", solver, 4.0).rule == "paper"
         assert SearchSettings.for_rule("auto", solver, 2.9).rule == DEFAULT_RULE
+    for cfg in (None, 1.0, 4.0):  # ipndm: the paper's rule with or without guidance
+        assert SearchSettings.for_rule("auto", "ipndm", cfg).rule == SOLVER_RULES["ipndm"] == "paper"
     assert SearchSettings.for_rule("auto", "res_multistep", 4.0).rule == DEFAULT_RULE
     assert "deis: paper" in describe_rule("auto") and describe_rule("paper") == "paper"
     with pytest.raises(ValueError, match="solver"):
