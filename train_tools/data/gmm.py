@@ -34,6 +34,13 @@ class GaussianMixtureDenoiser(torch.nn.Module):
     def dim(self):
         return self.means.shape[1]
 
+    def sample(self, count: int, seed: int = 0) -> torch.Tensor:
+        """`count` exact draws x0 from the mixture (count, dim), float64: the data the denoiser describes."""
+        generator = torch.Generator().manual_seed(seed)
+        component = torch.multinomial(self.log_weights.exp(), count, replacement=True, generator=generator)
+        noise = torch.randn(count, self.dim, generator=generator, dtype=torch.float64)
+        return self.means[component] + self.std * noise
+
     def forward(self, x, sigma, **_):
         shape, dtype = x.shape, x.dtype
         flat = x.reshape(shape[0], -1).double()

@@ -6,6 +6,7 @@ import torch
 # The seed ranges, apart so that no training seed is ever a held-out one.
 TRAIN_SEED_STRIDE = 10_000  # repetition r of a study trains on seeds r * stride ...
 GMM_EVAL_SEED_START = 100_000  # held-out seeds of the mixture benches and the A/B study
+GMM_REFERENCE_SEED_START = 150_000  # the mixture's reference samples (make bench's distribution check)
 PCA_SEED_START = 200_000  # the trajectory-PCA study
 TRAIN_SEED_START = 0  # PAS training trajectories on the demo model
 EVAL_SEED_START = 1_000_000  # held-out seeds on the demo model: the samples that are scored
