@@ -36,3 +36,20 @@ def test_judge_sees_blur_and_grain_against_exact_draws():
             assert change["low"] > 0, (name, worse, change)
         same = judge.change(scores["exact"], scores["exact"], name)
         assert same["value"] == same["low"] == same["high"] == 0
+
+
+def test_bench_compares_two_rules_on_the_same_seeds(tmp_path):
+    import json
+
+    from train_tools.benches import bench_gmm
+
+    out = tmp_path / "bench.json"
+    bench_gmm.main(["--nfe", "4", "--solvers", "euler", "--train", "24", "--eval", "40", "--teacher-nfe", "12",
+                    "--reference-nfe", "24", "--references", "80", "--rule", "paper", "--against-rule", "sharpness",
+                    "--out", str(out)])
+    row = json.loads(out.read_text())["rows"][0]
+    change, versus = row["fd_data_change"], row["fd_data_vs_against"]
+    assert abs(change["value"] - (row["fd_data_pas"] - row["fd_data_plain"])) < 1e-9
+    assert abs(versus["value"] - (row["fd_data_pas"] - row["against_fd_data"])) < 1e-9
+    assert change["low"] <= change["value"] <= change["high"]
+    assert row["against_rule"] == "sharpness" and row["rmse_pas"] > 0 and row["against_rmse"] > 0

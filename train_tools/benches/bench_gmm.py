@@ -16,7 +16,7 @@ import torch
 
 from comfyui_pas import SearchSettings, edm_sigmas, sample_pas, train_pas
 from comfyui_pas.errors import rmse, sample_rmse
-from comfyui_pas.settings import AUTO_RULE
+from comfyui_pas.settings import AUTO_RULE, RULE_CHOICES
 from comfyui_pas.solvers import SOLVERS, describe_solver, solver_options
 from comfyui_pas.teacher import teacher_states
 from train_tools.data.gmm import GaussianMixtureDenoiser
@@ -53,13 +53,17 @@ class DistributionJudge:
                                    corrected[name][1] - plain[name][1]).as_dict()
 
 
-def run_case(model, solver, nfe, train_x, eval_x, reference, parameterization, targets, judge, plain_scores):
-    sigmas = edm_sigmas(nfe)
-    coords, report = train_pas(model, train_x, sigmas, solver=solver,
-                               settings=SearchSettings.for_rule(AUTO_RULE, solver, parameterization=parameterization),
+def corrected_finals(model, solver, nfe, train_x, eval_x, parameterization, targets, rule):
+    coords, report = train_pas(model, train_x, edm_sigmas(nfe), solver=solver,
+                               settings=SearchSettings.for_rule(rule, solver, parameterization=parameterization),
                                teacher=targets)
-    plain = sample_pas(model, eval_x, sigmas, solver=solver)
-    corrected = sample_pas(model, eval_x, sigmas, solver=solver, coords=coords)
+    return sample_pas(model, eval_x, edm_sigmas(nfe), solver=solver, coords=coords), coords, report
+
+
+def run_case(model, solver, nfe, train_x, eval_x, reference, parameterization, targets, judge, plain_scores,
+             rule=AUTO_RULE, against_rule=None):
+    plain = sample_pas(model, eval_x, edm_sigmas(nfe), solver=solver)
+    corrected, coords, report = corrected_finals(model, solver, nfe, train_x, eval_x, parameterization, targets, rule)
     summary = compare(sample_rmse(plain, reference[nfe]), sample_rmse(corrected, reference[nfe]))
     if (solver, nfe) not in plain_scores:
         plain_scores[solver, nfe] = judge.score(plain)
@@ -68,6 +72,14 @@ def run_case(model, solver, nfe, train_x, eval_x, reference, parameterization, t
     for name in DISTRIBUTION_REFERENCES:
         distribution[f"fd_{name}_plain"], distribution[f"fd_{name}_pas"] = before[name][0], after[name][0]
         distribution[f"fd_{name}_change"] = judge.change(before, after, name)
+    if against_rule is not None:
+        other, other_coords, _ = corrected_finals(model, solver, nfe, train_x, eval_x, parameterization, targets,
+                                                  against_rule)
+        other_scores = judge.score(other)
+        distribution.update({"against_rule": against_rule, "against_steps": other_coords.steps,
+                             "against_rmse": rmse(other, reference[nfe]), "against_spread": other_scores["spread"],
+                             "against_fd_data": other_scores["data"][0],
+                             "fd_data_vs_against": judge.change(other_scores, after, "data")})
     return {**distribution, "solver": solver, "label": describe_solver(solver, solver_options(solver)), "nfe": nfe,
             "parameterization": parameterization, "rmse_plain": rmse(plain, reference[nfe]),
             "rmse_pas": rmse(corrected, reference[nfe]), "gain": summary["gain"],
@@ -102,6 +114,16 @@ def format_distribution_table(rows):
         for r in rows])
 
 
+def format_against_table(rows, rule):
+    header = ["solver", "NFE", f"steps ({rule})", "steps (other)", f"RMSE ({rule})", "RMSE (other)",
+              f"FD data ({rule})", "FD data (other)", "difference [95%]", "verdict"]
+    return markdown_table(header, [
+        [r["label"], r["nfe"], r["accepted"], r["against_steps"], f"{r['rmse_pas']:.4f}", f"{r['against_rmse']:.4f}",
+         f"{r['fd_data_pas']:.3f}", f"{r['against_fd_data']:.3f}", _change(r["fd_data_vs_against"]),
+         interval_verdict(r["fd_data_vs_against"])]
+        for r in rows])
+
+
 def format_table(rows):
     header = ["solver", "NFE", "param.", "RMSE plain", "RMSE PAS", "change", "median change", "samples worse", "steps",
               "params", "search s"]
@@ -123,6 +145,9 @@ def main(argv=None):
                         help="exact mixture draws, and reference-teacher finals, for the distribution check")
     parser.add_argument("--parameterization", nargs="+", default=[SearchSettings.parameterization])
     parser.add_argument("--solvers", nargs="+", choices=SOLVERS, default=list(SOLVERS))
+    parser.add_argument("--rule", choices=RULE_CHOICES, default=AUTO_RULE, help="acceptance rule (default: auto)")
+    parser.add_argument("--against-rule", choices=RULE_CHOICES,
+                        help="also train with this rule and compare the two corrected rows (paired FD to the data)")
     parser.add_argument("--out", default="out/bench_gmm.json")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
@@ -139,11 +164,11 @@ def main(argv=None):
                               args.eval)
     plain_scores = {}
     rows = [run_case(model, solver, nfe, train_x, eval_x, reference, parameterization, targets[nfe], judge,
-                     plain_scores)
+                     plain_scores, args.rule, args.against_rule)
             for parameterization in args.parameterization for solver in args.solvers for nfe in args.nfe]
     table = format_table(rows)
     print(f"Gaussian mixture {GMM_SETTINGS}; {args.train} training trajectories, {args.eval} held-out seeds, "
-          f"teacher {args.teacher_nfe} NFE ({teacher_seconds:.1f} s for all NFE, shared by the solvers), scored "
+          f"rule {args.rule}, teacher {args.teacher_nfe} NFE ({teacher_seconds:.1f} s for all NFE, shared by the solvers), scored "
           f"against a {args.reference_nfe}-NFE Heun reference")
     print(table)
     verdicts = []
@@ -170,6 +195,10 @@ def main(argv=None):
                       for v in ("better", "level", "worse")}
             print(f"{parameterization}: FD to the {name}, PAS rows against the solver: "
                   + ", ".join(f"{n} {v}" for v, n in counts.items()))
+    if args.against_rule:
+        print(f"\nRule {args.rule} against rule {args.against_rule} (other), both corrected; difference = FD to the "
+              f"data of {args.rule} minus other's, paired 95% interval")
+        print(format_against_table(rows, args.rule))
     print(f"(total {time.perf_counter() - started:.0f} s)")
     write_json(args.out, {"gmm": GMM_SETTINGS, "args": vars(args), "rows": rows, "verdicts": verdicts,
                           "distribution_floor": floor})
