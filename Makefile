@@ -42,7 +42,7 @@ test-browser: venv host browser
 demo: venv host dataset fid-weights   ## the quick preset on 2 processes: conditional model, CFG 4, quality bench
 	$(PY) -m torch.distributed.run --standalone --nproc-per-node $(REPRODUCE_PROCS) -m train_tools.reproduction.demo
 
-bench: venv host   ## every solver with and without PAS on the mixture, then the per-solver correction overhead
+bench: venv host   ## every solver with and without PAS on the mixture (RMSE and distribution), then the correction overhead
 	$(PY) -m train_tools.benches.bench_gmm --out out/bench_gmm.json
 	$(PY) -m train_tools.benches.bench_overhead
 
