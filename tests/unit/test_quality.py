@@ -169,6 +169,13 @@ def test_rule_table_shows_each_rule_against_its_base():
     text = rules_markdown(rows, "conditional model, CFG 4", 1000)
     assert "| 5 | deis | paper@48 | [1, 2] | 30 | -25.0 [-30.0, -20.0] |" in text and "N = 1000" in text
     assert text.rstrip().endswith("| 0.700 | 2,832 |")
+    worse = {"value": 0.1, "low": 0.05, "high": 0.15}
+    rows.append({**rows[1], "rule": "sharpness@48", "steps": [2],
+                 "vs_first_rule": {"rule": "paper@48", "fd_teacher": worse, "fd_data": change, "rmse": worse}})
+    text = rules_markdown(rows, "conditional model, CFG 4", 1000)
+    assert "FD teacher vs the first rule %" in text
+    assert text.rstrip().endswith("| paper@48: +10.0 [+5.0, +15.0] | -25.0 [-30.0, -20.0] | +10.0 [+5.0, +15.0] |")
+    assert "| 0.700 | 2,832 |  |  |  |" in text  # the first rule's own row leaves the columns empty
 
 
 def test_rule_verdicts_follow_the_interval(tmp_path):

@@ -4,7 +4,8 @@
 
 A rule is `name@trajectories` (paper@48); all rules share one Heun teacher of TRAINER_TEACHER_NFE per grid
 on the training seeds, and sample the evaluation seeds on ComfyUI's karras grid; each PAS row gets the paired difference to ComfyUI's
-own solver on the same seeds and grid (FD to the teacher's samples, FD to the data, RMSE), 95% intervals.
+own solver on the same seeds and grid (FD to the teacher's samples, FD to the data, RMSE), 95% intervals, and
+each rule after the first also its paired difference to the first rule's row.
 Writes out/rule_study/<model>_cfg<w>/rules.json and rules.md.
 """
 from __future__ import annotations
@@ -83,6 +84,7 @@ def study(setup: BenchSetup, judge: Judge, solvers, nfes, rules, trainer: RuleTr
             rows.append({"nfe": nfe, "solver": solver, "rule": "(ComfyUI, uncorrected)", "steps": [],
                          "values": {m: base.values[m] for m in METRICS}, "spread": contrast(finals),
                          "seconds": time.perf_counter() - t0})
+            first = None  # the first rule's scores: each later rule is also compared with it, paired
             for rule, count in rules:
                 t0 = time.perf_counter()
                 coords, report, calls = trainer.train(solver, sigmas, rule, count)
@@ -93,6 +95,11 @@ def study(setup: BenchSetup, judge: Judge, solvers, nfes, rules, trainer: RuleTr
                              "values": {m: scored.values[m] for m in METRICS},
                              "vs_base": {m: Judge.relative(scored, base, m).as_dict() for m in METRICS},
                              "seconds": time.perf_counter() - t0})
+                if first is None:
+                    first = (f"{rule}@{count}", scored)
+                else:
+                    rows[-1]["vs_first_rule"] = {"rule": first[0], **{m: Judge.relative(scored, first[1], m).as_dict()
+                                                                      for m in METRICS}}
                 print(f"  NFE {nfe} {solver} {rule}@{count}: steps {coords.steps}, FD teacher "
                       f"{100 * rows[-1]['vs_base']['fd_teacher']['value']:+.1f}% ({rows[-1]['seconds']:.0f} s)",
                       flush=True)
@@ -107,16 +114,22 @@ def pct(d) -> str:
 
 
 def rules_markdown(rows, label, n) -> str:
+    against = any("vs_first_rule" in r for r in rows)  # columns only when a run compared rules with each other
     body = []
     for r in rows:
-        vs = r.get("vs_base")
+        vs, first = r.get("vs_base"), r.get("vs_first_rule")
         body.append([r["nfe"], r["solver"], r["rule"], r["steps"] or "-", f"{r['values']['fd_teacher']:.3g}",
                      pct(vs["fd_teacher"]) if vs else "", pct(vs["fd_data"]) if vs else "",
                      pct(vs["rmse"]) if vs else "", f"{r['spread']:.3f}" if "spread" in r else "",
-                     f"{r['model_calls']:,}" if r.get("model_calls") else ""])
+                     f"{r['model_calls']:,}" if r.get("model_calls") else ""]
+                    + ([f"{first['rule']}: {pct(first['fd_teacher'])}" if first else "",
+                        pct(first["fd_data"]) if first else "", pct(first["rmse"]) if first else ""]
+                       if against else []))
     head = ["NFE", "solver", "rule", "corrected steps", "FD teacher", "FD teacher vs base %", "FD data vs base %",
             "RMSE vs base %", "contrast", "model calls"]
-    return f"## {label}, N = {n}\n\n" + markdown_table(head, body, "rllrrrrrrr")
+    if against:
+        head += ["FD teacher vs the first rule %", "FD data vs the first rule %", "RMSE vs the first rule %"]
+    return f"## {label}, N = {n}\n\n" + markdown_table(head, body, "rllrrrrrrr" + "lrr" * against)
 
 
 
