@@ -22,7 +22,13 @@ from comfyui_pas.teacher import teacher_states
 from train_tools.data.gmm import GaussianMixtureDenoiser
 from train_tools.data.seeds import GMM_EVAL_SEED_START, GMM_REFERENCE_SEED_START, seeded_noise
 from train_tools.evaluation.metrics import compare
-from train_tools.evaluation.quality import N_BOOT, FrechetReference, interval_verdict, percentile_interval
+from train_tools.evaluation.quality import (
+    N_BOOT,
+    VERDICTS,
+    FrechetReference,
+    interval_verdict,
+    percentile_interval,
+)
 from train_tools.tables import markdown_table, write_json
 
 GMM_SETTINGS = dict(dim=128, components=16, spread=1.0, std=0.5, seed=0)
@@ -192,7 +198,7 @@ def main(argv=None):
         sub = [r for r in rows if r["parameterization"] == parameterization]
         for name in DISTRIBUTION_REFERENCES:
             counts = {v: sum(interval_verdict(r[f"fd_{name}_change"]) == v for r in sub)
-                      for v in ("better", "level", "worse")}
+                      for v in VERDICTS}
             print(f"{parameterization}: FD to the {name}, PAS rows against the solver: "
                   + ", ".join(f"{n} {v}" for v, n in counts.items()))
     if args.against_rule:
