@@ -58,7 +58,7 @@ def guard_model_calls(n_val: int, steps: int) -> int:
 def search_model_calls(count: int, steps: int, settings: SearchSettings) -> int:
     """Upper bound of the search's model calls on one grid: every trajectory once per step, plus the
     held-out roll-outs (spent only for steps whose training loss drops)."""
-    return count * steps + guard_model_calls(settings.held_out(count), steps)
+    return count * steps + guard_model_calls(settings.for_steps(steps).held_out(count), steps)
 
 
 def grid_model_calls(count: int, steps: int, settings: SearchSettings) -> int:
@@ -278,7 +278,8 @@ def given_states(teacher, grids, x) -> list[torch.Tensor] | None:
 def check_start(x, grids, settings):
     if not torch.isfinite(x).all():
         raise ValueError("the start points contain NaN or inf")
-    settings.held_out(x.shape[0])
+    for grid in grids:
+        settings.for_steps(len(grid) - 1).held_out(x.shape[0])
     if any(float(grid[0]) != float(grids[0][0]) for grid in grids):
         raise ValueError("all grids of one training must start at the same sigma (one start point per trajectory)")
 
@@ -342,16 +343,17 @@ def run_training(denoiser, x, grids, states, teacher, solver, options, settings,
             raise ValueError("the teacher trajectories contain NaN or inf (is the model producing NaNs?)")
     search_started = time.perf_counter()
     results, offset_fits = [], []
-    for grid, target in zip(grids, states, strict=True):
+    per_grid = [settings.for_steps(len(grid) - 1) for grid in grids]
+    for grid, target, grid_settings in zip(grids, states, per_grid, strict=True):
         if settings.time_offsets:
-            searched = search_with_offsets(denoiser, x, grid, target, solver, options, settings)
+            searched = search_with_offsets(denoiser, x, grid, target, solver, options, grid_settings)
             result, fit = searched.chosen, searched.fit
         else:
-            result, fit = search_grid(denoiser, x, grid, target, solver, options, settings), None
+            result, fit = search_grid(denoiser, x, grid, target, solver, options, grid_settings), None
         results.append(result)
         offset_fits.append(fit)
     search_seconds = time.perf_counter() - search_started
-    report, info = training_report(results, settings, x, teacher_info, metadata)
+    report, info = training_report(results, per_grid, x, teacher_info, metadata)
     if settings.time_offsets:
         for grid_report_, fit in zip(report["grids"], offset_fits, strict=True):
             grid_report_["time_offsets"] = fit
@@ -404,25 +406,28 @@ def search_with_offsets(denoiser, x, grid, target, solver, options, settings) ->
     return OffsetSearch(plain, shifted, fit)
 
 
-def grid_report(result: GridResult) -> dict:
+def grid_report(result: GridResult, settings: SearchSettings) -> dict:
     return {"steps": result.steps, "accepted": result.entry.steps, "sigmas": result.entry.sigmas.tolist(),
+            "rule": settings.rule,
             "train_final_loss": result.final_loss, "val_final_plain": pooled(result.val_plain),
             "val_final_pas": pooled(result.val_pas), "val_high_pass_plain": pooled(result.val_plain, fine=True),
             "val_high_pass_pas": pooled(result.val_pas, fine=True)}
 
 
-def training_report(results, settings, x, teacher_info, metadata):
-    """(report, file metadata): the first grid's report at the top level (one-grid callers), all in 'grids'."""
-    count = x.shape[0]
+def training_report(results, per_grid, x, teacher_info, metadata):
+    """(report, file metadata): the first grid's report at the top level (one-grid callers), all in 'grids';
+    per_grid: the settings each grid was searched with (the first grid's are recorded at the top level)."""
+    count, settings = x.shape[0], per_grid[0]
     n_val = settings.held_out(count)
     recorded = dict(settings.recorded(), validation_fraction=settings.validation_fraction if n_val else 0.0,
                     n_trajectories=count, n_validation=n_val, teacher=teacher_info, latent_shape=list(x.shape[1:]))
-    grids = [grid_report(result) for result in results]
+    grids = [grid_report(result, grid_settings) for result, grid_settings in zip(results, per_grid, strict=True)]
     report = dict(grids[0], settings=recorded, grids=grids)
     info = dict(recorded, per_step=[{k: s[k] for k in ("step", "loss_plain", "loss_corrected", "accepted")}
                                     for s in results[0].steps])
     if len(results) > 1:
-        info["per_grid"] = [{"steps": len(r.entry.sigmas) - 1, "val_final_plain": pooled(r.val_plain),
-                             "val_final_pas": pooled(r.val_pas)} for r in results]
+        info["per_grid"] = [{"steps": len(r.entry.sigmas) - 1, "rule": grid_settings.rule,
+                             "val_final_plain": pooled(r.val_plain), "val_final_pas": pooled(r.val_pas)}
+                            for r, grid_settings in zip(results, per_grid, strict=True)]
     info.update(metadata or {})
     return report, info

@@ -39,13 +39,16 @@ _DEFAULT = ACCEPTANCE_RULES[DEFAULT_RULE]
 # "auto": the rule measured best for the solver on the quality bench (docs/objective-study.md). The paper's
 # rule never made deis or ipndm worse there, with or without guidance, and helped ipndm on every row. Under
 # CFG 4 it never made dpmpp_2m, euler or ipndm_v worse, and it helped them (dpmpp_2m hurt at CFG 1 and
-# unguided), so for them it applies from GUIDED_CFG on (measured at 1 and 4); res_multistep (worse at 4 steps
-# under it) and every other case get DEFAULT_RULE.
+# unguided), so for them it applies from GUIDED_CFG on (measured at 1 and 4). SOLVER_STEP_RULES: (steps, rule),
+# the rule a solver takes on grids of at least that many steps, at any CFG: res_multistep, worse at 4-5 steps
+# under the paper's rule, never worse from 8 on. Every other case gets DEFAULT_RULE.
 AUTO_RULE = "auto"
 SOLVER_RULES = {"deis": "paper", "ipndm": "paper"}
 GUIDED_SOLVER_RULES = {"euler": "paper", "ipndm_v": "paper", "dpmpp_2m": "paper"}
 GUIDED_CFG = 3.0
+SOLVER_STEP_RULES = {"res_multistep": (8, "paper")}
 RULE_CHOICES = (AUTO_RULE, *ACCEPTANCE_RULES)
+ACCEPTANCE_FIELDS = ("guard", "min_held_out_gain", "correct_last_step")
 
 
 def describe_rule(rule: str) -> str:
@@ -53,12 +56,18 @@ def describe_rule(rule: str) -> str:
     if rule != AUTO_RULE:
         return rule
     guided = "; ".join(f"{s}: {r} at CFG >= {GUIDED_CFG:g}" for s, r in GUIDED_SOLVER_RULES.items())
-    return f"auto ({'; '.join(f'{s}: {r}' for s, r in SOLVER_RULES.items())}; {guided}; otherwise {DEFAULT_RULE})"
+    by_steps = "; ".join(f"{s}: {r} from {n} steps" for s, (n, r) in SOLVER_STEP_RULES.items())
+    return (f"auto ({'; '.join(f'{s}: {r}' for s, r in SOLVER_RULES.items())}; {guided}; {by_steps}; "
+            f"otherwise {DEFAULT_RULE})")
 
 
-def default_rule(solver: str, cfg: float | None = None, otherwise: str | None = None) -> str:
-    """The acceptance rule `auto` means for this (canonical) solver name at this CFG (None: unguided);
-    `otherwise` replaces DEFAULT_RULE for the solvers without a measured rule of their own (rule studies)."""
+def default_rule(solver: str, cfg: float | None = None, otherwise: str | None = None,
+                 steps: int | None = None) -> str:
+    """The acceptance rule `auto` means for this (canonical) solver name at this CFG (None: unguided) on a
+    grid of `steps` steps (None: below every SOLVER_STEP_RULES threshold); `otherwise` replaces DEFAULT_RULE
+    for the solvers without a measured rule of their own (rule studies)."""
+    if steps is not None and solver in SOLVER_STEP_RULES and steps >= SOLVER_STEP_RULES[solver][0]:
+        return SOLVER_STEP_RULES[solver][1]
     if cfg is not None and cfg >= GUIDED_CFG and solver in GUIDED_SOLVER_RULES:
         return GUIDED_SOLVER_RULES[solver]
     return SOLVER_RULES.get(solver, otherwise or DEFAULT_RULE)
@@ -83,8 +92,10 @@ class SearchSettings:
     loss drops by more than `tolerance` (1% relative), its held-out trajectories pass `guard`, and their RMSE
     drops by more than `min_held_out_gain`; the last step (onto the grid's end) is a candidate only with
     `correct_last_step`. The last three come from the acceptance rule DEFAULT_RULE (docs/objective-study.md);
-    `SearchSettings.for_rule(name)` sets another rule's. `time_offsets` first fits one time offset per step
-    (comfyui_pas.offsets, by `offset_loss`) and searches the corrections on the shifted model (off by default).
+    `SearchSettings.for_rule(name)` sets another rule's. `rule_from_steps` (steps, rule): on grids of at least
+    that many steps that rule's fields replace these three (`auto` sets it from SOLVER_STEP_RULES; the search
+    reads `for_steps(n)`). `time_offsets` first fits one time offset per step (comfyui_pas.offsets, by
+    `offset_loss`) and searches the corrections on the shifted model (off by default).
     """
 
     n_basis: int = 3
@@ -96,6 +107,7 @@ class SearchSettings:
     validation_fraction: float = 0.25
     min_held_out_gain: float = _DEFAULT["min_held_out_gain"]
     correct_last_step: bool = _DEFAULT["correct_last_step"]
+    rule_from_steps: tuple[int, str] | None = None
     time_offsets: bool = False
     offset_loss: str = "l1"
 
@@ -107,18 +119,30 @@ class SearchSettings:
         _choice("rule", rule, RULE_CHOICES)
         if otherwise is not None:
             _choice("otherwise", otherwise, tuple(ACCEPTANCE_RULES))
+        by_steps = None
         if rule == AUTO_RULE:
             if solver is None:
                 raise ValueError("the acceptance rule 'auto' needs the solver's name")
+            if not any(name in fields for name in ACCEPTANCE_FIELDS):  # explicit fields hold at every step count
+                by_steps = SOLVER_STEP_RULES.get(solver)
             rule = default_rule(solver, cfg, otherwise)
-        return cls(**{**ACCEPTANCE_RULES[rule], **fields})
+        return cls(**{**ACCEPTANCE_RULES[rule], "rule_from_steps": by_steps, **fields})
+
+    def for_steps(self, steps: int) -> SearchSettings:
+        """The settings the search uses on a grid of `steps` steps: rule_from_steps applied, then dropped."""
+        if self.rule_from_steps is None:
+            return self
+        start, rule = self.rule_from_steps
+        return replace(self, rule_from_steps=None, **(ACCEPTANCE_RULES[rule] if steps >= start else {}))
 
     @property
     def rule(self) -> str:
-        """The name of the acceptance rule these settings follow, or 'custom'."""
-        mine = {"guard": self.guard, "min_held_out_gain": self.min_held_out_gain,
-                "correct_last_step": self.correct_last_step}
-        return next((name for name, fields in ACCEPTANCE_RULES.items() if fields == mine), "custom")
+        """The name of the acceptance rule these settings follow ('custom' if none), and the rule_from_steps."""
+        mine = {name: getattr(self, name) for name in ACCEPTANCE_FIELDS}
+        name = next((name for name, fields in ACCEPTANCE_RULES.items() if fields == mine), "custom")
+        if self.rule_from_steps is None:
+            return name
+        return f"{name}, {self.rule_from_steps[1]} from {self.rule_from_steps[0]} steps"
 
     def __post_init__(self):
         _choice("loss", self.loss, LOSSES)
@@ -134,6 +158,12 @@ class SearchSettings:
         _set(self, "tolerance", tolerance)
         _set(self, "min_held_out_gain", float(self.min_held_out_gain))
         _set(self, "correct_last_step", bool(self.correct_last_step))
+        if self.rule_from_steps is not None:
+            start, rule = self.rule_from_steps
+            _choice("rule_from_steps' rule", rule, tuple(ACCEPTANCE_RULES))
+            if int(start) < 1:
+                raise ValueError(f"rule_from_steps needs a step count >= 1, got {start}")
+            _set(self, "rule_from_steps", (int(start), rule))
 
     def held_out(self, count: int) -> int:
         """How many of `count` trajectories are held out for the guard (the last ones)."""
@@ -155,7 +185,8 @@ class SearchSettings:
         return {"loss": self.loss, "tolerance": self.tolerance, "tolerance_mode": self.tolerance_mode,
                 "rule": self.rule, "guard": self.guard, "min_held_out_gain": self.min_held_out_gain,
                 "correct_last_step": self.correct_last_step, "time_offsets": self.time_offsets,
-                "offset_loss": self.offset_loss}
+                "offset_loss": self.offset_loss,
+                **({"rule_from_steps": list(self.rule_from_steps)} if self.rule_from_steps else {})}
 
 
 @dataclass(frozen=True)

@@ -222,7 +222,7 @@ def test_auto_rule_is_each_solvers_and_train_pas_uses_it(gmm):
         assert SearchSettings.for_rule("auto", solver, 2.9).rule == DEFAULT_RULE
     for cfg in (None, 1.0, 4.0):  # ipndm: the paper's rule with or without guidance
         assert SearchSettings.for_rule("auto", "ipndm", cfg).rule == SOLVER_RULES["ipndm"] == "paper"
-    assert SearchSettings.for_rule("auto", "res_multistep", 4.0).rule == DEFAULT_RULE
+    assert SearchSettings.for_rule("auto", "res_multistep", 4.0).for_steps(6).rule == DEFAULT_RULE
     assert "deis: paper" in describe_rule("auto") and describe_rule("paper") == "paper"
     with pytest.raises(ValueError, match="solver"):
         SearchSettings.for_rule("auto")
@@ -236,6 +236,39 @@ def test_auto_rule_is_each_solvers_and_train_pas_uses_it(gmm):
         assert coords.metadata["rule"] == report["settings"]["rule"] == rule
     coords, _ = train_pas(gmm, x, edm_sigmas(5), solver="deis", settings=SearchSettings(), teacher_nfe=12)
     assert coords.metadata["rule"] == DEFAULT_RULE  # explicit settings are kept
+
+
+def test_auto_rule_by_step_count_resolves_per_grid(gmm):
+    from comfyui_pas.settings import DEFAULT_RULE, SOLVER_STEP_RULES, default_rule, describe_rule
+
+    start, rule = SOLVER_STEP_RULES["res_multistep"]
+    assert (start, rule) == (8, "paper")
+    for cfg in (None, 1.0, 4.0):
+        settings = SearchSettings.for_rule("auto", "res_multistep", cfg)
+        assert settings.rule_from_steps == (8, "paper")
+        assert settings.rule == f"{DEFAULT_RULE}, paper from 8 steps"
+        assert settings.for_steps(7).rule == DEFAULT_RULE == default_rule("res_multistep", cfg, steps=7)
+        assert settings.for_steps(8).rule == "paper" == default_rule("res_multistep", cfg, steps=10)
+        assert settings.for_steps(10).rule_from_steps is None and settings.for_steps(10).guard == "none"
+    assert default_rule("res_multistep") == DEFAULT_RULE  # no step count: the short grids' rule
+    assert "res_multistep: paper from 8 steps" in describe_rule("auto")
+    # explicit acceptance fields hold at every step count; other fields keep the step rule
+    assert SearchSettings.for_rule("auto", "res_multistep", guard="validation").rule_from_steps is None
+    assert SearchSettings.for_rule("auto", "res_multistep", n_basis=2).rule_from_steps == (8, "paper")
+    assert SearchSettings.for_rule("auto", "euler").rule_from_steps is None
+    for bad in [(0, "paper"), (8, "auto"), (8, "fid_safe")]:
+        with pytest.raises(ValueError, match="rule_from_steps"):
+            SearchSettings(rule_from_steps=bad)
+    # one training over a 5- and an 8-step grid: each grid searched under its own rule
+    x = seeded_noise(range(8), (96,)) * 80.0
+    coords, report = train_pas(gmm, x, [edm_sigmas(5), edm_sigmas(8)], solver="res_multistep", teacher_nfe=12)
+    assert [g["rule"] for g in report["grids"]] == [DEFAULT_RULE, "paper"]
+    assert [g["rule"] for g in coords.metadata["per_grid"]] == [DEFAULT_RULE, "paper"]
+    assert coords.metadata["rule"] == report["settings"]["rule"] == DEFAULT_RULE  # the first grid's
+    assert report["grids"][0]["val_final_plain"] is not None  # sharpness holds trajectories out
+    assert report["grids"][1]["val_final_plain"] is None  # the paper's rule does not
+    alone, alone_report = train_pas(gmm, x, edm_sigmas(8), solver="res_multistep", teacher_nfe=12)
+    assert alone.metadata["rule"] == alone_report["grids"][0]["rule"] == "paper"
 
 
 @pytest.mark.parametrize("guard", ["patches", "sharpness"])

@@ -96,7 +96,7 @@ def nfe_rows(setup, judge, samples, trainer, nfe, names, solvers, cfg) -> list[d
     grids = {row["method"]: row["rho"] for row in rows}
     for solver in solvers:
         t0 = time.perf_counter()
-        rule, sigmas = default_rule(solver, cfg), karras(nfe, grids[solver])
+        rule, sigmas = default_rule(solver, cfg, steps=nfe), karras(nfe, grids[solver])
         coords, report, calls = trainer.train(solver, sigmas, rule, TRAINER_TRAJECTORIES)
         images, finals = setup.sample(setup.pas(solver, coords), sigmas)
         mine = judge.score(images, finals)

@@ -125,7 +125,7 @@ def run(setup: BenchSetup, nfes, solvers, variants, rule: str = AUTO_RULE) -> di
         sigmas = edm_sigmas(nfe, setup.guided.sigma_min, setup.guided.sigma_max).float()
         training = TrainingSets(setup)
         for solver in solvers:
-            settings = SearchSettings.for_rule(rule, solver, cfg)
+            settings = SearchSettings.for_rule(rule, solver, cfg).for_steps(nfe)
             scored = {}
             for variant in (Variant(), *variants):
                 denoiser, x, targets = training.get(sigmas, variant.trajectories)

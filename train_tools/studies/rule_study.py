@@ -155,7 +155,7 @@ def auto_rows(rows, cfg, trajectories) -> list[dict]:
     """The rows of the rule `auto` picks (settings.default_rule) on `trajectories`, renamed auto@T."""
     picked = []
     for r in rows:
-        if r["rule"] == f"{default_rule(r['solver'], cfg)}@{trajectories}":
+        if r["rule"] == f"{default_rule(r['solver'], cfg, steps=r['nfe'])}@{trajectories}":
             picked.append(dict(r, rule=f"auto@{trajectories}"))
     return picked
 

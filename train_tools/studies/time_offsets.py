@@ -72,7 +72,7 @@ def run(setup: BenchSetup, nfes, solvers, rule: str = AUTO_RULE, offset_loss: st
         denoiser, x, targets = TrainingSets(setup).get(sigmas, TRAINER_TRAJECTORIES)
         first, of_nfe = len(rows), []
         for solver in solvers:
-            settings = replace(SearchSettings.for_rule(rule, solver, cfg), time_offsets=True, offset_loss=offset_loss)
+            settings = replace(SearchSettings.for_rule(rule, solver, cfg).for_steps(nfe), time_offsets=True, offset_loss=offset_loss)
             started = time.perf_counter()
             searched = search_with_offsets(denoiser, x, sigmas, targets, solver, solver_options(solver), settings)
             fit = dict(searched.fit, seconds=time.perf_counter() - started)
