@@ -11,6 +11,7 @@ PCA_SEED_START = 200_000  # the trajectory-PCA study
 TRAIN_SEED_START = 0  # PAS training trajectories on the demo model
 EVAL_SEED_START = 1_000_000  # held-out seeds on the demo model: the samples that are scored
 REFERENCE_SEED_START = 2_000_000  # the teacher's own samples: the reference of the quality bench
+CONFIRM_SEED_START = 3_000_000  # held-out seeds that confirm a choice made on EVAL_SEED_START's results
 
 
 def seeded_noise(seeds, shape, dtype: torch.dtype = torch.float64) -> torch.Tensor:

@@ -39,7 +39,7 @@ from comfyui_pas.solvers import SOLVERS, describe_solver, solver_options
 from comfyui_pas.teacher import teacher_nfe_for, teacher_states
 from train_tools.bench_setup import load_model
 from train_tools.data.guided import GuidedModel, labels_for
-from train_tools.data.seeds import EVAL_SEED_START, REFERENCE_SEED_START
+from train_tools.data.seeds import CONFIRM_SEED_START, EVAL_SEED_START, REFERENCE_SEED_START
 from train_tools.evaluation.metrics import rmse
 from train_tools.reproduction.distributed import init_distributed, map_seeds
 from train_tools.reproduction.reproduce_output import finish, score_fid, score_rows
@@ -244,7 +244,9 @@ def parse_args(argv=None):
     parser.add_argument("--train", type=int, help="training trajectories (seeds 0..N-1)")
     parser.add_argument("--eval", type=int, help=f"evaluation samples (seeds from {EVAL_SEED_START})")
     parser.add_argument("--train-seed-start", type=int, default=0)
-    parser.add_argument("--eval-seed-start", type=int, default=EVAL_SEED_START)
+    parser.add_argument("--eval-seed-start", type=int, default=EVAL_SEED_START,
+                        help=f"first evaluation seed ({CONFIRM_SEED_START}: the range that confirms a choice "
+                             f"made on the default's results)")
     parser.add_argument("--teacher-nfe", type=int, help="Heun teacher used for training")
     parser.add_argument("--reference-nfe", type=int, help="Heun reference that scores RMSE (one grid for all NFE)")
     parser.add_argument("--fid-ref", type=int, help="Fashion-MNIST test images in the FID reference")
