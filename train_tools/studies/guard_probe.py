@@ -1,6 +1,6 @@
 """Can a check that uses only the user's model tell a harmful PAS correction from a helpful one?
 
-    python -m train_tools.studies.guard_probe [--cases first|validation] [--held-out 64]
+    python -m train_tools.studies.guard_probe [--cases first|validation|ipndm] [--held-out 64]
 
 For PAS rows whose verdict the quality bench already measured (docs/objective-study.md: the rule study and
 the best-row study, FD to the teacher with paired intervals on other seeds), this trains PAS again with the
@@ -12,7 +12,11 @@ teacher's finals of the same seeds:
 * spectrum: the mean |log power| gap to the teacher in radial frequency bands (blur lowers the high bands,
   grain raises them);
 * denoiser@s: the model's own pull on a final re-noised to sigma s, mean |D(x + s n, s) - x|^2 (one model call
-  per final and sigma; a final off the model's manifold is pulled further).
+  per final and sigma; a final off the model's manifold is pulled further);
+* statistics across samples, where a shared least-squares step that pulls samples toward their mean would
+  show: diversity (the per-pixel variance across the finals, averaged), mean_gap (the RMS of the difference
+  between the mean final and the teacher's mean final), coarse_fd (the Frechet distance of the finals pooled
+  to 4x4-pixel cells, to the teacher's) and patch_fd (the `patches` guard's 4x4-patch Frechet distance).
 A statistic would make a guard if its gap to the teacher grows for the rows the bench found worse and shrinks
 for the rows it found better. Writes out/guard_probe/<cases>/probe.json and probe.md.
 """
@@ -25,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from comfyui_pas.acceptance import spread
+from comfyui_pas.acceptance import frechet_distance, patch_frechet, spread
 from train_tools.bench_setup import BenchSetup, karras
 from train_tools.studies.rule_study import RuleTrainer
 from train_tools.tables import markdown_table
@@ -59,8 +63,23 @@ VALIDATION = [
     ("cond", 4.0, "dpmpp_2m", 6, 7.0, "-35.8% [-44.2, -27.3] better", "rule_study"),
     ("cond", 4.0, "dpmpp_2m", 8, 7.0, "-5.3% [-18.8, +8.2] level", "rule_study"),
 ]
+# Chosen after the first two sets, to test statistics across samples on ipndm (best-row study): its worse row
+# without guidance on rho 3, the level row at CFG 1 on rho 3, and better rows on other grids and settings.
+IPNDM = [
+    ("uncond", 1.0, "ipndm", 5, 3.0, "+33.6% [+22.7, +44.6] worse", "best_row"),
+    ("cond", 1.0, "ipndm", 5, 3.0, "+2.1% [-5.6, +9.8] level", "best_row"),
+    ("uncond", 1.0, "ipndm", 4, 5.0, "-12.8% [-16.7, -8.9] better", "best_row"),
+    ("uncond", 1.0, "ipndm", 6, 7.0, "-69.9% [-75.2, -64.7] better", "best_row"),
+    ("uncond", 1.0, "ipndm", 10, 3.0, "-33.0% [-46.3, -19.6] better", "best_row"),
+    ("cond", 4.0, "ipndm", 5, 3.0, "-50.7% [-54.5, -46.9] better", "best_row"),
+    ("cond", 1.0, "ipndm", 4, 5.0, "-48.6% [-54.2, -43.0] better", "best_row"),
+]
+CASE_SETS = {"first": CASES, "validation": VALIDATION, "ipndm": IPNDM}
 SIGMAS = (0.1, 0.5, 2.0)
 BANDS = 6
+COARSE = 4  # the pooling cell of coarse_fd, in pixels
+# Statistics that are distances to the teacher already; the others are compared by |value - teacher's|.
+GAPS = ("rmse", "spectrum_gap", "mean_gap", "coarse_fd", "patch_fd")
 
 
 def radial_log_power(x: torch.Tensor) -> torch.Tensor:
@@ -91,7 +110,17 @@ def statistics(setup, finals, teacher, seeds) -> dict:
              "spectrum_gap": float((radial_log_power(finals).mean(0) - radial_log_power(teacher).mean(0)).abs().mean())}
     for sigma in SIGMAS:
         stats[f"denoiser@{sigma:g}"] = float(denoiser_pull(setup, finals, seeds, sigma).mean())
+    stats.update(across_samples(finals, teacher))
     return stats
+
+
+def across_samples(finals: torch.Tensor, teacher: torch.Tensor) -> dict:
+    """Statistics of the batch as a distribution (see the module's docstring), against the teacher's finals."""
+    pooled = [torch.nn.functional.avg_pool2d(x.double(), COARSE, ceil_mode=True).flatten(1) for x in (finals, teacher)]
+    return {"diversity": float(finals.double().flatten(1).var(dim=0).mean()),
+            "mean_gap": float((finals.double().mean(0) - teacher.double().mean(0)).pow(2).mean().sqrt()),
+            "coarse_fd": frechet_distance(*pooled),
+            "patch_fd": patch_frechet(finals, teacher)}
 
 
 def probe(case, held_out: int) -> dict:
@@ -118,7 +147,7 @@ def gap_row(result) -> list:
     cells = [result["case"], result["measured"], str(result["steps"])]
     for key in result["teacher"]:
         t, b, p = (result[k][key] for k in ("teacher", "base", "pas"))
-        if key not in ("rmse", "spectrum_gap"):
+        if key not in GAPS:
             b, p = abs(b - t), abs(p - t)
         cells.append(f"{b:.4g} -> {p:.4g} ({'grows' if p > b else 'shrinks'})")
     return cells
@@ -127,10 +156,10 @@ def gap_row(result) -> list:
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--held-out", type=int, default=64, help="held-out training-range seeds per case")
-    parser.add_argument("--cases", choices=("first", "validation"), default="first")
+    parser.add_argument("--cases", choices=tuple(CASE_SETS), default="first")
     parser.add_argument("--out", default=None, help="output folder (default out/guard_probe/<cases>)")
     args = parser.parse_args(argv)
-    results = [probe(case, args.held_out) for case in (CASES if args.cases == "first" else VALIDATION)]
+    results = [probe(case, args.held_out) for case in CASE_SETS[args.cases]]
     out = Path(args.out or f"out/guard_probe/{args.cases}")
     out.mkdir(parents=True, exist_ok=True)
     (out / "probe.json").write_text(json.dumps(results, indent=1))

@@ -1,12 +1,19 @@
 """Inception FD of a reproduction's headline rows, with paired intervals: does it agree with the bench?
 
     python -m train_tools.studies.inception_check --run out/reproduce/full_cond_cfg4 --nfe 4 5 6
+    python -m train_tools.studies.inception_check --case cond:4:deis:4:9 --case uncond:1:deis:4:3 --n 500
 
-For each NFE, the best PAS row and the best built-in that `make reproduce` chose (results.json,
+With --run: for each NFE, the best PAS row and the best built-in that `make reproduce` chose (results.json,
 extra.bench.best_vs_builtin) sample the run's evaluation seeds again, on the run's grid and with its saved
 coordinates. Both are scored on the quality bench against the teacher's samples on other seeds (the bench's
 cached Heun 35 reference), in the classifier's features and in pytorch-fid's Inception features, each with
 a paired 95% interval. Prints a table; writes <run>/inception_check_nfe<NFEs>.md.
+
+With --case MODEL:CFG:SOLVER:NFE:RHO[:BUILTIN@RHO] (repeatable): SOLVER+PAS, trained as the best-row study
+trains it (rule `auto` for that solver, CFG and NFE; 48 training trajectories, a 48-NFE Heun teacher), against
+the same solver on ComfyUI's karras grid with that rho, and against BUILTIN on its own rho if given, all on the
+first --n evaluation seeds: FD to the teacher's samples and to the data in the classifier's features, RMSE,
+class accuracy (conditional), and Inception FD to the teacher's samples. Writes --out.
 """
 from __future__ import annotations
 
@@ -18,7 +25,7 @@ from pathlib import Path
 import torch
 
 from comfyui_pas import PASCoordinates, edm_sigmas
-from train_tools.bench_setup import BenchSetup
+from train_tools.bench_setup import BenchSetup, karras
 from train_tools.data.seeds import EVAL_SEED_START
 from train_tools.reproduction.reproduce_report import (
     LEARNED,
@@ -27,7 +34,7 @@ from train_tools.reproduction.reproduce_report import (
     coords_tag,
     split_method,
 )
-from train_tools.studies.rule_study import pct
+from train_tools.studies.rule_study import RuleTrainer, pct
 from train_tools.tables import markdown_table
 
 
@@ -47,16 +54,96 @@ def row_sampler(setup: BenchSetup, run: Path, rows: list[dict], method: str, nfe
     return setup.pas(solver, PASCoordinates.load(coords_path(run, solver, coords_tag(nfe, kind)))), sigmas
 
 
+def parse_case(text: str) -> tuple:
+    """'MODEL:CFG:SOLVER:NFE:RHO[:BUILTIN@RHO]' -> (model, cfg, solver, nfe, rho, (builtin, rho) or None)."""
+    parts = text.split(":")
+    if len(parts) not in (5, 6) or (len(parts) == 6 and parts[5].count("@") != 1):
+        raise argparse.ArgumentTypeError(f"a case is MODEL:CFG:SOLVER:NFE:RHO[:BUILTIN@RHO], got {text!r}")
+    model, cfg, solver, nfe, rho = parts[:5]
+    against = None
+    if len(parts) == 6:
+        name, other_rho = parts[5].split("@")
+        against = (name, float(other_rho))
+    return model, float(cfg), solver, int(nfe), float(rho), against
+
+
+CASE_METRICS = (("fd_teacher", "FD teacher"), ("fd_data", "FD data"), ("rmse", "RMSE"), ("acc", "class acc"),
+                ("fid", "Inception FD teacher"))
+
+
+def comparison_row(label: list, base, corrected) -> list:
+    """label, then per CASE_METRICS 'base -> corrected: change % [interval]' ('-' where not scored)."""
+    from train_tools.evaluation.quality import Judge
+
+    row = list(label)
+    for metric, _ in CASE_METRICS:
+        if metric in corrected.values:
+            row.append(f"{base.values[metric]:.3g} -> {corrected.values[metric]:.3g}: "
+                       f"{pct(Judge.relative(corrected, base, metric).as_dict())}")
+        else:
+            row.append("-")
+    return row
+
+
+def both_features(setup: BenchSetup, judge, sampler, sigmas):
+    """A sampler's evaluation-seed finals scored in the classifier's and in Inception's features."""
+    from train_tools.evaluation import fid
+
+    images, finals = setup.sample(sampler, sigmas)
+    return judge.score(images, finals, inception_feats=fid.features(images))
+
+
+def check_cases(cases, n: int, out: Path) -> None:
+    """SOLVER+PAS against its solver (and a built-in) per case, in both feature spaces (the module's docstring)."""
+    from comfyui_pas.settings import TRAINER_TRAJECTORIES, default_rule
+
+    started, table, setups = time.perf_counter(), [], {}
+    for model, cfg, solver, nfe, rho, against in cases:
+        if (model, cfg) not in setups:
+            setup = BenchSetup.create(model, cfg, n=n)
+            setups[model, cfg] = setup, setup.judge(with_inception=True), RuleTrainer(setup, TRAINER_TRAJECTORIES)
+        setup, judge, trainer = setups[model, cfg]
+        sigmas = karras(nfe, rho)
+        rule = default_rule(solver, setup.cfg if setup.guided.conditional else None, steps=nfe)
+        coords, _, _ = trainer.train(solver, sigmas, rule, TRAINER_TRAJECTORIES)
+        base = both_features(setup, judge, setup.builtin(solver), sigmas)
+        corrected = both_features(setup, judge, setup.pas(solver, coords), sigmas)
+        label = [setup.label(), str(nfe), f"{solver}+PAS (rho {rho:g}, {rule}, steps {coords.steps})"]
+        table.append(comparison_row([*label, f"{solver} (rho {rho:g})"], base, corrected))
+        print(table[-1], f"({time.perf_counter() - started:.0f} s)", flush=True)
+        if against is not None:
+            name, other_rho = against
+            other = both_features(setup, judge, setup.builtin(name), karras(nfe, other_rho))
+            table.append(comparison_row([*label, f"{name} (rho {other_rho:g})"], other, corrected))
+            print(table[-1], f"({time.perf_counter() - started:.0f} s)", flush=True)
+    header = ["setting", "NFE", "PAS row", "against",
+              *[f"{name}: against -> PAS row, change %" for _, name in CASE_METRICS]]
+    text = (f"{n} evaluation seeds per case; PAS trained as in the best-row study ({TRAINER_TRAJECTORIES} training "
+            f"trajectories, rule `auto`); references: the teacher's samples on other seeds (Heun 35) and the "
+            f"10,000 test images.\n\n" + markdown_table(header, table))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text + "\n")
+    print(text)
+
+
 def main(argv=None):
     from train_tools.data.fashion_mnist import to_uint8
     from train_tools.evaluation import classifier, fid
     from train_tools.evaluation.quality import Judge
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--run", required=True, help="a finished reproduction's folder (results.json, coords/)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--run", help="a finished reproduction's folder (results.json, coords/)")
+    source.add_argument("--case", type=parse_case, action="append",
+                        help="MODEL:CFG:SOLVER:NFE:RHO[:BUILTIN@RHO] (repeatable)")
     parser.add_argument("--nfe", type=int, nargs="+", default=[4, 5, 6])
+    parser.add_argument("--n", type=int, default=500, help="evaluation seeds per case (with --case)")
+    parser.add_argument("--out", default="out/inception_check/cases.md", help="the table (with --case)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
+    if args.case:
+        check_cases(args.case, args.n, Path(args.out))
+        return
     run = Path(args.run)
     saved = json.loads((run / "results.json").read_text())
     options, rows = saved["args"], saved["rows"]
