@@ -13,7 +13,8 @@ With --case MODEL:CFG:SOLVER:NFE:RHO[:BUILTIN@RHO] (repeatable): SOLVER+PAS, tra
 trains it (rule `auto` for that solver, CFG and NFE; 48 training trajectories, a 48-NFE Heun teacher), against
 the same solver on ComfyUI's karras grid with that rho, and against BUILTIN on its own rho if given, all on the
 first --n evaluation seeds: FD to the teacher's samples and to the data in the classifier's features, RMSE,
-class accuracy (conditional), and Inception FD to the teacher's samples. Writes --out.
+class accuracy (conditional), and Inception FD to the teacher's samples; the teacher's own samples on the same
+seeds head each setting (the floor). Writes --out, and with --sheet K a PNG per case of its first K seeds.
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from comfyui_pas import PASCoordinates, edm_sigmas
@@ -85,43 +87,62 @@ def comparison_row(label: list, base, corrected) -> list:
     return row
 
 
-def both_features(setup: BenchSetup, judge, sampler, sigmas):
-    """A sampler's evaluation-seed finals scored in the classifier's and in Inception's features."""
+def both_features(judge, images, finals):
+    """uint8 images (and their finals, for RMSE) scored in the classifier's and in Inception's features."""
     from train_tools.evaluation import fid
 
-    images, finals = setup.sample(sampler, sigmas)
     return judge.score(images, finals, inception_feats=fid.features(images))
 
 
-def check_cases(cases, n: int, out: Path) -> None:
-    """SOLVER+PAS against its solver (and a built-in) per case, in both feature spaces (the module's docstring)."""
+def floor_row(setup: BenchSetup, judge) -> tuple[list, np.ndarray]:
+    """The teacher's own samples on the evaluation seeds: the least FD any sampler could show (a table row)."""
+    from train_tools.data.fashion_mnist import to_uint8
+
+    teacher = setup.teacher_finals("eval")
+    images = to_uint8(teacher)
+    scored = both_features(judge, images, teacher)
+    cells = [f"{scored.values[m]:.3g}" if m in scored.values else "-" for m, _ in CASE_METRICS]
+    return [setup.label(), "-", "the teacher's own samples (Heun 35)", "-", *cells], images
+
+
+def check_cases(cases, n: int, out: Path, sheet: int = 0) -> None:
+    """SOLVER+PAS against its solver (and a built-in) per case, in both feature spaces (the module's docstring);
+    sheet > 0: also a PNG per case of its first `sheet` seeds, one row per sampler (teacher first)."""
     from comfyui_pas.settings import TRAINER_TRAJECTORIES, default_rule
+    from train_tools.data.fashion_mnist import image_grid
 
     started, table, setups = time.perf_counter(), [], {}
+    out.parent.mkdir(parents=True, exist_ok=True)
     for model, cfg, solver, nfe, rho, against in cases:
         if (model, cfg) not in setups:
             setup = BenchSetup.create(model, cfg, n=n)
-            setups[model, cfg] = setup, setup.judge(with_inception=True), RuleTrainer(setup, TRAINER_TRAJECTORIES)
-        setup, judge, trainer = setups[model, cfg]
+            judge = setup.judge(with_inception=True)
+            floor, teacher_images = floor_row(setup, judge)
+            table.append(floor)
+            setups[model, cfg] = setup, judge, RuleTrainer(setup, TRAINER_TRAJECTORIES), teacher_images
+        setup, judge, trainer, teacher_images = setups[model, cfg]
         sigmas = karras(nfe, rho)
         rule = default_rule(solver, setup.cfg if setup.guided.conditional else None, steps=nfe)
         coords, _, _ = trainer.train(solver, sigmas, rule, TRAINER_TRAJECTORIES)
-        base = both_features(setup, judge, setup.builtin(solver), sigmas)
-        corrected = both_features(setup, judge, setup.pas(solver, coords), sigmas)
-        label = [setup.label(), str(nfe), f"{solver}+PAS (rho {rho:g}, {rule}, steps {coords.steps})"]
-        table.append(comparison_row([*label, f"{solver} (rho {rho:g})"], base, corrected))
-        print(table[-1], f"({time.perf_counter() - started:.0f} s)", flush=True)
+        samples = {"base": setup.sample(setup.builtin(solver), sigmas),
+                   "pas": setup.sample(setup.pas(solver, coords), sigmas)}
         if against is not None:
-            name, other_rho = against
-            other = both_features(setup, judge, setup.builtin(name), karras(nfe, other_rho))
-            table.append(comparison_row([*label, f"{name} (rho {other_rho:g})"], other, corrected))
-            print(table[-1], f"({time.perf_counter() - started:.0f} s)", flush=True)
+            samples["other"] = setup.sample(setup.builtin(against[0]), karras(nfe, against[1]))
+        scored = {key: both_features(judge, *pair) for key, pair in samples.items()}
+        label = [setup.label(), str(nfe), f"{solver}+PAS (rho {rho:g}, {rule}, steps {coords.steps})"]
+        table.append(comparison_row([*label, f"{solver} (rho {rho:g})"], scored["base"], scored["pas"]))
+        if against is not None:
+            table.append(comparison_row([*label, f"{against[0]} (rho {against[1]:g})"], scored["other"], scored["pas"]))
+        print(*table[-2 if against else -1:], f"({time.perf_counter() - started:.0f} s)", sep="\n", flush=True)
+        if sheet:
+            rows = [teacher_images, *(samples[k][0] for k in ("other", "base", "pas") if k in samples)]
+            stem = f"{model}_cfg{cfg:g}_{solver}_nfe{nfe}_rho{rho:g}"
+            image_grid(np.concatenate([r[:sheet] for r in rows]), len(rows), sheet).save(out.parent / f"{stem}.png")
     header = ["setting", "NFE", "PAS row", "against",
               *[f"{name}: against -> PAS row, change %" for _, name in CASE_METRICS]]
     text = (f"{n} evaluation seeds per case; PAS trained as in the best-row study ({TRAINER_TRAJECTORIES} training "
             f"trajectories, rule `auto`); references: the teacher's samples on other seeds (Heun 35) and the "
             f"10,000 test images.\n\n" + markdown_table(header, table))
-    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text + "\n")
     print(text)
 
@@ -139,10 +160,13 @@ def main(argv=None):
     parser.add_argument("--nfe", type=int, nargs="+", default=[4, 5, 6])
     parser.add_argument("--n", type=int, default=500, help="evaluation seeds per case (with --case)")
     parser.add_argument("--out", default="out/inception_check/cases.md", help="the table (with --case)")
+    parser.add_argument("--sheet", type=int, default=0,
+                        help="with --case: also save each case's first SHEET seeds as a PNG beside --out "
+                             "(rows: the teacher, the built-in, the solver, solver+PAS)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     if args.case:
-        check_cases(args.case, args.n, Path(args.out))
+        check_cases(args.case, args.n, Path(args.out), args.sheet)
         return
     run = Path(args.run)
     saved = json.loads((run / "results.json").read_text())
