@@ -99,6 +99,11 @@ class BenchSetup:
     def conditional(self) -> bool:
         return self.guided.conditional and not self.empty_prompt
 
+    @property
+    def rule_cfg(self) -> float | None:
+        """The CFG the acceptance rule `auto` sees (comfyui_pas.settings.default_rule): None when unguided."""
+        return self.cfg if self.conditional else None
+
     def label(self) -> str:
         if not self.guided.conditional:
             return "unconditional model"

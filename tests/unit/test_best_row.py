@@ -99,3 +99,14 @@ def test_combine_renders_saved_runs(tmp_path):
     assert summary(_rows()) in text
     assert ("| conditional model, CFG 4 | 5 | uni_pc (rho 5): 12 | euler+PAS (rho 5): 10 | -10.0 [-30.0, +10.0] | "
             "+0.0 [-10.0, +10.0] | -30.0 [-40.0, -20.0] | 1 / 1 / 1 / 0 |") in text  # the headline, over every run
+
+
+def test_rule_cfg_is_the_cfg_only_where_a_prompt_is_guided():
+    from comfyui_pas.settings import default_rule
+
+    assert BenchSetup.create("cond", 4.0, n=1).rule_cfg == 4.0
+    assert BenchSetup.create("cond", 4.0, n=1, empty_prompt=True).rule_cfg is None
+    assert BenchSetup.create("uncond", 4.0, n=1).rule_cfg is None
+    # what it is for: euler takes the paper's rule under guidance only
+    assert default_rule("euler", BenchSetup.create("cond", 4.0, n=1).rule_cfg) == "paper"
+    assert default_rule("euler", BenchSetup.create("uncond", 4.0, n=1).rule_cfg) != "paper"

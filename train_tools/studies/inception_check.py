@@ -122,7 +122,7 @@ def check_cases(cases, n: int, out: Path, sheet: int = 0) -> None:
             setups[model, cfg] = setup, judge, RuleTrainer(setup, TRAINER_TRAJECTORIES), teacher_images
         setup, judge, trainer, teacher_images = setups[model, cfg]
         sigmas = karras(nfe, rho)
-        rule = default_rule(solver, setup.cfg if setup.guided.conditional else None, steps=nfe)
+        rule = default_rule(solver, setup.rule_cfg, steps=nfe)
         coords, _, _ = trainer.train(solver, sigmas, rule, TRAINER_TRAJECTORIES)
         samples = {"base": setup.sample(setup.builtin(solver), sigmas),
                    "pas": setup.sample(setup.pas(solver, coords), sigmas)}

@@ -65,7 +65,7 @@ def run(setup: BenchSetup, nfes, solvers, rule: str = AUTO_RULE, offset_loss: st
     judge = setup.judge()
     teacher_eval = setup.teacher_finals("eval")
     goal = {"contrast": float(spread(teacher_eval).mean()), "detail": float(spread(high_pass(teacher_eval)).mean())}
-    cfg = setup.cfg if setup.conditional else None
+    cfg = setup.rule_cfg
     rows = []
     for nfe in nfes:
         sigmas = edm_sigmas(nfe, setup.guided.sigma_min, setup.guided.sigma_max).float()
