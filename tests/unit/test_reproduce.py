@@ -232,6 +232,30 @@ def test_a_pas_row_that_corrects_nothing_takes_its_base_rows_samples():
     assert torch.equal(run.samples[("euler+PAS [learned]", 4)], corrected)
 
 
+def test_a_builtin_repeated_on_the_same_grid_is_sampled_once():
+    from train_tools.reproduction.reproduce import Run
+
+    run = Run.__new__(Run)  # the row bookkeeping, with ComfyUI's sampler replaced by one that counts its grids
+    run.samples, run.rows, run.reference, run.eval_seeds = {}, [], torch.zeros(3, 1), [7, 8, 9]
+    run.plain_finals, run.reused = {}, []
+    run.model = type("Model", (), {"bind": lambda self, seeds: None})()
+    run.seeds_map = lambda sample, seeds: sample(seeds)
+    grids = []
+
+    def counting(model, x, sigmas, **_):
+        grids.append(sigmas.tolist())
+        return torch.full((3, 1), float(len(sigmas)))
+
+    run.comfy = {"lms": counting}
+    karras5 = edm_sigmas(4, 0.002, 80.0, rho=5.0, append_zero=True).float()
+    run.add_plain_row("comfy lms (rho 5)", 4, "lms", karras5)
+    run.add_plain_row("lms [learned]", 4, "lms", karras5.clone(), sigmas=karras5.tolist())  # the same grid
+    run.add_plain_row("comfy lms (rho 7)", 4, "lms", edm_sigmas(4, 0.002, 80.0, append_zero=True).float())
+    assert len(grids) == 2 and run.reused == ["lms [learned]@4"]
+    assert run.samples[("lms [learned]", 4)] is run.samples[("comfy lms (rho 5)", 4)]
+    assert run.rows[1]["sigmas"] == karras5.tolist() and run.rows[1]["rmse"] == pytest.approx(5.0)
+
+
 def test_target_checks_judge_hand_made_rows():
     from train_tools.reproduction.reproduce_report import (
         fid_keys,

@@ -320,6 +320,7 @@ class Run:
             if not self.comfy:
                 self.log("ComfyUI host not installed (make host): plain rows from our solvers, no extra built-ins")
         self.samples, self.rows, self.reports, self.extra = {}, [], {}, {}
+        self.plain_finals, self.reused = {}, []  # (sampler, grid) -> samples; rows that took another's
         self.phase_seconds = defaultdict(float)
 
     @contextmanager
@@ -350,15 +351,23 @@ class Run:
         self.samples[(method, nfe)] = finals = self.seeds_map(run, self.eval_seeds) if finals is None else finals
         self.rows.append(dict(method=method, nfe=nfe, rmse=rmse(finals, self.reference), **fields))
 
+    def add_plain_row(self, method, nfe, sampler, grid, **fields):
+        """An uncorrected row: `sampler` (a name) on the sigmas `grid`, sampled once per run: a learned grid that is
+        the karras grid a best-row study picked for that built-in shares that row's samples."""
+        key = (sampler, tuple(grid.tolist()))
+        if key in self.plain_finals:
+            self.reused.append(f"{method}@{nfe}")
+        else:
+            run = builtin_run(self.comfy[sampler], self.model, grid) if sampler in self.comfy else pas_run(
+                self.model, grid, sampler, None)
+            self.plain_finals[key] = self.seeds_map(run, self.eval_seeds)
+        self.add_row(method, nfe, None, finals=self.plain_finals[key], **fields)
+
     def add_pas_row(self, method, nfe, run, steps, **fields):
         """A PAS row; one that corrects no step is its base solver, whose samples it takes (no re-sampling)."""
         base = next((key for key in ((b, nfe) for b in base_rows(method)) if key in self.samples), None)
         shared = self.samples[base] if base is not None and not steps else None
         self.add_row(method, nfe, run, finals=shared, steps=steps, **fields)
-
-    def plain(self, name, sigmas):
-        return builtin_run(self.comfy[name], self.model, sigmas) if name in self.comfy else pas_run(
-            self.model, sigmas, name, None)
 
     def train(self, sigmas, targets, tag):
         with self.phase("search"):
@@ -373,20 +382,20 @@ class Run:
         for name, (coords, report) in self.train(sigmas, targets, coords_tag(nfe)).items():
             self.reports[(name, nfe)] = report
             options = describe_solver(name, solver_options(name))
-            self.add_row(plain_label(name, name in self.comfy), nfe, self.plain(name, sigmas), solver=options,
-                         steps=[], params=0)
+            self.add_plain_row(plain_label(name, name in self.comfy), nfe, name, sigmas, solver=options, steps=[],
+                               params=0)
             self.add_pas_row(pas_label(name), nfe, pas_run(self.model, sigmas, name, coords), coords.steps,
                              solver=options, params=coords.n_parameters, teacher_s=teacher_seconds,
                              search_s=report["search_seconds"])
-        for name, fn in extra_builtins.items():
-            self.add_row(plain_label(name, True), nfe, builtin_run(fn, self.model, sigmas))
+        for name in extra_builtins:
+            self.add_plain_row(plain_label(name, True), nfe, name, sigmas)
 
     def best_grid_rows(self, nfe, choices):
         """ComfyUI's built-ins, each on the EDM grid (rho) a best-row study picked for it at this NFE."""
         for name, rho in sorted(choices.get(nfe, {}).items()):
             sigmas = edm_sigmas(nfe, self.model.sigma_min, self.model.sigma_max, rho=rho, append_zero=True).float()
-            self.add_row(best_grid_label(name, rho), nfe, builtin_run(self.comfy[name], self.model, sigmas),
-                         solver=f"best-row grid: rho {rho:g}", sigmas=sigmas.tolist())
+            self.add_plain_row(best_grid_label(name, rho), nfe, name, sigmas, solver=f"best-row grid: rho {rho:g}",
+                               sigmas=sigmas.tolist())
 
     def multigrid_rows(self, nfe, sigmas, multi):
         for name in self.args.solvers:
@@ -407,8 +416,8 @@ class Run:
         targets = {name: schedule.states for name, schedule in schedules.items()}
         for name, (coords, report) in self.train(grids, targets, coords_tag(nfe, LEARNED)).items():
             learned, label = grids[name], f"{coords.solver_label()}; grid {schedules[name].report['chosen']}"
-            self.add_row(plain_label(name, name in self.comfy, LEARNED), nfe, self.plain(name, learned),
-                         solver=label, steps=[], params=0, sigmas=learned.tolist())
+            self.add_plain_row(plain_label(name, name in self.comfy, LEARNED), nfe, name, learned, solver=label,
+                               steps=[], params=0, sigmas=learned.tolist())
             self.add_pas_row(pas_label(name, LEARNED), nfe, pas_run(self.model, learned, name, coords),
                              coords.steps, solver=label, params=coords.n_parameters,
                              search_s=report["search_seconds"])
@@ -433,7 +442,7 @@ def main(argv=None):
     rank, world = init_distributed()
     started = time.perf_counter()
     run = Run(args, rank, world)
-    extra = {name: run.comfy[name] for name in (args.builtins or []) if name in run.comfy}
+    extra = [name for name in (args.builtins or []) if name in run.comfy]
     best_grids = best_row_grids(args.best_grid_builtins, args, run.comfy, run.log) if args.best_grid_builtins else {}
     run.log(f"reproduce[{args.preset}]: NFE {args.nfe}, solvers {args.solvers}, {args.train} training trajectories, "
             f"{args.eval} evaluation seeds, teacher {args.teacher_nfe} NFE, {world} process(es)")
@@ -450,6 +459,8 @@ def main(argv=None):
         if args.learned:
             run.learned_rows(nfe)
         run.log(f"  NFE {nfe} sampled ({time.perf_counter() - started:.0f} s)")
+    run.extra["reused_samples"] = run.reused
+    run.log(f"  {len(run.reused)} uncorrected rows repeat another row's sampler and grid, sampled once: {run.reused}")
     if multi:
         run.extra["multigrid_cost"] = multigrid_cost(multi[0], multi[1], run.reports, args)
         run.log(f"  multi-grid training cost: {run.extra['multigrid_cost']}")
