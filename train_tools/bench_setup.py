@@ -186,19 +186,22 @@ class BenchSetup:
         os.replace(tmp, path)
         return finals
 
-    def judge(self, with_inception: bool = False):
+    def judge(self, with_inception: bool = False, network=None):
+        """The quality bench's Judge for this setting; `network`: score in another classifier's features
+        (a loaded Classifier; None: the committed one)."""
         from train_tools.evaluation.quality import Judge
 
         teacher_ref = fashion_mnist.to_uint8(self.teacher_finals("reference"))
-        references = {"teacher": classifier.features(teacher_ref), "data": data_features()}
+        references = {"teacher": classifier.features(teacher_ref, network), "data": data_features(network)}
         inception = None
         if with_inception:
             from train_tools.evaluation import fid
             inception = fid.features(teacher_ref)
         labels = self.labels(self.seeds("eval")).numpy() if self.conditional else None
-        return Judge(self.n, references, self.teacher_finals("eval"), labels, inception_reference=inception)
+        return Judge(self.n, references, self.teacher_finals("eval"), labels, inception_reference=inception,
+                     network=network)
 
 
-def data_features() -> "torch.Tensor":
-    """Classifier features of the 10,000 Fashion-MNIST test images."""
-    return classifier.features(fashion_mnist.load_images("test"))
+def data_features(network=None) -> "torch.Tensor":
+    """Classifier features of the 10,000 Fashion-MNIST test images (`network`: another Classifier)."""
+    return classifier.features(fashion_mnist.load_images("test"), network)

@@ -86,6 +86,27 @@ def test_judge_scores_rmse_and_class_accuracy_per_seed():
         judge.score(images[:10])
 
 
+def test_judge_scores_in_another_classifiers_features_when_given_one():
+    from train_tools.data import fashion_mnist
+    from train_tools.evaluation import classifier
+
+    torch.manual_seed(3)
+    other = classifier.Classifier().eval().requires_grad_(False)  # untrained: features unlike the committed net's
+    other.metadata = {}
+    images, reference = fashion_mnist.load_images("test")[:150], fashion_mnist.load_images("test")[150:650]
+    judge = Judge(150, {"data": classifier.features(reference, other)}, n_boot=20, network=other)
+    expected = calculate_frechet_distance(*_moments(classifier.features(images, other)),
+                                          *_moments(classifier.features(reference, other)))
+    scored = judge.score(images, labels=None)
+    assert scored.values["fd_data"] == pytest.approx(expected, rel=1e-6)
+    committed = Judge(150, {"data": classifier.features(reference)}, n_boot=20).score(images, labels=None)
+    assert abs(committed.values["fd_data"] - scored.values["fd_data"]) > 1e-3 * expected
+
+
+def _moments(feats):
+    return feats.mean(0), np.cov(feats, rowvar=False)
+
+
 def test_features_and_classes_in_one_pass_match_the_separate_calls():
     from train_tools.data import fashion_mnist
     from train_tools.evaluation import classifier

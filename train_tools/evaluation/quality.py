@@ -138,10 +138,12 @@ class Judge:
     references: {name: classifier features (m, 128)}, e.g. {"teacher": ..., "data": ...}.
     teacher_finals: the teacher's finals on the evaluation seeds (for RMSE), or None.
     labels: the prompted class of each seed (conditional sampling), or None.
+    network: the classifier whose features score the samples (None: the committed one); the references must
+    be that network's features.
     """
 
     def __init__(self, n: int, references: dict, teacher_finals=None, labels=None, n_boot: int = N_BOOT,
-                 seed: int = 0, inception_reference: np.ndarray | None = None):
+                 seed: int = 0, inception_reference: np.ndarray | None = None, network=None):
         rng = np.random.default_rng(seed)
         self.n = n
         self.idx = rng.integers(0, n, size=(n_boot, n))
@@ -149,12 +151,12 @@ class Judge:
         self.frechet = {name: FrechetReference(f) for name, f in references.items()}
         self.kid = {name: KIDReference(f) for name, f in references.items()}
         self.teacher = None if teacher_finals is None else np.asarray(teacher_finals, np.float64).reshape(n, -1)
-        self.teacher_feats = None
+        self.teacher_feats, self.network = None, network
         if teacher_finals is not None:
             from train_tools.data.fashion_mnist import to_uint8
             from train_tools.evaluation import classifier
 
-            self.teacher_feats = classifier.features(to_uint8(torch_tensor(teacher_finals)))
+            self.teacher_feats = classifier.features(to_uint8(torch_tensor(teacher_finals)), self.network)
         self.labels = None if labels is None else np.asarray(labels)
         self.inception = None if inception_reference is None else FrechetReference(inception_reference)
 
@@ -167,7 +169,7 @@ class Judge:
         if len(images) != self.n:
             raise ValueError(f"the judge was built for {self.n} seeds, got {len(images)} samples")
         labels = self.labels if isinstance(labels, str) else labels
-        feats, classes = classifier.features_and_classes(images)
+        feats, classes = classifier.features_and_classes(images, self.network)
         out = Scored()
         for name, ref in self.frechet.items():
             rotated = feats @ ref.root

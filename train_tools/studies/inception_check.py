@@ -15,6 +15,8 @@ the same solver on ComfyUI's karras grid with that rho, and against BUILTIN on i
 first --n evaluation seeds: FD to the teacher's samples and to the data in the classifier's features, RMSE,
 class accuracy (conditional), and Inception FD to the teacher's samples; the teacher's own samples on the same
 seeds head each setting (the floor). Writes --out, and with --sheet K a PNG per case of its first K seeds.
+--second-classifier WEIGHTS adds FD to the teacher's samples and to the data in another classifier's features
+(one trained with another seed: does the classifier's verdict depend on the network's own training noise?).
 """
 from __future__ import annotations
 
@@ -71,14 +73,17 @@ def parse_case(text: str) -> tuple:
 
 CASE_METRICS = (("fd_teacher", "FD teacher"), ("fd_data", "FD data"), ("rmse", "RMSE"), ("acc", "class acc"),
                 ("fid", "Inception FD teacher"))
+SECOND = "second_"  # the prefix of the second classifier's metrics
+SECOND_METRICS = ((SECOND + "fd_teacher", "FD teacher (second classifier)"),
+                  (SECOND + "fd_data", "FD data (second classifier)"))
 
 
-def comparison_row(label: list, base, corrected) -> list:
-    """label, then per CASE_METRICS 'base -> corrected: change % [interval]' ('-' where not scored)."""
+def comparison_row(label: list, base, corrected, metrics=CASE_METRICS) -> list:
+    """label, then per metric 'base -> corrected: change % [interval]' ('-' where not scored)."""
     from train_tools.evaluation.quality import Judge
 
     row = list(label)
-    for metric, _ in CASE_METRICS:
+    for metric, _ in metrics:
         if metric in corrected.values:
             row.append(f"{base.values[metric]:.3g} -> {corrected.values[metric]:.3g}: "
                        f"{pct(Judge.relative(corrected, base, metric).as_dict())}")
@@ -87,40 +92,52 @@ def comparison_row(label: list, base, corrected) -> list:
     return row
 
 
-def both_features(judge, images, finals):
-    """uint8 images (and their finals, for RMSE) scored in the classifier's and in Inception's features."""
+def both_features(judge, images, finals, second=None):
+    """uint8 images (and their finals, for RMSE) scored in the classifier's and in Inception's features, and
+    with `second` (a Judge in another classifier's features) its FDs under SECOND-prefixed names."""
     from train_tools.evaluation import fid
 
-    return judge.score(images, finals, inception_feats=fid.features(images))
+    scored = judge.score(images, finals, inception_feats=fid.features(images))
+    if second is not None:
+        other = second.score(images, labels=None)
+        for metric, _ in SECOND_METRICS:
+            plain = metric.removeprefix(SECOND)
+            scored.values[metric], scored.boots[metric] = other.values[plain], other.boots[plain]
+    return scored
 
 
-def floor_row(setup: BenchSetup, judge) -> tuple[list, np.ndarray]:
+def floor_row(setup: BenchSetup, judge, second=None, metrics=CASE_METRICS) -> tuple[list, np.ndarray]:
     """The teacher's own samples on the evaluation seeds: the least FD any sampler could show (a table row)."""
     from train_tools.data.fashion_mnist import to_uint8
 
     teacher = setup.teacher_finals("eval")
     images = to_uint8(teacher)
-    scored = both_features(judge, images, teacher)
-    cells = [f"{scored.values[m]:.3g}" if m in scored.values else "-" for m, _ in CASE_METRICS]
+    scored = both_features(judge, images, teacher, second)
+    cells = [f"{scored.values[m]:.3g}" if m in scored.values else "-" for m, _ in metrics]
     return [setup.label(), "-", "the teacher's own samples (Heun 35)", "-", *cells], images
 
 
-def check_cases(cases, n: int, out: Path, sheet: int = 0) -> None:
+def check_cases(cases, n: int, out: Path, sheet: int = 0, second_classifier: Path | None = None) -> None:
     """SOLVER+PAS against its solver (and a built-in) per case, in both feature spaces (the module's docstring);
-    sheet > 0: also a PNG per case of its first `sheet` seeds, one row per sampler (teacher first)."""
+    sheet > 0: also a PNG per case of its first `sheet` seeds, one row per sampler (teacher first);
+    second_classifier: also FD in that classifier's features."""
     from comfyui_pas.settings import TRAINER_TRAJECTORIES, default_rule
     from train_tools.data.fashion_mnist import image_grid
+    from train_tools.evaluation.classifier import load_classifier
 
+    network = load_classifier(second_classifier) if second_classifier else None
+    metrics = CASE_METRICS + (SECOND_METRICS if network is not None else ())
     started, table, setups = time.perf_counter(), [], {}
     out.parent.mkdir(parents=True, exist_ok=True)
     for model, cfg, solver, nfe, rho, against in cases:
         if (model, cfg) not in setups:
             setup = BenchSetup.create(model, cfg, n=n)
             judge = setup.judge(with_inception=True)
-            floor, teacher_images = floor_row(setup, judge)
+            second = setup.judge(network=network) if network is not None else None
+            floor, teacher_images = floor_row(setup, judge, second, metrics)
             table.append(floor)
-            setups[model, cfg] = setup, judge, RuleTrainer(setup, TRAINER_TRAJECTORIES), teacher_images
-        setup, judge, trainer, teacher_images = setups[model, cfg]
+            setups[model, cfg] = setup, judge, second, RuleTrainer(setup, TRAINER_TRAJECTORIES), teacher_images
+        setup, judge, second, trainer, teacher_images = setups[model, cfg]
         sigmas = karras(nfe, rho)
         rule = default_rule(solver, setup.rule_cfg, steps=nfe)
         coords, _, _ = trainer.train(solver, sigmas, rule, TRAINER_TRAJECTORIES)
@@ -128,21 +145,23 @@ def check_cases(cases, n: int, out: Path, sheet: int = 0) -> None:
                    "pas": setup.sample(setup.pas(solver, coords), sigmas)}
         if against is not None:
             samples["other"] = setup.sample(setup.builtin(against[0]), karras(nfe, against[1]))
-        scored = {key: both_features(judge, *pair) for key, pair in samples.items()}
+        scored = {key: both_features(judge, *pair, second) for key, pair in samples.items()}
         label = [setup.label(), str(nfe), f"{solver}+PAS (rho {rho:g}, {rule}, steps {coords.steps})"]
-        table.append(comparison_row([*label, f"{solver} (rho {rho:g})"], scored["base"], scored["pas"]))
+        table.append(comparison_row([*label, f"{solver} (rho {rho:g})"], scored["base"], scored["pas"], metrics))
         if against is not None:
-            table.append(comparison_row([*label, f"{against[0]} (rho {against[1]:g})"], scored["other"], scored["pas"]))
+            table.append(comparison_row([*label, f"{against[0]} (rho {against[1]:g})"], scored["other"],
+                                        scored["pas"], metrics))
         print(*table[-2 if against else -1:], f"({time.perf_counter() - started:.0f} s)", sep="\n", flush=True)
         if sheet:
             rows = [teacher_images, *(samples[k][0] for k in ("other", "base", "pas") if k in samples)]
             stem = f"{model}_cfg{cfg:g}_{solver}_nfe{nfe}_rho{rho:g}"
             image_grid(np.concatenate([r[:sheet] for r in rows]), len(rows), sheet).save(out.parent / f"{stem}.png")
     header = ["setting", "NFE", "PAS row", "against",
-              *[f"{name}: against -> PAS row, change %" for _, name in CASE_METRICS]]
+              *[f"{name}: against -> PAS row, change %" for _, name in metrics]]
+    other = f"; second classifier: {second_classifier}" if network is not None else ""
     text = (f"{n} evaluation seeds per case; PAS trained as in the best-row study ({TRAINER_TRAJECTORIES} training "
             f"trajectories, rule `auto`); references: the teacher's samples on other seeds (Heun 35) and the "
-            f"10,000 test images.\n\n" + markdown_table(header, table))
+            f"10,000 test images{other}.\n\n" + markdown_table(header, table))
     out.write_text(text + "\n")
     print(text)
 
@@ -163,10 +182,15 @@ def main(argv=None):
     parser.add_argument("--sheet", type=int, default=0,
                         help="with --case: also save each case's first SHEET seeds as a PNG beside --out "
                              "(rows: the teacher, the built-in, the solver, solver+PAS)")
+    parser.add_argument("--second-classifier", type=Path, default=None,
+                        help="with --case: also FD in this classifier's features (`python -m "
+                             "train_tools.evaluation.classifier --seed 1 --out WEIGHTS` trains one)")
     args = parser.parse_args(argv)
+    if args.second_classifier and not args.case:
+        parser.error("--second-classifier needs --case")
     torch.set_num_threads(1)
     if args.case:
-        check_cases(args.case, args.n, Path(args.out), args.sheet)
+        check_cases(args.case, args.n, Path(args.out), args.sheet, args.second_classifier)
         return
     run = Path(args.run)
     saved = json.loads((run / "results.json").read_text())
