@@ -80,6 +80,11 @@ def test_judge_scores_rmse_and_class_accuracy_per_seed():
     assert scored.values["rmse"] == pytest.approx(0.5)
     same = judge.score(images, teacher)  # the teacher's own images: zero distance on the same seeds
     assert abs(same.values["fd_paired"]) < 1e-5 and np.allclose(same.boots["fd_paired"], 0, atol=1e-5)
+    assert same.values["agree"] == 1.0 and np.all(same.boots["agree"] == 1.0)
+    shifted = judge.score(np.roll(images, 1, axis=0), finals)  # each seed shows its neighbour's image
+    predicted = classifier.predict(images)
+    assert shifted.values["agree"] == pytest.approx(float((np.roll(predicted, 1) == predicted).mean()))
+    assert shifted.values["agree"] < 0.5
     assert scored.values["acc"] == pytest.approx(classifier.accuracy(classifier.load_classifier(), images, labels))
     assert scored.values["acc"] > 0.85  # the test split is classified well (the committed model's ~92%)
     with pytest.raises(ValueError, match="200 seeds"):

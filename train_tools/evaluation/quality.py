@@ -8,6 +8,7 @@ methods, so the difference of two methods is judged on the same resampled seeds 
 * fd:  Frechet distance in the 128-d features of the bundled Fashion-MNIST classifier (train_tools.evaluation.classifier)
 * kid: unbiased kernel inception distance (cubic polynomial kernel) in the same features, x 1000
 * acc: share of conditional samples the classifier puts in their prompted class
+* agree: share of seeds whose sample the classifier puts in the class of the teacher's sample on that seed
 * rmse: per-sample RMSE against the teacher on the same seeds, pooled
 * fid: Inception FID (pytorch-fid), optional, as the papers' cross-check
 """
@@ -151,12 +152,13 @@ class Judge:
         self.frechet = {name: FrechetReference(f) for name, f in references.items()}
         self.kid = {name: KIDReference(f) for name, f in references.items()}
         self.teacher = None if teacher_finals is None else np.asarray(teacher_finals, np.float64).reshape(n, -1)
-        self.teacher_feats, self.network = None, network
+        self.teacher_feats, self.teacher_classes, self.network = None, None, network
         if teacher_finals is not None:
             from train_tools.data.fashion_mnist import to_uint8
             from train_tools.evaluation import classifier
 
-            self.teacher_feats = classifier.features(to_uint8(torch_tensor(teacher_finals)), self.network)
+            self.teacher_feats, self.teacher_classes = classifier.features_and_classes(
+                to_uint8(torch_tensor(teacher_finals)), self.network)
         self.labels = None if labels is None else np.asarray(labels)
         self.inception = None if inception_reference is None else FrechetReference(inception_reference)
 
@@ -183,6 +185,8 @@ class Judge:
             ref = self.teacher_feats
             out.values["fd_paired"] = frechet_pair(feats, ref)
             out.boots["fd_paired"] = np.array([frechet_pair(feats[i], ref[i]) for i in self.idx])
+            same = (classes == self.teacher_classes).astype(np.float64)  # the teacher's garment from this noise
+            out.values["agree"], out.boots["agree"] = float(same.mean()), same[self.idx].mean(axis=1)
         if labels is not None:
             hit = (classes == np.asarray(labels)).astype(np.float64)
             out.values["acc"], out.boots["acc"] = float(hit.mean()), hit[self.idx].mean(axis=1)

@@ -13,7 +13,8 @@ With --case MODEL:CFG:SOLVER:NFE:RHO[:BUILTIN@RHO] (repeatable): SOLVER+PAS, tra
 trains it (rule `auto` for that solver, CFG and NFE; 48 training trajectories, a 48-NFE Heun teacher), against
 the same solver on ComfyUI's karras grid with that rho, and against BUILTIN on its own rho if given, all on the
 first --n evaluation seeds: FD to the teacher's samples and to the data in the classifier's features, RMSE,
-class accuracy (conditional), and Inception FD to the teacher's samples; the teacher's own samples on the same
+class accuracy (conditional), the share of seeds whose sample shows the class of the teacher's sample on that
+seed, and Inception FD to the teacher's samples; the teacher's own samples on the same
 seeds head each setting (the floor). Writes --out, and with --sheet K a PNG per case of its first K seeds.
 --second-classifier WEIGHTS adds FD to the teacher's samples and to the data in another classifier's features
 (one trained with another seed: does the classifier's verdict depend on the network's own training noise?).
@@ -72,10 +73,11 @@ def parse_case(text: str) -> tuple:
 
 
 CASE_METRICS = (("fd_teacher", "FD teacher"), ("fd_data", "FD data"), ("rmse", "RMSE"), ("acc", "class acc"),
-                ("fid", "Inception FD teacher"))
+                ("agree", "teacher's class"), ("fid", "Inception FD teacher"))
 SECOND = "second_"  # the prefix of the second classifier's metrics
 SECOND_METRICS = ((SECOND + "fd_teacher", "FD teacher (second classifier)"),
-                  (SECOND + "fd_data", "FD data (second classifier)"))
+                  (SECOND + "fd_data", "FD data (second classifier)"),
+                  (SECOND + "agree", "teacher's class (second classifier)"))
 
 
 def comparison_row(label: list, base, corrected, metrics=CASE_METRICS) -> list:
@@ -99,7 +101,7 @@ def both_features(judge, images, finals, second=None):
 
     scored = judge.score(images, finals, inception_feats=fid.features(images))
     if second is not None:
-        other = second.score(images, labels=None)
+        other = second.score(images, finals, labels=None)
         for metric, _ in SECOND_METRICS:
             plain = metric.removeprefix(SECOND)
             scored.values[metric], scored.boots[metric] = other.values[plain], other.boots[plain]
