@@ -16,7 +16,8 @@ first --n evaluation seeds: FD to the teacher's samples and to the data in the c
 class accuracy (conditional), the share of seeds whose sample shows the class of the teacher's sample on that
 seed, and Inception FD to the teacher's samples; the teacher's own samples on the same
 seeds head each setting (the floor). Writes --out, and with --sheet K a PNG per case of its first K seeds.
---second-classifier WEIGHTS adds FD to the teacher's samples and to the data in another classifier's features
+--second-classifier WEIGHTS adds FD to the teacher's samples and to the data, and the teacher's class, in another
+classifier's features
 (one trained with another seed: does the classifier's verdict depend on the network's own training noise?).
 """
 from __future__ import annotations
@@ -122,7 +123,7 @@ def floor_row(setup: BenchSetup, judge, second=None, metrics=CASE_METRICS) -> tu
 def check_cases(cases, n: int, out: Path, sheet: int = 0, second_classifier: Path | None = None) -> None:
     """SOLVER+PAS against its solver (and a built-in) per case, in both feature spaces (the module's docstring);
     sheet > 0: also a PNG per case of its first `sheet` seeds, one row per sampler (teacher first);
-    second_classifier: also FD in that classifier's features."""
+    second_classifier: also FD and the teacher's class in that classifier's features."""
     from comfyui_pas.settings import TRAINER_TRAJECTORIES, default_rule
     from train_tools.data.fashion_mnist import image_grid
     from train_tools.evaluation.classifier import load_classifier
@@ -185,7 +186,7 @@ def main(argv=None):
                         help="with --case: also save each case's first SHEET seeds as a PNG beside --out "
                              "(rows: the teacher, the built-in, the solver, solver+PAS)")
     parser.add_argument("--second-classifier", type=Path, default=None,
-                        help="with --case: also FD in this classifier's features (`python -m "
+                        help="with --case: also FD and the teacher's class in this classifier's features (`python -m "
                              "train_tools.evaluation.classifier --seed 1 --out WEIGHTS` trains one)")
     args = parser.parse_args(argv)
     if args.second_classifier and not args.case:
