@@ -90,6 +90,16 @@ def test_two_process_run_equals_single_process(tmp_path):
     assert "Targets, judged on paired 95% intervals of the quality bench:" in written
     assert "Targets, judged on RMSE vs the reference:" in written and "FID (no interval)" not in written
     assert {"fd_teacher", "fd_data", "acc", "rmse"} <= set(rows[1]["bench"])  # conditional model: class accuracy
+    cells = {}  # the rows table comes first: later tables name the same methods
+    for line in written.splitlines():
+        if line.startswith("| "):
+            cells.setdefault(line.split(" | ")[1], line.split(" | "))
+    assert cells["teacher (Heun 8 NFE)"][6] == "1.000"  # the reference shows its own class on every seed
+    pas = next(r for r in rows if r["method"] == "euler+PAS")
+    assert cells["euler+PAS"][5:7] == [f"{pas['bench'][m]['value']:.3f}" for m in ("acc", "agree")]
+    assert set(pas["vs_base"]) == {"fd_teacher", "fd_data", "rmse", "agree"}
+    corrected = sum(1 for r in rows if r.get("steps") and "vs_base" in r)
+    assert f"Teacher's class against the uncorrected row (paired 95% interval), {corrected} PAS rows" in written
     (tmp_path / "one" / "results.md").unlink()
     reprinted = run(["--report", str(tmp_path / "one" / "results.json")], tmp_path / "unused")
     assert (tmp_path / "one" / "results.md").read_text() == written and written.strip() in reprinted
@@ -172,6 +182,20 @@ def test_best_row_must_beat_every_builtin():
     best["teacher"]["fd_teacher"] = iv(-0.5, -0.6, -0.4)
     checks = {t: (met, evidence) for t, met, evidence in interval_checks([], {"bench": {"best_vs_builtin": {"4": best}}})}
     assert "FD -50 [-60, -40]%" in checks[target][1] and "not measurable" not in checks[target][1]
+
+
+def test_agree_summary_counts_pas_rows_by_their_paired_interval():
+    from train_tools.reproduction.reproduce_report import agree_summary
+
+    def row(method, steps, low, high):
+        return {"method": method, "nfe": 5, "steps": steps, "vs_base": {"agree": {"value": (low + high) / 2,
+                                                                                  "low": low, "high": high}}}
+
+    rows = [row("euler+PAS", [1, 2], 0.01, 0.05), row("deis+PAS", [1], -0.02, 0.03),
+            row("ipndm+PAS", [2], -0.09, -0.01), row("dpmpp_2m+PAS", [], -0.2, -0.1),  # corrects nothing: left out
+            {"method": "comfy euler", "nfe": 5}]
+    assert agree_summary(rows) == ("Teacher's class against the uncorrected row (paired 95% interval), 3 PAS rows "
+                                   "that correct a step: 1 up, 1 level, 1 down (ipndm+PAS NFE 5: -0.05 [-0.09, -0.01]).")
 
 
 def test_overlapping_seeds_are_refused(tmp_path):

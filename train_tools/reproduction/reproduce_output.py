@@ -37,7 +37,7 @@ def score_rows(rows, samples, teacher_reference, model, eval_seeds, rank=0, worl
         base = next((b for b in base_rows(row["method"]) if (b, row["nfe"]) in scored), None)
         if split_method(row["method"])[1] and base:
             row["vs_base"] = {m: Judge.difference(scored[row_key(row)], scored[(base, row["nfe"])], m).as_dict()
-                              for m in ("fd_teacher", "fd_data", "rmse")}
+                              for m in ("fd_teacher", "fd_data", "rmse", "agree") if m in scored[row_key(row)].boots}
     best = {}
     for nfe in sorted({r["nfe"] for r in rows if r["nfe"] > 0}):
         pas = [r for r in rows if r["nfe"] == nfe and split_method(r["method"])[1] and r.get("steps")]

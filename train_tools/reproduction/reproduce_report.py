@@ -95,6 +95,7 @@ def full_report(rows, args, extra=None):
                   "on the evaluation seeds the same way: the most any sampler can show against that built-in "
                   "with this many seeds.", bench_summary(extra),
                   format_targets(interval_checks(rows, extra), "paired 95% intervals of the quality bench")]
+        parts += [agree_summary(rows)] if any("agree" in r.get("vs_base", {}) for r in rows) else []
     else:
         parts += ["Best PAS row against the best built-in:", summary_table(rows)]
     if any("fid" in r for r in rows):
@@ -118,6 +119,20 @@ def bench_summary(extra):
         lines.append(f"| {nfe} | {b['pas']} | {b['builtin']} | {_iv(b['fd_teacher'], 100)} | {_iv(b['fd_data'], 100)} "
                      f"| {_iv(b['rmse'], 100)} | {teacher} |")
     return "\n".join(lines)
+
+
+def agree_summary(rows) -> str:
+    """PAS rows that correct a step against their uncorrected row in the teacher's class (the share of seeds
+    showing the reference's class on the same seed), paired: does the correction bring the teacher's garment?"""
+    pairs = [r for r in rows if r.get("steps") and "agree" in r.get("vs_base", {})]
+    groups = {"up": [], "level": [], "down": []}
+    for r in pairs:
+        d = r["vs_base"]["agree"]
+        groups["up" if d["low"] > 0 else "down" if d["high"] < 0 else "level"].append(r)
+    down = "; ".join(f"{r['method']} NFE {r['nfe']}: {_iv(r['vs_base']['agree'])}" for r in groups["down"])
+    return (f"Teacher's class against the uncorrected row (paired 95% interval), {len(pairs)} PAS rows that "
+            f"correct a step: {len(groups['up'])} up, {len(groups['level'])} level, {len(groups['down'])} down"
+            + (f" ({down})." if down else "."))
 
 
 def interval_checks(rows, extra=None):
@@ -207,17 +222,19 @@ def format_table(rows, args):
              f"{args.eval_seed_start}+. NFE 0 = the reference solution.", "",
              "FD: Frechet distance in the features of the bundled Fashion-MNIST classifier, against the teacher's "
              "samples on other seeds and against the 10,000 test images; [95% interval] over resampled seeds; "
+             "teacher's class: the share of seeds whose sample the classifier puts in the class of the reference's "
+             "sample from the same seed (NFE 0; 1 for the reference itself). "
              "vs base: the paired difference to the same solver uncorrected. [learned]: each solver on the grid "
              "the PAS Trainer's `grid: learned` picks for it (the GITS programme's grid or an EDM grid of rho 3, 5, "
              "7 or 9 ending in 0, whichever the plain solver rolls out best on the training trajectories; the "
              "solver column names it).", "",
-             "| NFE | method | solver | FD teacher | FD data | class acc | FD teacher vs base | FID | RMSE | "
-             "corrected steps | params | search s |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| NFE | method | solver | FD teacher | FD data | class acc | teacher's class | FD teacher vs base | FID | "
+             "RMSE | corrected steps | params | search s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in sorted(rows, key=lambda r: r["nfe"]):
         bench = row.get("bench", {})
         cells = [_iv(bench[m]) if m in bench else "-" for m in ("fd_teacher", "fd_data")]
-        cells.append(f"{bench['acc']['value']:.3f}" if "acc" in bench else "-")
+        cells += [f"{bench[m]['value']:.3f}" if m in bench else "-" for m in ("acc", "agree")]
         cells.append(_iv(row["vs_base"]["fd_teacher"]) if "vs_base" in row else "")
         fid_text = f"{row['fid']:.2f}" if "fid" in row else "-"
         search = f"{row['search_s']:.1f}" if row.get("search_s") is not None else ""
