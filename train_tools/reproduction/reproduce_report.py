@@ -8,7 +8,7 @@ from pathlib import Path
 
 from comfyui_pas.search import DEFAULT_N_BASIS
 from comfyui_pas.settings import describe_rule
-from train_tools.evaluation.quality import beats, verdict
+from train_tools.evaluation.quality import beats, interval_verdict, verdict
 
 # Row kinds: PAS on the preset's EDM grid, on a learned schedule, or from one file trained on every NFE's grid.
 LEARNED, MULTI_GRID = " [learned]", " [multi-grid]"
@@ -126,9 +126,9 @@ def agree_summary(rows) -> str:
     showing the reference's class on the same seed), paired: does the correction bring the teacher's garment?"""
     pairs = [r for r in rows if r.get("steps") and "agree" in r.get("vs_base", {})]
     groups = {"up": [], "level": [], "down": []}
+    direction = {"worse": "up", "level": "level", "better": "down"}  # interval_verdict reads lower as better
     for r in pairs:
-        d = r["vs_base"]["agree"]
-        groups["up" if d["low"] > 0 else "down" if d["high"] < 0 else "level"].append(r)
+        groups[direction[interval_verdict(r["vs_base"]["agree"])]].append(r)
     down = "; ".join(f"{r['method']} NFE {r['nfe']}: {_iv(r['vs_base']['agree'])}" for r in groups["down"])
     return (f"Teacher's class against the uncorrected row (paired 95% interval), {len(pairs)} PAS rows that "
             f"correct a step: {len(groups['up'])} up, {len(groups['level'])} level, {len(groups['down'])} down"
