@@ -5,8 +5,8 @@
     images, finals = setup.sample(setup.builtin("deis"), karras(6))
     scored = judge.score(images, finals)
 
-Seeds: training from TRAIN_SEED_START, evaluation from EVAL_SEED_START, the teacher reference from
-REFERENCE_SEED_START (train_tools.data.seeds), never overlapping. Teacher finals are cached in .cache/quality/.
+Seeds: training from TRAIN_SEED_START, evaluation from EVAL_SEED_START (or `eval_start`, e.g. CONFIRM_SEED_START),
+the teacher reference from REFERENCE_SEED_START (train_tools.data.seeds), never overlapping. Teacher finals are cached in .cache/quality/.
 """
 from __future__ import annotations
 
@@ -86,14 +86,16 @@ class BenchSetup:
     guided: GuidedModel
     weights_md5: str
     empty_prompt: bool = False
+    eval_start: int = EVAL_SEED_START  # CONFIRM_SEED_START: fresh seeds that confirm a verdict
 
     @classmethod
-    def create(cls, name: str = "cond", cfg: float = 1.0, n: int = 1000, empty_prompt: bool = False):
+    def create(cls, name: str = "cond", cfg: float = 1.0, n: int = 1000, empty_prompt: bool = False,
+               eval_start: int = EVAL_SEED_START):
         from demo_model import DEFAULT_WEIGHTS, load_demo_model
 
         path = DEFAULT_WEIGHTS.parent / MODELS[name]
         model = load_demo_model(path)
-        return cls(name, float(cfg), int(n), GuidedModel(model, cfg), _file_md5(path), empty_prompt)
+        return cls(name, float(cfg), int(n), GuidedModel(model, cfg), _file_md5(path), empty_prompt, int(eval_start))
 
     @property
     def conditional(self) -> bool:
@@ -110,7 +112,7 @@ class BenchSetup:
         return "conditional model, empty prompt" if self.empty_prompt else f"conditional model, CFG {self.cfg:g}"
 
     def seeds(self, kind: str, count: int | None = None) -> list[int]:
-        start = {"train": TRAIN_SEED_START, "eval": EVAL_SEED_START, "reference": REFERENCE_SEED_START}[kind]
+        start = {"train": TRAIN_SEED_START, "eval": self.eval_start, "reference": REFERENCE_SEED_START}[kind]
         return list(range(start, start + (count or self.n)))
 
     def labels(self, seeds) -> torch.Tensor:

@@ -1,0 +1,139 @@
+"""A reproduction's best-row comparisons again, on more and fresh seeds: is a level verdict only too few seeds?
+
+    python -m train_tools.studies.best_row_confirm --run out/reproduce/full_cond_cfg1 --n 2000
+    python -m train_tools.studies.best_row_confirm --run out/reproduce/full_cond_cfg4 --nfe 8 10 --n 2000
+
+Per NFE, the run's best PAS row (results.json, extra.bench.best_vs_builtin) and every built-in it did not beat
+there in FD to the teacher (95% interval not below zero) sample N seeds from CONFIRM_SEED_START, apart from the
+run's training and evaluation seeds, on the run's grids and with its saved coordinates. The teacher's own
+samples on those seeds (Heun 35) are scored too: the least FD any sampler can show at this N. All are scored on
+the quality bench against the teacher's samples on N reference seeds and against the data, with paired 95%
+intervals, and judged by the reproduction's test (`quality.beats`: FD interval below zero and RMSE 10% lower).
+Built-ins the row beat in FD but not by the RMSE margin are named, not sampled again: RMSE is a per-sample
+mean, and its point value is what the margin reads. Writes <run>/best_row_confirm_n<N>.md and .json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from train_tools.bench_setup import BenchSetup
+from train_tools.data.fashion_mnist import to_uint8
+from train_tools.data.seeds import CONFIRM_SEED_START
+from train_tools.evaluation.quality import RMSE_MARGIN, Judge, beats
+from train_tools.studies.inception_check import row_sampler
+from train_tools.studies.rule_study import pct
+from train_tools.tables import markdown_table
+
+METRICS = ("fd_teacher", "fd_data", "rmse", "agree")
+
+
+def contenders(best: dict) -> tuple[list[str], list[str]]:
+    """From a run's best_vs_builtin entry: (built-ins not beaten in FD to the teacher, built-ins beaten in FD
+    but not by the RMSE margin)."""
+    each = best["each"]
+    level = [name for name, diff in each.items() if diff["fd_teacher"]["high"] >= 0]
+    short = [name for name, diff in each.items()
+             if diff["fd_teacher"]["high"] < 0 and diff["rmse"]["value"] > -RMSE_MARGIN]
+    return level, short
+
+
+def compare(a, b) -> dict:
+    """Row a against row b (both Scored on the same seeds): paired relative differences per metric."""
+    return {metric: Judge.relative(a, b, metric).as_dict() for metric in METRICS if metric in a.values}
+
+
+def confirm(run: Path, nfes: list[int] | None, n: int) -> dict:
+    """Samples and scores each NFE's comparisons (the module's docstring); returns the report's data."""
+    saved = json.loads((run / "results.json").read_text())
+    options, rows = saved["args"], saved["rows"]
+    bench = saved["extra"]["bench"]["best_vs_builtin"]
+    nfes = nfes or sorted(int(k) for k in bench)
+    missing = [nfe for nfe in nfes if str(nfe) not in bench]
+    if missing:
+        raise SystemExit(f"{run}: no best-row comparison at NFE {missing} (it has {sorted(int(k) for k in bench)})")
+    started = time.perf_counter()
+    setup = BenchSetup.create(options["model"], options["cfg"], n, eval_start=CONFIRM_SEED_START)
+    judge = setup.judge()
+    teacher = setup.teacher_finals("eval")
+    floor = judge.score(to_uint8(teacher), teacher)
+    print(f"{setup.label()}: references and the teacher's samples on {n} seeds ({time.perf_counter() - started:.0f} s)",
+          flush=True)
+    result = {"run": str(run), "label": setup.label(), "n": n, "seed_start": CONFIRM_SEED_START,
+              "run_n": options["eval"], "floor": floor.values, "nfe": {}}
+    for nfe in nfes:
+        best = bench[str(nfe)]
+        level, short = contenders(best)
+        scored = {}
+        for method in [best["pas"], *level]:
+            sampler, sigmas = row_sampler(setup, run, rows, method, nfe)
+            scored[method] = judge.score(*setup.sample(sampler, sigmas))
+        pas = scored[best["pas"]]
+        against = {}
+        for name in level:
+            diff = compare(pas, scored[name])
+            against[name] = {"run": best["each"][name], "confirm": diff, "beaten": beats(diff),
+                             "teacher": compare(floor, scored[name])}
+        result["nfe"][str(nfe)] = {"pas": best["pas"], "values": {m: s.values for m, s in scored.items()},
+                                   "against": against,
+                                   "rmse_short": {name: best["each"][name]["rmse"]["value"] for name in short}}
+        print(f"NFE {nfe}: {len(level) + 1} rows ({time.perf_counter() - started:.0f} s)", flush=True)
+    result["seconds"] = time.perf_counter() - started
+    return result
+
+
+def report(result: dict, command: str) -> str:
+    """The markdown report of confirm()'s result."""
+    n, run_n = result["n"], result["run_n"]
+    table, lines = [], []
+    for nfe, entry in result["nfe"].items():
+        values = entry["values"][entry["pas"]]
+        for name, item in entry["against"].items():
+            table.append([nfe, name, entry["pas"],
+                          f"{entry['values'][name]['fd_teacher']:.3g} -> {values['fd_teacher']:.3g}",
+                          pct(item["run"]["fd_teacher"]), pct(item["confirm"]["fd_teacher"]),
+                          pct(item["confirm"]["fd_data"]), pct(item["confirm"]["rmse"]),
+                          pct(item["teacher"]["fd_teacher"]), "yes" if item["beaten"] else "no"])
+        if not entry["against"]:
+            table.append([nfe, "-", entry["pas"], "-", "-", "-", "-", "-", "-", "-"])
+        level = [name for name, item in entry["against"].items() if not item["beaten"]]
+        short = ", ".join(f"{name} ({100 * value:+.1f}%)" for name, value in entry["rmse_short"].items())
+        verdict = "beats every built-in sampled again" if not level else f"does not beat {', '.join(level)}"
+        lines.append(f"* NFE {nfe}: {entry['pas']} {verdict} on these seeds"
+                     + (f"; RMSE short of the 10% margin in the run against {short}" if short else "") + ".")
+    header = ["NFE", "built-in", "best PAS row", "FD teacher, built-in -> PAS", f"FD teacher % ({run_n} run seeds)",
+              f"FD teacher % ({n} fresh seeds)", "FD data %", "RMSE %", "the teacher's own samples: FD teacher %",
+              "beaten (FD and RMSE)"]
+    floor = result["floor"]
+    return (f"# {result['label']}: the best-row comparisons on {n} fresh seeds\n\n`{command}` "
+            f"({result['seconds'] / 60:.0f} min). Seeds {result['seed_start']}+; the run: {result['run']} "
+            f"({run_n} evaluation seeds). The teacher's own samples on these seeds: FD teacher {floor['fd_teacher']:.3g}, "
+            f"FD data {floor['fd_data']:.3g}.\n\n" + markdown_table(header, table) + "\n\n" + "\n".join(lines) + "\n")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--run", required=True, help="a finished reproduction's folder (results.json, coords/)")
+    parser.add_argument("--nfe", type=int, nargs="+", default=None, help="default: every NFE of the run")
+    parser.add_argument("--n", type=int, default=2000, help="fresh seeds (and teacher-reference seeds)")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    run = Path(args.run)
+    result = confirm(run, args.nfe, args.n)
+    stem = run / f"best_row_confirm_n{args.n}"
+    if args.nfe:
+        stem = stem.with_name(f"{stem.name}_nfe{'-'.join(map(str, args.nfe))}")
+    command = "python -m train_tools.studies.best_row_confirm " + " ".join(argv if argv is not None else sys.argv[1:])
+    text = report(result, command)
+    stem.with_suffix(".json").write_text(json.dumps(result, indent=1))
+    stem.with_suffix(".md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
