@@ -2,7 +2,7 @@
 
 from train_tools.bench_setup import BenchSetup
 from train_tools.data.seeds import CONFIRM_SEED_START, EVAL_SEED_START
-from train_tools.studies.best_row_confirm import contenders, report
+from train_tools.studies.best_row_confirm import contenders, report, why_not
 
 
 def interval(value, low, high):
@@ -37,6 +37,18 @@ def test_report_names_what_is_beaten_and_what_is_not():
                             "against": {"comfy y": {"run": diff, "confirm": diff, "teacher": diff, "beaten": True},
                                         "comfy z": {"run": diff, "confirm": diff, "teacher": diff, "beaten": False}},
                             "rmse_short": {"comfy w": -0.05}}}}
+    result["nfe"]["8"]["against"]["comfy z"]["confirm"] = {**diff, "fd_teacher": interval(0.02, -0.03, 0.07)}
     text = report(result, "cmd")
-    assert "| 8 | comfy y | x+PAS | 2.2 -> 2 | -10.0 [-15.0, -5.0] |" in text
-    assert "* NFE 8: x+PAS does not beat comfy z on these seeds; RMSE short of the 10% margin in the run against comfy w (-5.0%)." in text
+    assert "| 8 | comfy y | x+PAS | 2.2 -> 2 | -10.0 [-15.0, -5.0] | -10.0 [-15.0, -5.0] |" in text
+    assert "| yes |" in text and "| no: FD level |" in text
+    assert ("* NFE 8: x+PAS does not beat comfy z (FD level) on these seeds; RMSE short of the 10% margin in the run "
+            "against comfy w (-5.0%).") in text
+
+
+def test_why_not_names_the_failing_condition():
+    fd = {"better": interval(-0.1, -0.15, -0.05), "level": interval(-0.1, -0.2, 0.01), "worse": interval(0.1, 0.05, 0.15)}
+    rmse = interval(-0.092, -0.1, -0.08)
+    assert why_not({"beaten": True, "confirm": {"fd_teacher": fd["better"], "rmse": rmse}}) == ""
+    assert why_not({"beaten": False, "confirm": {"fd_teacher": fd["better"], "rmse": rmse}}) == "FD better, RMSE -9.2%"
+    assert why_not({"beaten": False, "confirm": {"fd_teacher": fd["level"], "rmse": rmse}}) == "FD level"
+    assert why_not({"beaten": False, "confirm": {"fd_teacher": fd["worse"], "rmse": rmse}}) == "FD worse"

@@ -25,7 +25,7 @@ import torch
 from train_tools.bench_setup import BenchSetup
 from train_tools.data.fashion_mnist import to_uint8
 from train_tools.data.seeds import CONFIRM_SEED_START
-from train_tools.evaluation.quality import RMSE_MARGIN, Judge, beats
+from train_tools.evaluation.quality import RMSE_MARGIN, Judge, beats, interval_verdict
 from train_tools.studies.inception_check import row_sampler
 from train_tools.studies.rule_study import pct
 from train_tools.tables import markdown_table
@@ -87,6 +87,14 @@ def confirm(run: Path, nfes: list[int] | None, n: int) -> dict:
     return result
 
 
+def why_not(item: dict) -> str:
+    """Why a compared built-in is not beaten: its FD verdict, or the RMSE margin ('' when it is beaten)."""
+    if item["beaten"]:
+        return ""
+    fd = interval_verdict(item["confirm"]["fd_teacher"])
+    return f"FD {fd}" if fd != "better" else f"FD better, RMSE {100 * item['confirm']['rmse']['value']:+.1f}%"
+
+
 def report(result: dict, command: str) -> str:
     """The markdown report of confirm()'s result."""
     n, run_n = result["n"], result["run_n"]
@@ -98,10 +106,10 @@ def report(result: dict, command: str) -> str:
                           f"{entry['values'][name]['fd_teacher']:.3g} -> {values['fd_teacher']:.3g}",
                           pct(item["run"]["fd_teacher"]), pct(item["confirm"]["fd_teacher"]),
                           pct(item["confirm"]["fd_data"]), pct(item["confirm"]["rmse"]),
-                          pct(item["teacher"]["fd_teacher"]), "yes" if item["beaten"] else "no"])
+                          pct(item["teacher"]["fd_teacher"]), "yes" if item["beaten"] else f"no: {why_not(item)}"])
         if not entry["against"]:
             table.append([nfe, "-", entry["pas"], "-", "-", "-", "-", "-", "-", "-"])
-        level = [name for name, item in entry["against"].items() if not item["beaten"]]
+        level = [f"{name} ({why_not(item)})" for name, item in entry["against"].items() if not item["beaten"]]
         short = ", ".join(f"{name} ({100 * value:+.1f}%)" for name, value in entry["rmse_short"].items())
         verdict = "beats every built-in sampled again" if not level else f"does not beat {', '.join(level)}"
         lines.append(f"* NFE {nfe}: {entry['pas']} {verdict} on these seeds"
@@ -118,18 +126,29 @@ def report(result: dict, command: str) -> str:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--run", required=True, help="a finished reproduction's folder (results.json, coords/)")
+    parser.add_argument("--run", help="a finished reproduction's folder (results.json, coords/)")
     parser.add_argument("--nfe", type=int, nargs="+", default=None, help="default: every NFE of the run")
     parser.add_argument("--n", type=int, default=2000, help="fresh seeds (and teacher-reference seeds)")
+    parser.add_argument("--report", metavar="JSON", help="rebuild the .md beside this saved result; samples nothing")
     args = parser.parse_args(argv)
+    if not (args.run or args.report):
+        parser.error("give --run (sample and score) or --report (rebuild a saved result's table)")
+    if args.report:
+        saved = Path(args.report)
+        result = json.loads(saved.read_text())
+        text = report(result, result["command"])
+        saved.with_suffix(".md").write_text(text)
+        print(text)
+        return
     torch.set_num_threads(1)
     run = Path(args.run)
     result = confirm(run, args.nfe, args.n)
     stem = run / f"best_row_confirm_n{args.n}"
     if args.nfe:
         stem = stem.with_name(f"{stem.name}_nfe{'-'.join(map(str, args.nfe))}")
-    command = "python -m train_tools.studies.best_row_confirm " + " ".join(argv if argv is not None else sys.argv[1:])
-    text = report(result, command)
+    result["command"] = "python -m train_tools.studies.best_row_confirm " + " ".join(
+        argv if argv is not None else sys.argv[1:])
+    text = report(result, result["command"])
     stem.with_suffix(".json").write_text(json.dumps(result, indent=1))
     stem.with_suffix(".md").write_text(text)
     print(text)
