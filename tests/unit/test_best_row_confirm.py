@@ -2,7 +2,7 @@
 
 from train_tools.bench_setup import BenchSetup
 from train_tools.data.seeds import CONFIRM_SEED_START, EVAL_SEED_START
-from train_tools.studies.best_row_confirm import contenders, report, why_not
+from train_tools.studies.best_row_confirm import closest, contenders, report, why_not
 
 
 def interval(value, low, high):
@@ -52,3 +52,15 @@ def test_why_not_names_the_failing_condition():
     assert why_not({"beaten": False, "confirm": {"fd_teacher": fd["better"], "rmse": rmse}}) == "FD better, RMSE -9.2%"
     assert why_not({"beaten": False, "confirm": {"fd_teacher": fd["level"], "rmse": rmse}}) == "FD level"
     assert why_not({"beaten": False, "confirm": {"fd_teacher": fd["worse"], "rmse": rmse}}) == "FD worse"
+
+
+def test_closest_ranks_the_run_built_ins_by_fd_and_skips_those_already_taken():
+    def row(method, nfe, fd):
+        return {"method": method, "nfe": nfe, "bench": {"fd_teacher": interval(fd, fd - 1, fd + 1)}}
+
+    rows = [row("comfy a", 4, 3.0), row("comfy b", 4, 1.0), row("comfy c", 4, 2.0), row("comfy b", 5, 9.0),
+            row("x+PAS", 4, 0.5)]
+    names = ["comfy a", "comfy b", "comfy c"]
+    assert closest(rows, 4, names, 2, skip=[]) == ["comfy b", "comfy c"]
+    assert closest(rows, 4, names, 2, skip=["comfy b"]) == ["comfy c", "comfy a"]
+    assert closest(rows, 4, names, 0, skip=[]) == []

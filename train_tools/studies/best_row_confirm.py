@@ -10,7 +10,8 @@ samples on those seeds (Heun 35) are scored too: the least FD any sampler can sh
 the quality bench against the teacher's samples on N reference seeds and against the data, with paired 95%
 intervals, and judged by the reproduction's test (`quality.beats`: FD interval below zero and RMSE 10% lower).
 Built-ins the row beat in FD but not by the RMSE margin are named, not sampled again: RMSE is a per-sample
-mean, and its point value is what the margin reads. Writes <run>/best_row_confirm_n<N>.md and .json.
+mean, and its point value is what the margin reads. --also-closest K adds the K built-ins closest to the
+teacher in the run, beaten there or not (where a best row was met: does it hold on fresh seeds?). Writes <run>/best_row_confirm_n<N>.md and .json.
 """
 from __future__ import annotations
 
@@ -48,8 +49,15 @@ def compare(a, b) -> dict:
     return {metric: Judge.relative(a, b, metric).as_dict() for metric in METRICS if metric in a.values}
 
 
-def confirm(run: Path, nfes: list[int] | None, n: int) -> dict:
-    """Samples and scores each NFE's comparisons (the module's docstring); returns the report's data."""
+def closest(rows: list[dict], nfe: int, names, count: int, skip) -> list[str]:
+    """The `count` built-ins among `names` with the least FD to the teacher in the run at this NFE, not in `skip`."""
+    fd = {r["method"]: r["bench"]["fd_teacher"]["value"] for r in rows if r["nfe"] == nfe and r["method"] in names}
+    return [name for name in sorted(fd, key=fd.get) if name not in skip][:count]
+
+
+def confirm(run: Path, nfes: list[int] | None, n: int, also_closest: int = 0) -> dict:
+    """Samples and scores each NFE's comparisons (the module's docstring; also_closest: the K built-ins closest
+    to the teacher in the run, beaten there or not); returns the report's data."""
     saved = json.loads((run / "results.json").read_text())
     options, rows = saved["args"], saved["rows"]
     bench = saved["extra"]["bench"]["best_vs_builtin"]
@@ -69,6 +77,8 @@ def confirm(run: Path, nfes: list[int] | None, n: int) -> dict:
     for nfe in nfes:
         best = bench[str(nfe)]
         level, short = contenders(best)
+        level += closest(rows, nfe, best["each"], also_closest, level)
+        short = [name for name in short if name not in level]
         scored = {}
         for method in [best["pas"], *level]:
             sampler, sigmas = row_sampler(setup, run, rows, method, nfe)
@@ -129,6 +139,8 @@ def main(argv=None):
     parser.add_argument("--run", help="a finished reproduction's folder (results.json, coords/)")
     parser.add_argument("--nfe", type=int, nargs="+", default=None, help="default: every NFE of the run")
     parser.add_argument("--n", type=int, default=2000, help="fresh seeds (and teacher-reference seeds)")
+    parser.add_argument("--also-closest", type=int, default=0, metavar="K",
+                        help="also sample the K built-ins closest to the teacher in the run, even where beaten there")
     parser.add_argument("--report", metavar="JSON", help="rebuild the .md beside this saved result; samples nothing")
     args = parser.parse_args(argv)
     if not (args.run or args.report):
@@ -142,10 +154,12 @@ def main(argv=None):
         return
     torch.set_num_threads(1)
     run = Path(args.run)
-    result = confirm(run, args.nfe, args.n)
+    result = confirm(run, args.nfe, args.n, args.also_closest)
     stem = run / f"best_row_confirm_n{args.n}"
     if args.nfe:
         stem = stem.with_name(f"{stem.name}_nfe{'-'.join(map(str, args.nfe))}")
+    if args.also_closest:
+        stem = stem.with_name(f"{stem.name}_closest{args.also_closest}")
     result["command"] = "python -m train_tools.studies.best_row_confirm " + " ".join(
         argv if argv is not None else sys.argv[1:])
     text = report(result, result["command"])
