@@ -1,8 +1,12 @@
 """The best-row confirmation: which built-ins it samples again, its seeds, and its verdict lines."""
 
+import json
+
+import pytest
+
 from train_tools.bench_setup import BenchSetup
 from train_tools.data.seeds import CONFIRM_SEED_START, EVAL_SEED_START
-from train_tools.studies.best_row_confirm import closest, contenders, report, why_not
+from train_tools.studies.best_row_confirm import closest, confirm, contenders, report, why_not
 
 
 def interval(value, low, high):
@@ -64,3 +68,11 @@ def test_closest_ranks_the_run_built_ins_by_fd_and_skips_those_already_taken():
     assert closest(rows, 4, names, 2, skip=[]) == ["comfy b", "comfy c"]
     assert closest(rows, 4, names, 2, skip=["comfy b"]) == ["comfy c", "comfy a"]
     assert closest(rows, 4, names, 0, skip=[]) == []
+
+
+def test_confirm_refuses_a_run_evaluated_on_the_fresh_seeds(tmp_path):
+    saved = {"args": {"eval_seed_start": CONFIRM_SEED_START + 100, "eval": 400, "model": "cond", "cfg": 4.0},
+             "rows": [], "extra": {"bench": {"best_vs_builtin": {"8": {"pas": "x+PAS", "each": {}}}}}}
+    (tmp_path / "results.json").write_text(json.dumps(saved))
+    with pytest.raises(SystemExit, match="overlap the fresh seeds"):
+        confirm(tmp_path, [8], 2000)

@@ -26,7 +26,7 @@ import torch
 from train_tools.bench_setup import BenchSetup
 from train_tools.data.fashion_mnist import to_uint8
 from train_tools.data.seeds import CONFIRM_SEED_START
-from train_tools.evaluation.quality import RMSE_MARGIN, Judge, beats, interval_verdict
+from train_tools.evaluation.quality import Judge, beats, interval_verdict
 from train_tools.studies.inception_check import row_sampler
 from train_tools.studies.rule_study import pct
 from train_tools.tables import markdown_table
@@ -37,10 +37,9 @@ METRICS = ("fd_teacher", "fd_data", "rmse", "agree")
 def contenders(best: dict) -> tuple[list[str], list[str]]:
     """From a run's best_vs_builtin entry: (built-ins not beaten in FD to the teacher, built-ins beaten in FD
     but not by the RMSE margin)."""
-    each = best["each"]
-    level = [name for name, diff in each.items() if diff["fd_teacher"]["high"] >= 0]
-    short = [name for name, diff in each.items()
-             if diff["fd_teacher"]["high"] < 0 and diff["rmse"]["value"] > -RMSE_MARGIN]
+    fd_better = {name: interval_verdict(diff["fd_teacher"]) == "better" for name, diff in best["each"].items()}
+    level = [name for name, better in fd_better.items() if not better]
+    short = [name for name, better in fd_better.items() if better and not beats(best["each"][name])]
     return level, short
 
 
@@ -65,6 +64,9 @@ def confirm(run: Path, nfes: list[int] | None, n: int, also_closest: int = 0) ->
     missing = [nfe for nfe in nfes if str(nfe) not in bench]
     if missing:
         raise SystemExit(f"{run}: no best-row comparison at NFE {missing} (it has {sorted(int(k) for k in bench)})")
+    start = options["eval_seed_start"]
+    if start < CONFIRM_SEED_START + n and CONFIRM_SEED_START < start + options["eval"]:
+        raise SystemExit(f"{run} was evaluated on seeds {start}+, which overlap the fresh seeds {CONFIRM_SEED_START}+")
     started = time.perf_counter()
     setup = BenchSetup.create(options["model"], options["cfg"], n, eval_start=CONFIRM_SEED_START)
     judge = setup.judge()
