@@ -47,6 +47,13 @@ def test_two_process_run_equals_single_process(tmp_path):
     assert one.keys() == two.keys() and {"euler+PAS@4", "ipndm+PAS@4", "comfy ipndm@4", "teacher@0"} <= set(one)
     for key in one:
         assert torch.equal(one[key], two[key]), key  # batch 1: every seed is evaluated alone in both runs
+    # the call cache answers repeated calls (every row's start) and changes no sample
+    run(TINY + best_grids + ["--no-call-cache"], tmp_path / "uncached")
+    uncached = load_file(str(tmp_path / "uncached" / "samples.safetensors"))
+    assert uncached.keys() == one.keys() and all(torch.equal(one[key], uncached[key]) for key in one)
+    extras = [json.loads((tmp_path / name / "results.json").read_text())["extra"] for name in ("one", "two", "uncached")]
+    assert extras[0]["repeated_calls"] == extras[1]["repeated_calls"] and "repeated_calls" not in extras[2]
+    assert 0 < extras[0]["repeated_calls"]["rows_reused"] < extras[0]["repeated_calls"]["rows_called"]
     rows = json.loads((tmp_path / "one" / "results.json").read_text())["rows"]
     rows_two = json.loads((tmp_path / "two" / "results.json").read_text())["rows"]
     # the bench scores its rows on both ranks: the same figures as one process scoring them all

@@ -38,6 +38,7 @@ from comfyui_pas.settings import (
 from comfyui_pas.solvers import SOLVERS, describe_solver, solver_options
 from comfyui_pas.teacher import teacher_nfe_for, teacher_states
 from train_tools.bench_setup import load_model
+from train_tools.data.call_cache import CallCache, reuse_summary
 from train_tools.data.guided import GuidedModel, labels_for
 from train_tools.data.seeds import CONFIRM_SEED_START, EVAL_SEED_START, REFERENCE_SEED_START
 from train_tools.evaluation.metrics import rmse
@@ -119,6 +120,14 @@ def builtin_run(sampler, model, sigmas):
 def training_denoiser(model, seeds, batch):
     """The guided model on the training seeds, each with its prompt's class label."""
     return Denoiser(model, per_sample_args={"class_labels": labels_for(seeds)}, chunk_size=batch)
+
+
+def gathered_cache_summary(cache: CallCache, rank, world) -> dict:
+    """The call cache's counts summed over the processes."""
+    counts = torch.tensor([cache.rows_called, cache.rows_reused], dtype=torch.long)
+    if world > 1:
+        dist.all_reduce(counts)
+    return reuse_summary(*counts.tolist())
 
 
 def rule_overrides(args) -> dict:
@@ -279,6 +288,8 @@ def parse_args(argv=None):
     parser.add_argument("--auto-default", choices=tuple(ACCEPTANCE_RULES), default=None,
                         help="with --rule auto: the rule for solvers without one of their own (rule studies)")
     parser.add_argument("--batch", type=int, default=100)
+    parser.add_argument("--no-call-cache", action="store_true",
+                        help="make every model call again instead of reusing bit-identical ones (the same samples)")
     parser.add_argument("--save-samples", action="store_true", help="also write samples.safetensors")
     parser.add_argument("--out", default=None, help="output folder (default out/reproduce/<preset>)")
     parser.add_argument("--report", metavar="RESULTS_JSON",
@@ -310,7 +321,9 @@ class Run:
         self.args, self.rank, self.world = args, rank, world
         self.log = print if rank == 0 else (lambda *a, **k: None)
         self.out = Path(args.out or f"out/reproduce/{args.preset}")
-        self.model = GuidedModel(load_model(args.model), args.cfg)
+        # Rows share the start noise: each row's first call, and a PAS row's calls before its first corrected
+        # step, repeat another row's bit for bit and are answered from the cache (exact, see CallCache).
+        self.model = GuidedModel(load_model(args.model), args.cfg, cache=None if args.no_call_cache else CallCache())
         self.train_seeds = list(range(args.train_seed_start, args.train_seed_start + args.train))
         self.eval_seeds = list(range(args.eval_seed_start, args.eval_seed_start + args.eval))
         self.comfy = {}
@@ -469,6 +482,10 @@ def main(argv=None):
         run.extra["bench"] = score_rows(run.rows, run.samples, run.teacher_reference, run.model, run.eval_seeds,
                                         rank, world)
     run.extra["phase_seconds"] = {name: round(seconds, 1) for name, seconds in run.phase_seconds.items()}
+    if run.model.cache is not None:
+        run.extra["repeated_calls"] = gathered_cache_summary(run.model.cache, rank, world)
+        run.log(f"  sampling calls (rows, all processes) and those the call cache answered: "
+                f"{run.extra['repeated_calls']}")
     run.log(f"  time by phase (s): {run.extra['phase_seconds']}")
     if rank == 0:
         finish(args, run.out, run.model, run.samples, run.rows, run.reports, started, fid_scores, fid_seconds,
