@@ -110,6 +110,25 @@ def test_two_process_run_equals_single_process(tmp_path):
     (tmp_path / "one" / "results.md").unlink()
     reprinted = run(["--report", str(tmp_path / "one" / "results.json")], tmp_path / "unused")
     assert (tmp_path / "one" / "results.md").read_text() == written and written.strip() in reprinted
+    check_level_confirm(tmp_path / "one")
+
+
+def check_level_confirm(folder):
+    """level_confirm samples a level row and its uncorrected row again on fresh seeds, with the run's coordinates."""
+    from train_tools.studies.level_confirm import confirm
+
+    saved = json.loads((folder / "results.json").read_text())
+    pas = next(r for r in saved["rows"] if r["method"] == "euler+PAS")
+    assert pas["steps"]  # the tiny run corrects euler
+    pas["vs_base"]["fd_teacher"] = {"value": 0.0, "low": -1.0, "high": 1.0}  # made level, so that it is taken
+    (folder / "results.json").write_text(json.dumps(saved))
+    result = confirm(folder, [4], 4)
+    case = next(c for c in result["cases"] if c["pas"] == "euler+PAS")
+    assert case["base"] == "comfy euler" and case["verdict"] in ("better", "level", "worse")
+    values = case["values"]
+    assert values["pas"]["fd_teacher"] != values["base"]["fd_teacher"]  # the coordinates were applied
+    assert case["fresh"]["fd_teacher"]["abs"]["value"] == pytest.approx(
+        values["pas"]["fd_teacher"] - values["base"]["fd_teacher"])
 
 
 def test_two_process_fid_equals_single_process(tmp_path):
