@@ -24,6 +24,7 @@ from comfyui_pas.denoiser import Denoiser
 from comfyui_pas.grids import edm_sigmas
 from comfyui_pas.teacher import heun_states
 from train_tools.data import fashion_mnist
+from train_tools.data.call_cache import CallCache
 from train_tools.data.guided import GuidedModel, labels_for
 from train_tools.data.seeds import EVAL_SEED_START, REFERENCE_SEED_START, TRAIN_SEED_START, seeded_noise
 from train_tools.evaluation import classifier
@@ -90,12 +91,15 @@ class BenchSetup:
 
     @classmethod
     def create(cls, name: str = "cond", cfg: float = 1.0, n: int = 1000, empty_prompt: bool = False,
-               eval_start: int = EVAL_SEED_START):
+               eval_start: int = EVAL_SEED_START, call_cache: bool = True):
+        """call_cache: reuse model calls repeated bit for bit (every sampler's start on the same seeds; exact,
+        train_tools.data.call_cache); False makes every call."""
         from demo_model import DEFAULT_WEIGHTS, load_demo_model
 
         path = DEFAULT_WEIGHTS.parent / MODELS[name]
         model = load_demo_model(path)
-        return cls(name, float(cfg), int(n), GuidedModel(model, cfg), _file_md5(path), empty_prompt, int(eval_start))
+        guided = GuidedModel(model, cfg, cache=CallCache() if call_cache else None)
+        return cls(name, float(cfg), int(n), guided, _file_md5(path), empty_prompt, int(eval_start))
 
     @property
     def conditional(self) -> bool:

@@ -15,7 +15,7 @@ class _Counting:
         self.sigma_min, self.sigma_max = gmm.sigma_min, gmm.sigma_max
 
     def __call__(self, x, sigma):
-        self.sigmas.append(float(torch.as_tensor(sigma).reshape(-1)[0]))
+        self.sigmas.append(float(torch.as_tensor(sigma).detach().reshape(-1)[0]))
         return self.gmm(x, sigma)
 
 
@@ -95,13 +95,38 @@ def test_outputs_are_copies_and_the_oldest_go_past_the_byte_limit():
         CallCache(max_bytes=0)
 
 
-def test_calls_with_extra_arguments_bypass_the_cache(gmm):
+def test_unbound_calls_and_ignored_arguments_use_the_cache_and_gradient_calls_bypass_it(gmm):
     counting = _Counting(gmm)
     cached = GuidedModel(counting, cache=CallCache())
     bound, x, sigma = cached.bind([0, 1]), _noise(2, 96) * 5.0, torch.full((2,), 5.0)
-    bound(x, sigma, model_options={})
-    bound(x, sigma, model_options={})
-    assert len(counting.sigmas) == 2 and cached.cache.rows_called == 0
-    bound(x, sigma)
-    bound(x, sigma)
-    assert len(counting.sigmas) == 3 and cached.cache.summary()["rows_reused"] == 2
+    first = bound(x, sigma, model_options={})  # GuidedModel ignores model_options: the call repeats
+    assert torch.equal(bound(x, sigma), first) and len(counting.sigmas) == 1
+    # an unbound call with the same per-sample labels (BenchSetup, Denoiser) is the same call
+    assert torch.equal(cached(x, sigma, class_labels=torch.tensor([0, 1])), first) and len(counting.sigmas) == 1
+    cached(x, sigma)  # no labels: another key
+    assert len(counting.sigmas) == 2 and cached.cache.summary()["rows_reused"] == 4
+    tracked = x.clone().requires_grad_(True)
+    out = cached(tracked, sigma)  # autograd needs the model's own graph: no stored output
+    assert out.requires_grad and len(counting.sigmas) == 3
+    sigma_tracked = sigma.clone().requires_grad_(True)
+    cached(x, sigma_tracked)
+    assert len(counting.sigmas) == 4
+    with torch.no_grad():
+        cached(tracked, sigma_tracked)  # nothing tracked under no_grad: the stored output is used
+    assert len(counting.sigmas) == 4
+
+
+def test_bench_setup_samples_the_same_with_and_without_the_cache():
+    from comfyui_pas import edm_sigmas
+    from train_tools.bench_setup import BenchSetup
+
+    cached, plain = BenchSetup.create("cond", 4.0, n=3), BenchSetup.create("cond", 4.0, n=3, call_cache=False)
+    assert plain.guided.cache is None
+    sigmas = edm_sigmas(4, cached.guided.sigma_min, cached.guided.sigma_max).float()
+    seeds = cached.seeds("eval")
+    euler = cached.run(BenchSetup.pas("euler"), sigmas, seeds)
+    dpmpp = cached.run(BenchSetup.pas("dpmpp_2m"), sigmas, seeds)
+    # dpmpp_2m's first step is euler's: its calls at the first two sigmas repeat, 3 seeds each
+    assert cached.guided.cache.summary()["rows_reused"] == 6
+    assert torch.equal(euler, plain.run(BenchSetup.pas("euler"), sigmas, seeds))
+    assert torch.equal(dpmpp, plain.run(BenchSetup.pas("dpmpp_2m"), sigmas, seeds))

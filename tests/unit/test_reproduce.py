@@ -52,8 +52,10 @@ def test_two_process_run_equals_single_process(tmp_path):
     uncached = load_file(str(tmp_path / "uncached" / "samples.safetensors"))
     assert uncached.keys() == one.keys() and all(torch.equal(one[key], uncached[key]) for key in one)
     extras = [json.loads((tmp_path / name / "results.json").read_text())["extra"] for name in ("one", "two", "uncached")]
-    assert extras[0]["repeated_calls"] == extras[1]["repeated_calls"] and "repeated_calls" not in extras[2]
-    assert 0 < extras[0]["repeated_calls"]["rows_reused"] < extras[0]["repeated_calls"]["rows_called"]
+    # the same calls in all, split over the processes; each process reuses only its own calls
+    counts = [extras[0]["repeated_calls"], extras[1]["repeated_calls"]]
+    assert counts[0]["rows_called"] == counts[1]["rows_called"] and "repeated_calls" not in extras[2]
+    assert 0 < counts[1]["rows_reused"] <= counts[0]["rows_reused"] < counts[0]["rows_called"]
     rows = json.loads((tmp_path / "one" / "results.json").read_text())["rows"]
     rows_two = json.loads((tmp_path / "two" / "results.json").read_text())["rows"]
     # the bench scores its rows on both ranks: the same figures as one process scoring them all

@@ -29,6 +29,22 @@ class GuidedModel:
         self.metadata = getattr(model, "metadata", {})
 
     def __call__(self, x, sigma, class_labels=None, **_):
+        """The guided denoiser; other keyword arguments are ignored, so with a `cache` a call whose x, sigma,
+        labels and CFG repeat bit for bit takes the first call's output (calls that need gradients bypass it)."""
+        if self.cache is None or self._needs_grad(x, sigma):
+            return self._guided(x, sigma, class_labels)
+        labels = None if class_labels is None else torch.as_tensor(class_labels)
+        return self.cache(call_key(x, sigma, labels, self.cfg, str(id(self.model))), x.shape[0],
+                          lambda: self._guided(x, sigma, class_labels))
+
+    def _needs_grad(self, x, sigma) -> bool:
+        """Whether autograd would track this call (through x, sigma or the weights): a stored output has no graph."""
+        if not torch.is_grad_enabled():
+            return False
+        weights = self.model.parameters() if hasattr(self.model, "parameters") else ()
+        return x.requires_grad or getattr(sigma, "requires_grad", False) or any(w.requires_grad for w in weights)
+
+    def _guided(self, x, sigma, class_labels):
         if not self.conditional or class_labels is None:
             return self.model(x, sigma)
         labels = torch.as_tensor(class_labels, device=x.device).reshape(-1).long()
@@ -45,8 +61,7 @@ class GuidedModel:
         return 2 if self.conditional and self.cfg != 1.0 else 1
 
     def bind(self, seeds):
-        """A denoiser for exactly these seeds' rows (for samplers that pass no per-sample arguments); with a
-        `cache`, a call repeated bit for bit takes the first call's output."""
+        """A denoiser for exactly these seeds' rows (for samplers that pass no per-sample arguments)."""
         return _Bound(self, labels_for(seeds))
 
 
@@ -58,8 +73,4 @@ class _Bound:
     def __call__(self, x, sigma, **extra):
         if x.shape[0] != len(self.labels):
             raise ValueError(f"bound to {len(self.labels)} seeds, called with {x.shape[0]} rows")
-        cache = self.guided.cache
-        if cache is None or extra:
-            return self.guided(x, sigma, class_labels=self.labels, **extra)
-        return cache(call_key(x, sigma, self.labels, self.guided.cfg, str(id(self.guided.model))), x.shape[0],
-                     lambda: self.guided(x, sigma, class_labels=self.labels))
+        return self.guided(x, sigma, class_labels=self.labels, **extra)
