@@ -1,11 +1,11 @@
-"""Exact reuse of repeated model calls in the reproduction.
+"""Exact reuse of repeated model calls in the reproduction and the studies (GuidedModel(..., cache=CallCache())).
 
 `make reproduce` samples dozens of rows from the same start noise. Every row's first call is the same (x = noise
 * sigma_max), and a PAS row repeats its base solver's calls up to its first corrected step when both take the
 same code path. `CallCache` remembers outputs keyed by the exact bytes of the inputs (x, sigma, class labels
 and guidance scale, with their dtypes and shapes), so a repeated call returns the very tensor the model gave the
-first time and a call that differs in any bit is made again. Least recently used outputs are dropped past
-`max_bytes`.
+first time (a copy of it) and a call that differs in any bit is made again. Least recently used outputs are
+dropped past `max_bytes`.
 """
 from __future__ import annotations
 
