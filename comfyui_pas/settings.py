@@ -41,12 +41,15 @@ _DEFAULT = ACCEPTANCE_RULES[DEFAULT_RULE]
 # CFG 4 it never made dpmpp_2m, euler or ipndm_v worse, and it helped them (dpmpp_2m hurt at CFG 1 and
 # unguided), so for them it applies from GUIDED_CFG on (measured at 1 and 4). SOLVER_STEP_RULES: (steps, rule),
 # the rule a solver takes on grids of at least that many steps, at any CFG: res_multistep, worse at 4-5 steps
-# under the paper's rule, never worse from 8 on. Every other case gets DEFAULT_RULE.
+# under the paper's rule, never worse from 8 on. GUIDED_SOLVER_STEP_RULES: the same from GUIDED_CFG on:
+# dpmpp_2m under the paper's rule at 8-10 steps was level with dpmpp_2m or worse (2,000 fresh seeds) and
+# further from the data. Every other case gets DEFAULT_RULE.
 AUTO_RULE = "auto"
 SOLVER_RULES = {"deis": "paper", "ipndm": "paper"}
 GUIDED_SOLVER_RULES = {"euler": "paper", "ipndm_v": "paper", "dpmpp_2m": "paper"}
 GUIDED_CFG = 3.0
 SOLVER_STEP_RULES = {"res_multistep": (8, "paper")}
+GUIDED_SOLVER_STEP_RULES = {"dpmpp_2m": (8, "sharpness")}
 RULE_CHOICES = (AUTO_RULE, *ACCEPTANCE_RULES)
 ACCEPTANCE_FIELDS = ("guard", "min_held_out_gain", "correct_last_step")
 
@@ -55,7 +58,9 @@ def describe_rule(rule: str) -> str:
     """A rule's name as reports print it; `auto` with what it means per solver."""
     if rule != AUTO_RULE:
         return rule
-    guided = "; ".join(f"{s}: {r} at CFG >= {GUIDED_CFG:g}" for s, r in GUIDED_SOLVER_RULES.items())
+    guided = "; ".join(f"{s}: {r} at CFG >= {GUIDED_CFG:g}" + (
+        f" ({GUIDED_SOLVER_STEP_RULES[s][1]} from {GUIDED_SOLVER_STEP_RULES[s][0]} steps)"
+        if s in GUIDED_SOLVER_STEP_RULES else "") for s, r in GUIDED_SOLVER_RULES.items())
     by_steps = "; ".join(f"{s}: {r} from {n} steps" for s, (n, r) in SOLVER_STEP_RULES.items())
     return (f"auto ({'; '.join(f'{s}: {r}' for s, r in SOLVER_RULES.items())}; {guided}; {by_steps}; "
             f"otherwise {DEFAULT_RULE})")
@@ -66,11 +71,19 @@ def default_rule(solver: str, cfg: float | None = None, otherwise: str | None = 
     """The acceptance rule `auto` means for this (canonical) solver name at this CFG (None: unguided) on a
     grid of `steps` steps (None: below every SOLVER_STEP_RULES threshold); `otherwise` replaces DEFAULT_RULE
     for the solvers without a measured rule of their own (rule studies)."""
-    if steps is not None and solver in SOLVER_STEP_RULES and steps >= SOLVER_STEP_RULES[solver][0]:
-        return SOLVER_STEP_RULES[solver][1]
+    by_steps = step_rule(solver, cfg)
+    if steps is not None and by_steps is not None and steps >= by_steps[0]:
+        return by_steps[1]
     if cfg is not None and cfg >= GUIDED_CFG and solver in GUIDED_SOLVER_RULES:
         return GUIDED_SOLVER_RULES[solver]
     return SOLVER_RULES.get(solver, otherwise or DEFAULT_RULE)
+
+
+def step_rule(solver: str, cfg: float | None = None) -> tuple[int, str] | None:
+    """(steps, rule): the rule `auto` gives this solver on grids of at least that many steps at this CFG."""
+    if cfg is not None and cfg >= GUIDED_CFG and solver in GUIDED_SOLVER_STEP_RULES:
+        return GUIDED_SOLVER_STEP_RULES[solver]
+    return SOLVER_STEP_RULES.get(solver)
 # The PAS Trainer's budget (docs/ab-study.md): at most 1,000 model calls per grid at 3-10 steps.
 TRAINER_TRAJECTORIES, TRAINER_TEACHER_NFE = 48, 48
 
@@ -124,7 +137,7 @@ class SearchSettings:
             if solver is None:
                 raise ValueError("the acceptance rule 'auto' needs the solver's name")
             if not any(name in fields for name in ACCEPTANCE_FIELDS):  # explicit fields hold at every step count
-                by_steps = SOLVER_STEP_RULES.get(solver)
+                by_steps = step_rule(solver, cfg)
             rule = default_rule(solver, cfg, otherwise)
         return cls(**{**ACCEPTANCE_RULES[rule], "rule_from_steps": by_steps, **fields})
 
