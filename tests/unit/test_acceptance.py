@@ -271,26 +271,26 @@ def test_auto_rule_by_step_count_resolves_per_grid(gmm):
     assert alone.metadata["rule"] == alone_report["grids"][0]["rule"] == "paper"
 
 
-def test_auto_rule_for_guided_dpmpp_2m_switches_to_sharpness_from_8_steps(gmm):
+def test_auto_rule_for_guided_dpmpp_2m_switches_to_sharpness_from_10_steps(gmm):
     from comfyui_pas.settings import DEFAULT_RULE, GUIDED_SOLVER_STEP_RULES, default_rule, describe_rule
 
-    assert GUIDED_SOLVER_STEP_RULES["dpmpp_2m"] == (8, "sharpness")
+    assert GUIDED_SOLVER_STEP_RULES["dpmpp_2m"] == (10, "sharpness")
     for cfg in (3.0, 4.0, 7.5):
         settings = SearchSettings.for_rule("auto", "dpmpp_2m", cfg)
-        assert settings.rule == "paper, sharpness from 8 steps"
-        assert settings.for_steps(6).rule == "paper" == default_rule("dpmpp_2m", cfg, steps=6)
-        assert settings.for_steps(8).rule == "sharpness" == default_rule("dpmpp_2m", cfg, steps=10)
+        assert settings.rule == "paper, sharpness from 10 steps"
+        assert settings.for_steps(9).rule == "paper" == default_rule("dpmpp_2m", cfg, steps=8)
+        assert settings.for_steps(10).rule == "sharpness" == default_rule("dpmpp_2m", cfg, steps=12)
     for cfg in (None, 1.0, 2.9):  # without guidance dpmpp_2m keeps the default rule at every step count
         settings = SearchSettings.for_rule("auto", "dpmpp_2m", cfg)
         assert settings.rule == DEFAULT_RULE and settings.rule_from_steps is None
         assert default_rule("dpmpp_2m", cfg, steps=10) == DEFAULT_RULE
     assert default_rule("dpmpp_2m", 4.0) == "paper"  # no step count: the short grids' rule
-    assert "dpmpp_2m: paper at CFG >= 3 (sharpness from 8 steps)" in describe_rule("auto")
+    assert "dpmpp_2m: paper at CFG >= 3 (sharpness from 10 steps)" in describe_rule("auto")
     assert SearchSettings.for_rule("auto", "euler", 4.0).rule_from_steps is None
-    # one guided training over a 5- and an 8-step grid: each grid under its own rule
+    # one guided training over an 8- and a 10-step grid: each grid under its own rule
     x = seeded_noise(range(8), (96,)) * 80.0
     settings = SearchSettings.for_rule("auto", "dpmpp_2m", 4.0)
-    _, report = train_pas(gmm, x, [edm_sigmas(5), edm_sigmas(8)], solver="dpmpp_2m", settings=settings,
+    _, report = train_pas(gmm, x, [edm_sigmas(8), edm_sigmas(10)], solver="dpmpp_2m", settings=settings,
                           teacher_nfe=12)
     assert [g["rule"] for g in report["grids"]] == ["paper", "sharpness"]
 
