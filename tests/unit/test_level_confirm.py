@@ -76,7 +76,7 @@ def test_report_counts_verdicts_and_shows_both_seed_sets():
               "floor": {"fd_teacher": 0.5, "fd_data": 9.0},
               "cases": [case("x+PAS", "better", -0.2), case("x+PAS [multi-grid]", "level", 0.05)]}
     text = report(result, "cmd")
-    assert "on 2000 fresh seeds 1 are better, 1 level and 0 worse" in text
+    assert "Rows level on the run's 400 seeds: 2." in text and "1 better, 1 level, 0 worse." in text
     assert "| 8 | x+PAS | comfy x | 1, 3 | -0.2 [-0.6, +0.2] | 1.7 -> 1.5 | -0.2 [-0.3, -0.1] |" in text
     assert "| level |" in text and "`cmd` (2 min)" in text
 

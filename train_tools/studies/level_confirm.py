@@ -108,9 +108,9 @@ def report(result: dict, command: str) -> str:
               f"FD teacher, uncorrected -> PAS ({n} fresh seeds)", "FD teacher difference (fresh)",
               "FD teacher % (fresh)", "verdict (fresh)", "FD data % (fresh)", "RMSE % (fresh)"]
     floor = result["floor"]
-    summary = (f"Of {len(result['cases'])} rows level on the run's {run_n} seeds, on {n} fresh seeds "
-               f"{counts['better']} are better, {counts['level']} level and {counts['worse']} worse than their "
-               "uncorrected row (FD to the teacher, paired 95% interval).")
+    summary = (f"Rows level on the run's {run_n} seeds: {len(result['cases'])}. Against their uncorrected row on {n} "
+               f"fresh seeds (FD to the teacher, paired 95% interval): {counts['better']} better, {counts['level']} "
+               f"level, {counts['worse']} worse.")
     return (f"# {result['label']}: the level PAS rows on {n} fresh seeds\n\n`{command}` "
             f"({result['seconds'] / 60:.0f} min). Seeds {result['seed_start']}+; the run: {result['run']} "
             f"({run_n} evaluation seeds). The teacher's own samples on these seeds: FD teacher {floor['fd_teacher']:.3g}, "
