@@ -87,3 +87,19 @@ def test_confirm_refuses_a_run_evaluated_on_the_fresh_seeds(tmp_path):
     (tmp_path / "results.json").write_text(json.dumps(saved))
     with pytest.raises(SystemExit, match="overlap the fresh seeds"):
         confirm(tmp_path, None, 2000)
+
+
+def test_results_are_named_by_study_seeds_and_nfe_and_reports_rebuild(tmp_path):
+    from train_tools.studies import fresh_seeds, level_confirm
+
+    assert fresh_seeds.stem(tmp_path, "level_confirm", 2000, None) == tmp_path / "level_confirm_n2000"
+    assert fresh_seeds.stem(tmp_path, "best_row_confirm", 500, [8, 10]) == tmp_path / "best_row_confirm_n500_nfe8-10"
+    result = {"label": "m", "n": 20, "run_n": 6, "seed_start": CONFIRM_SEED_START, "run": "r", "seconds": 60.0,
+              "floor": {"fd_teacher": 0.5, "fd_data": 9.0}, "cases": []}
+    saved = tmp_path / "level_confirm_n20.json"
+    fresh_seeds.write(result, saved.with_suffix(""), "train_tools.studies.level_confirm", ["--run", "r"], report)
+    written = saved.with_suffix(".md").read_text()
+    assert "`python -m train_tools.studies.level_confirm --run r` (1 min)" in written
+    saved.with_suffix(".md").unlink()
+    assert level_confirm.main(["--report", str(saved)]) is None  # samples nothing
+    assert saved.with_suffix(".md").read_text() == written

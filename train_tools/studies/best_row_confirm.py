@@ -15,18 +15,13 @@ teacher in the run, beaten there or not (where a best row was met: does it hold 
 """
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
-import torch
-
-from train_tools.bench_setup import BenchSetup
-from train_tools.data.fashion_mnist import to_uint8
 from train_tools.data.seeds import CONFIRM_SEED_START
 from train_tools.evaluation.quality import Judge, beats, interval_verdict
+from train_tools.studies import fresh_seeds
 from train_tools.studies.inception_check import row_sampler
 from train_tools.studies.rule_study import pct
 from train_tools.tables import markdown_table
@@ -64,14 +59,9 @@ def confirm(run: Path, nfes: list[int] | None, n: int, also_closest: int = 0) ->
     missing = [nfe for nfe in nfes if str(nfe) not in bench]
     if missing:
         raise SystemExit(f"{run}: no best-row comparison at NFE {missing} (it has {sorted(int(k) for k in bench)})")
-    start = options["eval_seed_start"]
-    if start < CONFIRM_SEED_START + n and CONFIRM_SEED_START < start + options["eval"]:
-        raise SystemExit(f"{run} was evaluated on seeds {start}+, which overlap the fresh seeds {CONFIRM_SEED_START}+")
+    fresh_seeds.refuse_overlap(run, options, n)
     started = time.perf_counter()
-    setup = BenchSetup.create(options["model"], options["cfg"], n, eval_start=CONFIRM_SEED_START)
-    judge = setup.judge()
-    teacher = setup.teacher_finals("eval")
-    floor = judge.score(to_uint8(teacher), teacher)
+    setup, judge, floor = fresh_seeds.references(options, n)
     print(f"{setup.label()}: references and the teacher's samples on {n} seeds ({time.perf_counter() - started:.0f} s)",
           flush=True)
     result = {"run": str(run), "label": setup.label(), "n": n, "seed_start": CONFIRM_SEED_START,
@@ -137,37 +127,18 @@ def report(result: dict, command: str) -> str:
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--run", help="a finished reproduction's folder (results.json, coords/)")
-    parser.add_argument("--nfe", type=int, nargs="+", default=None, help="default: every NFE of the run")
-    parser.add_argument("--n", type=int, default=2000, help="fresh seeds (and teacher-reference seeds)")
+    parser = fresh_seeds.parser(__doc__.split("\n")[0])
     parser.add_argument("--also-closest", type=int, default=0, metavar="K",
                         help="also sample the K built-ins closest to the teacher in the run, even where beaten there")
-    parser.add_argument("--report", metavar="JSON", help="rebuild the .md beside this saved result; samples nothing")
-    args = parser.parse_args(argv)
-    if not (args.run or args.report):
-        parser.error("give --run (sample and score) or --report (rebuild a saved result's table)")
-    if args.report:
-        saved = Path(args.report)
-        result = json.loads(saved.read_text())
-        text = report(result, result["command"])
-        saved.with_suffix(".md").write_text(text)
-        print(text)
+    args = fresh_seeds.parse(parser, argv, report)
+    if args is None:
         return
-    torch.set_num_threads(1)
     run = Path(args.run)
     result = confirm(run, args.nfe, args.n, args.also_closest)
-    stem = run / f"best_row_confirm_n{args.n}"
-    if args.nfe:
-        stem = stem.with_name(f"{stem.name}_nfe{'-'.join(map(str, args.nfe))}")
+    stem = fresh_seeds.stem(run, "best_row_confirm", args.n, args.nfe)
     if args.also_closest:
         stem = stem.with_name(f"{stem.name}_closest{args.also_closest}")
-    result["command"] = "python -m train_tools.studies.best_row_confirm " + " ".join(
-        argv if argv is not None else sys.argv[1:])
-    text = report(result, result["command"])
-    stem.with_suffix(".json").write_text(json.dumps(result, indent=1))
-    stem.with_suffix(".md").write_text(text)
-    print(text)
+    fresh_seeds.write(result, stem, "train_tools.studies.best_row_confirm", argv, report)
 
 
 if __name__ == "__main__":
