@@ -70,7 +70,7 @@ def describe_rule(rule: str) -> str:
 def default_rule(solver: str, cfg: float | None = None, otherwise: str | None = None,
                  steps: int | None = None) -> str:
     """The acceptance rule `auto` means for this (canonical) solver name at this CFG (None: unguided) on a
-    grid of `steps` steps (None: below every SOLVER_STEP_RULES threshold); `otherwise` replaces DEFAULT_RULE
+    grid of `steps` steps (None: below every step_rule threshold); `otherwise` replaces DEFAULT_RULE
     for the solvers without a measured rule of their own (rule studies)."""
     by_steps = step_rule(solver, cfg)
     if steps is not None and by_steps is not None and steps >= by_steps[0]:

@@ -2,8 +2,8 @@
 
     python -m train_tools.studies.level_confirm --run out/reproduce/full_cond_cfg4 --n 2000
 
-"Never worse" (issue 17) asks each PAS row that corrects a step to lower the FD to the teacher against its
-uncorrected row with the 95% interval below zero. On the reproduction's 400 seeds some rows are level: the
+"Never worse" (a target of the reproduction) asks each PAS row that corrects a step to lower the FD to the
+teacher against its uncorrected row with the 95% interval below zero. On the reproduction's 400 seeds some rows are level: the
 interval spans zero. Each such row of the run (results.json, the row's vs_base) and its uncorrected row sample N
 seeds from CONFIRM_SEED_START, apart from the run's training and evaluation seeds, on the run's grids and with
 its saved coordinates. Both are scored on the quality bench against the teacher's samples on N reference seeds
